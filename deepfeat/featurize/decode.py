@@ -1,0 +1,234 @@
+"""Robust image decoding: any file or in-memory image to an RGB ``PIL.Image``.
+
+Every failure becomes an :class:`~deepfeat.exceptions.ImageDecodeError` carrying the path
+and a short reason, so a batch job can record it and carry on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from struct import error as struct_error  # Pillow raises it on corrupt TIFF/EXIF
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from deepfeat.exceptions import ImageDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "read_bytes",
+    "decode_image",
+    "to_rgb",
+    "describe_source",
+    "sniff_is_image",
+]
+
+#: Images with more pixels than this are refused as possible decompression bombs
+#: (about 178 megapixels: twice Pillow's own warning threshold).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+# Pillow must never silently pad a truncated file with grey: that is a failure to report.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def describe_source(source: Any) -> str:
+    """Return a printable name for an input (its path, or a short in-memory description)."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(source)
+    if isinstance(source, Image.Image):
+        return f"<PIL.Image {source.mode} {source.size[0]}x{source.size[1]}>"
+    if isinstance(source, np.ndarray):
+        return f"<ndarray {source.dtype} {tuple(source.shape)}>"
+    return f"<{type(source).__name__}>"
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Read a whole file, turning OS errors into :class:`ImageDecodeError`."""
+    name = os.fsdecode(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageDecodeError(name, "dangling symbolic link") from None
+        raise ImageDecodeError(name, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(name, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageDecodeError(name, "permission denied") from None
+    except OSError as exc:
+        raise ImageDecodeError(name, f"cannot read file: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    return data
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "not a recognized image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(name, f"corrupt image header: {exc}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageDecodeError(
+            name,
+            f"decompression bomb refused: {w}x{h} = {w * h:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (raise max_pixels if this image is genuine)",
+        )
+    if w < 1 or h < 1:
+        raise ImageDecodeError(name, f"image has no pixels ({w}x{h})")
+    return img
+
+
+def _gray_to_uint8(img: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer and float grayscale to 8-bit, keeping relative intensity."""
+    arr = np.asarray(img)
+    if arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        hi = float(finite.max()) if finite.size else 1.0
+        scale = 255.0 if hi <= 1.0 else 1.0
+        out = np.clip(np.nan_to_num(arr) * scale, 0, 255)
+    else:
+        hi = int(arr.max()) if arr.size else 0
+        if img.mode.startswith("I;16") or hi > 255:
+            out = np.clip(arr, 0, 65535) / 257.0
+        else:
+            out = np.clip(arr, 0, 255)
+    return Image.fromarray(out.round().astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any Pillow mode to RGB correctly.
+
+    Transparency (RGBA, LA, PA, palette with a transparent index) is composited over
+    ``background``; 16-bit and float grayscale are rescaled to 8 bits instead of clipped;
+    CMYK, YCbCr, LAB, HSV and 1-bit images go through Pillow's colour conversion.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = _gray_to_uint8(img)
+        mode = "L"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGB", rgba.size, background)
+        base.paste(rgba, mask=rgba.getchannel("A"))
+        return base
+    return img.convert("RGB")
+
+
+def decode_image(
+    source: Any,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+) -> Image.Image:
+    """Decode one image into an RGB ``PIL.Image`` with EXIF orientation applied.
+
+    Parameters
+    ----------
+    source : str, PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        A path, an encoded file's bytes, or an in-memory image (HxW, HxWx3, HxWx4 array).
+    draft_size : int, optional
+        Shorter side needed downstream. JPEGs much larger than that are decoded at a
+        reduced DCT scale (Pillow's draft mode) that still keeps both sides >= it.
+    max_pixels : int
+        Refuse images whose header claims more pixels (decompression bombs) before
+        allocating them.
+    data : bytes, optional
+        The file's bytes when the caller has already read them (avoids a second read).
+
+    Returns
+    -------
+    PIL.Image.Image
+        A fully loaded RGB image.
+
+    Raises
+    ------
+    ImageDecodeError
+        With the path and a short reason, for every way an input can be bad.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> decode_image(np.zeros((4, 6), dtype=np.uint8)).size
+    (6, 4)
+    """
+    name = describe_source(source)
+    if isinstance(source, Image.Image):
+        img = source
+        if img.width * img.height > max_pixels:
+            raise ImageDecodeError(name, "image exceeds the pixel limit")
+        return to_rgb(ImageOps.exif_transpose(img) or img)
+    if isinstance(source, np.ndarray):
+        return to_rgb(_array_to_pil(source, name))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    elif data is None:
+        if not isinstance(source, (str, os.PathLike)):
+            raise ImageDecodeError(name, "unsupported input type (expected a path, bytes, PIL image or array)")
+        data = read_bytes(source)
+    img = _open_checked(data, name, max_pixels)
+    try:
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except OSError as exc:
+        msg = str(exc)
+        if "truncated" in msg:
+            raise ImageDecodeError(name, f"truncated image data ({msg})") from None
+        raise ImageDecodeError(name, f"corrupt image data: {msg}") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, TypeError, struct_error) as exc:
+        raise ImageDecodeError(name, f"corrupt image data: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
+
+
+def _array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageDecodeError(name, "array must be HxW, HxWx1, HxWx3 or HxWx4")
+    if arr.size == 0:
+        raise ImageDecodeError(name, "array has no pixels")
+    if arr.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(arr))
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageDecodeError(name, "array contains NaN or infinite values")
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(arr * scale, 0, 255).round().astype(np.uint8))
+    if arr.dtype == np.uint16:
+        return Image.fromarray((arr / 257.0).round().astype(np.uint8))
+    if arr.dtype.kind in "iub":
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    raise ImageDecodeError(name, f"unsupported array dtype {arr.dtype}")
+
+
+def sniff_is_image(path: str | Path) -> bool:
+    """Return True when a file's first bytes look like an image Pillow can open."""
+    try:
+        with Image.open(path) as img:
+            return bool(img.format)
+    except Exception:
+        return False
+

@@ -1,0 +1,142 @@
+"""Preprocessing that travels with the weights: resize, crop, interpolation, mean, std.
+
+Geometry (resize of the shorter side, keeping the aspect ratio, then a centre crop) runs
+on the decoded PIL image in the loader; normalisation runs on the whole uint8 batch on the
+model's device, which is cheaper than per-image float work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["Preprocess"]
+
+_PIL_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a backbone expects its input images.
+
+    Parameters
+    ----------
+    resize : int
+        Length the shorter side is resized to (aspect ratio kept).
+    crop : tuple of int
+        ``(height, width)`` of the centre crop taken after resizing.
+    interpolation : str
+        One of ``nearest``, ``bilinear``, ``bicubic``, ``lanczos``, ``box``, ``hamming``.
+    mean, std : tuple of float
+        Per-channel normalisation applied to pixel values scaled to [0, 1].
+
+    Examples
+    --------
+    >>> p = Preprocess(resize=256, crop=(224, 224), interpolation="bicubic",
+    ...                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    >>> from PIL import Image
+    >>> tuple(p.geometry(Image.new("RGB", (640, 480))).shape)
+    (3, 224, 224)
+    """
+
+    resize: int
+    crop: tuple[int, int]
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _PIL_INTERPOLATION:
+            raise ValueError(
+                f"interpolation must be one of {sorted(_PIL_INTERPOLATION)}, got {self.interpolation!r}"
+            )
+
+    # -- constructors -----------------------------------------------------------------
+    @classmethod
+    def from_timm_config(cls, cfg: dict[str, Any]) -> Preprocess:
+        """Build from a timm data config (``timm.data.resolve_data_config``)."""
+        _, h, w = cfg["input_size"]
+        crop_pct = float(cfg.get("crop_pct") or 0.875)
+        if cfg.get("crop_mode", "center") not in ("center", "squash", "border"):
+            raise ValueError(f"unsupported timm crop_mode {cfg.get('crop_mode')!r}")
+        resize = int(math.floor(min(h, w) / crop_pct))
+        return cls(
+            resize=resize,
+            crop=(int(h), int(w)),
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+            mean=tuple(float(x) for x in cfg["mean"]),
+            std=tuple(float(x) for x in cfg["std"]),
+        )
+
+    @classmethod
+    def from_torchvision_transforms(cls, tf: Any) -> Preprocess:
+        """Build from a torchvision weights' ``transforms()`` (``ImageClassification``)."""
+        crop = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else tf.crop_size
+        resize = tf.resize_size[0] if isinstance(tf.resize_size, (list, tuple)) else tf.resize_size
+        interp = getattr(tf.interpolation, "value", str(tf.interpolation)).lower()
+        return cls(
+            resize=int(resize),
+            crop=(int(crop), int(crop)),
+            interpolation=interp,
+            mean=tuple(float(x) for x in tf.mean),
+            std=tuple(float(x) for x in tf.std),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            resize=int(d["resize"]),
+            crop=(int(d["crop"][0]), int(d["crop"][1])),
+            interpolation=str(d["interpolation"]),
+            mean=tuple(float(x) for x in d["mean"]),
+            std=tuple(float(x) for x in d["std"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crop"] = list(self.crop)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    # -- application ------------------------------------------------------------------
+    @property
+    def draft_size(self) -> int:
+        """Smallest shorter side the decoder must deliver (for JPEG draft decoding)."""
+        return max(self.resize, *self.crop)
+
+    def geometry(self, img: Image.Image) -> torch.Tensor:
+        """Resize the shorter side and centre-crop; return a uint8 ``(3, H, W)`` tensor."""
+        w, h = img.size
+        scale = self.resize / min(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        ch, cw = self.crop
+        # An image narrower than the crop after resizing is scaled up to cover it.
+        if nw < cw or nh < ch:
+            up = max(cw / nw, ch / nh)
+            nw, nh = math.ceil(nw * up), math.ceil(nh * up)
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), _PIL_INTERPOLATION[self.interpolation], reducing_gap=None)
+        left, top = (nw - cw) // 2, (nh - ch) // 2
+        img = img.crop((left, top, left + cw, top + ch))
+        arr = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def normalize(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Turn a uint8 ``(N, 3, H, W)`` batch into the normalised float input of the model."""
+        mean = torch.tensor(self.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+        x = batch.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+        return x.to(dtype)
