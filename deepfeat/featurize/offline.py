@@ -43,7 +43,7 @@ def _weights_id(weights: str | None) -> str:
     return f"{_PACKAGE}==0.1.0:efficientnet-lite0-57934424.pth"
 
 
-def map_by_position(model: nn.Module, source: "OrderedDict[str, torch.Tensor]") -> None:
+def map_by_position(model: nn.Module, source: OrderedDict[str, torch.Tensor]) -> None:
     """Load ``source`` into ``model`` tensor by tensor in order, checking every shape."""
     target = model.state_dict()
     if len(source) != len(target):

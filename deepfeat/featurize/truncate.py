@@ -113,12 +113,14 @@ def truncate(model: nn.Module, layer: str | None, pool: str | None, family: str)
     if pool not in POOLINGS:
         raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
     nodes = _graph_nodes(model, family)
-    if layer not in nodes:
+    node = _node_for(model, nodes, layer)
+    if node is None:
         import difflib
 
-        close = difflib.get_close_matches(layer, nodes, n=5, cutoff=0.5)
+        names = nodes + [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
         raise LayerNotFoundError(
-            f"layer {layer!r} is not a node of this backbone"
+            f"layer {layer!r} is not a node or module of this backbone"
             + (f"; close matches: {', '.join(close)}" if close else "")
             + ". List cut points with `deepfeat backbones NAME --layers`."
         )
@@ -126,8 +128,22 @@ def truncate(model: nn.Module, layer: str | None, pool: str | None, family: str)
         from timm.models._features_fx import create_feature_extractor
     else:
         from torchvision.models.feature_extraction import create_feature_extractor
-    body = create_feature_extractor(model, return_nodes={layer: layer})
-    return Truncated(body, layer, pool, layer)
+    body = create_feature_extractor(model, return_nodes={node: node})
+    return Truncated(body, layer, pool, node)
+
+
+def _node_for(model: nn.Module, nodes: list[str], layer: str) -> str | None:
+    """The graph node whose output is ``layer``'s output.
+
+    ``layer`` may be a graph node itself or a module (``layer3``, ``blocks.4``): a traced
+    module is expanded into its ops, so its output is its last node in execution order.
+    """
+    if layer in nodes:
+        return layer
+    if layer not in dict(model.named_modules()):
+        return None
+    inner = [n for n in nodes if n.startswith(layer + ".")]
+    return inner[-1] if inner else None
 
 
 def list_layers(model: nn.Module, family: str, input_size: tuple[int, int]) -> list[dict[str, Any]]:
@@ -136,10 +152,11 @@ def list_layers(model: nn.Module, family: str, input_size: tuple[int, int]) -> l
     Each row has ``layer``, ``shape`` (output without the batch axis) and ``dim`` (the
     pooled embedding size). Sizes come from one forward pass with hooks on a dummy input.
     """
-    nodes = set(_graph_nodes(model, family))
+    nodes = _graph_nodes(model, family)
     candidates = [
         n for n, m in model.named_modules()
-        if n and n.count(".") <= 1 and n in nodes and not isinstance(m, (nn.Dropout, nn.Identity))
+        if n and n.count(".") <= 1 and _node_for(model, nodes, n) is not None
+        and not isinstance(m, (nn.Dropout, nn.Identity))
     ]
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []

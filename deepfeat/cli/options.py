@@ -1,0 +1,58 @@
+"""Options shared by several subcommands (one definition, mirroring the library defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from deepfeat.featurize.backbones import DEFAULT_BACKBONE
+from deepfeat.featurize.featurizer import Featurizer
+from deepfeat.featurize.runtime import PRECISIONS
+from deepfeat.featurize.truncate import POOLINGS
+
+_DEFAULTS = {k: p.default for k, p in inspect.signature(Featurizer).parameters.items()}
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() in ("none", "random") else value
+
+
+def add_backbone_options(p: argparse.ArgumentParser) -> None:
+    """``--backbone --weights --checkpoint --layer --pool``."""
+    g = p.add_argument_group("backbone")
+    g.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"registry name (default: {DEFAULT_BACKBONE}, works offline); see `deepfeat backbones`")
+    g.add_argument("--weights", type=_weights, default=_DEFAULTS["weights"],
+                   help="DEFAULT, a named weights variant, or 'none' for random weights")
+    g.add_argument("--checkpoint", default=None, help="local state-dict file to load")
+    g.add_argument("--layer", default=None, help="graph node to cut at (default: penultimate)")
+    g.add_argument("--pool", default=_DEFAULTS["pool"], choices=POOLINGS, help="pooling for a named layer")
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """``--cache --device --precision --batch-size --workers --storage-dtype --lock-timeout``."""
+    g = p.add_argument_group("featurization")
+    g.add_argument("--cache", default=None, help="HDF5 embedding cache file (created if missing)")
+    g.add_argument("--device", default=_DEFAULTS["device"], help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS,
+                   help="auto uses bf16/fp16 only where the hardware runs it natively")
+    g.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"])
+    g.add_argument("--workers", default=_DEFAULTS["num_workers"],
+                   type=lambda v: v if v == "auto" else int(v), help="decoding processes (auto or N)")
+    g.add_argument("--storage-dtype", default=_DEFAULTS["storage_dtype"], choices=("float32", "float16"))
+    g.add_argument("--lock-timeout", type=float, default=_DEFAULTS["lock_timeout"],
+                   help="seconds to wait for another process writing the same cache")
+
+
+def featurizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Featurizer keyword arguments from parsed options (only those the parser declared)."""
+    mapping = {
+        "backbone": "backbone", "weights": "weights", "checkpoint": "checkpoint", "layer": "layer",
+        "pool": "pool", "cache": "cache", "device": "device", "precision": "precision",
+        "batch_size": "batch_size", "workers": "num_workers", "storage_dtype": "storage_dtype",
+        "lock_timeout": "lock_timeout",
+    }
+    kw = {dst: getattr(args, src) for src, dst in mapping.items() if hasattr(args, src)}
+    kw["progress"] = not getattr(args, "quiet", False)
+    return kw

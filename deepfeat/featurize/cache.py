@@ -1,0 +1,463 @@
+"""Content-addressed HDF5 cache of embeddings.
+
+Layout (readable with plain h5py; see README "Cache format")::
+
+    /                          attrs: format="deepfeat-cache", format_version=1
+    /spaces/<fingerprint>/     one group per feature space; attrs: fingerprint, backbone,
+                               weights, weights_id, layer, pool, preprocess (JSON), dim,
+                               dtype, versions (JSON), created
+    /spaces/<fp>/keys          (n,)  |S32  BLAKE2b-128 hex digest of each image's bytes
+    /spaces/<fp>/features      (n, dim) float32 or float16, chunked along rows
+
+Rows are keyed by the image's content hash inside a feature space whose name is a
+fingerprint of backbone, weights, layer, pooling, preprocessing and storage dtype.
+
+Crash safety: new rows go to an append-only checksummed journal (``<file>.journal``,
+:mod:`deepfeat.featurize.journal`). A *checkpoint* copies the ``.h5`` file, appends the
+journal's rows that it lacks, flushes it to disk and atomically renames it over the old
+file, and only then empties the journal. A process killed at any moment therefore leaves
+the old ``.h5`` file intact plus a journal whose damaged tail is ignored; the next writer
+folds the intact records in. Readers read the journal, then the ``.h5`` file, so they never
+see a half-written state. One writer at a time holds ``<file>.lock``
+(:class:`~deepfeat.featurize.lock.WriterLock`).
+
+Reading a cache never executes code: only numeric arrays, byte-string keys and JSON
+attributes are read, and each is validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from deepfeat.exceptions import CacheCorruptError, CacheError
+from deepfeat.featurize.hashing import KEY_LENGTH
+from deepfeat.featurize.journal import ALLOWED_DTYPES, append_record, encode_record, read_records
+from deepfeat.featurize.lock import WriterLock
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "FeatureCache"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "deepfeat-cache"
+FORMAT_VERSION = 1
+#: Target size of one HDF5 chunk of the feature matrix.
+CHUNK_BYTES = 1 << 20
+#: Checkpoint automatically once the journal holds this many bytes.
+JOURNAL_CHECKPOINT_BYTES = 256 << 20
+_READ_SPAN_BYTES = 64 << 20
+
+
+def _rows_per_chunk(dim: int, itemsize: int) -> int:
+    return int(max(16, min(8192, CHUNK_BYTES // max(1, dim * itemsize))))
+
+
+class _Space:
+    """In-memory index of one feature space: key -> row in h5, plus journal rows."""
+
+    def __init__(self, attrs: dict[str, Any], dim: int, dtype: str) -> None:
+        self.attrs = attrs
+        self.dim = dim
+        self.dtype = dtype
+        self.h5_rows: dict[str, int] = {}
+        self.j_rows: dict[str, np.ndarray] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.h5_rows or key in self.j_rows
+
+    def __len__(self) -> int:
+        return len(self.h5_rows) + sum(1 for k in self.j_rows if k not in self.h5_rows)
+
+
+class FeatureCache:
+    """An embedding cache file: read from anywhere, written by one process at a time.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.h5`` file. It need not exist yet.
+    lock_timeout : float or None, default=30
+        Seconds a writer waits for another writer before failing with
+        :class:`~deepfeat.exceptions.CacheLockedError` (``None``: wait for ever).
+    fsync : bool, default=True
+        Flush each journal record to disk (protects against power loss, not only
+        process death).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.h5")
+    >>> cache = FeatureCache(path)
+    >>> with cache.writer():
+    ...     cache.append("space0", {"dim": 2}, ["0" * 32], np.ones((1, 2), np.float32))
+    >>> feats, found = cache.read("space0", ["0" * 32, "f" * 32])
+    >>> found.tolist(), feats[0].tolist()
+    ([True, False], [1.0, 1.0])
+    """
+
+    def __init__(self, path: str | os.PathLike, *, lock_timeout: float | None = 30.0,
+                 fsync: bool = True) -> None:
+        self.path = os.fspath(path)
+        self.journal_path = self.path + ".journal"
+        self.lock_timeout = lock_timeout
+        self.fsync = fsync
+        self._lock: WriterLock | None = None
+        self._jfh: Any = None
+        self._jend = 0
+        self._spaces: dict[str, _Space] | None = None
+        self.rows_written = 0
+
+    # ------------------------------------------------------------------ reading
+    def _open_h5(self) -> h5py.File | None:
+        if not os.path.exists(self.path):
+            return None
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise CacheCorruptError(
+                f"{self.path}: not a readable HDF5 file ({exc}). "
+                "Run `deepfeat cache verify` / `deepfeat cache repair`, or use another cache file."
+            ) from None
+        fmt = f.attrs.get("format")
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", "replace")
+        if fmt != FORMAT:
+            f.close()
+            raise CacheCorruptError(f"{self.path}: not a deepfeat cache (format attribute {fmt!r})")
+        version = f.attrs.get("format_version")
+        if not isinstance(version, (int, np.integer)) or int(version) > FORMAT_VERSION:
+            f.close()
+            raise CacheCorruptError(
+                f"{self.path}: cache format version {version!r} is not supported "
+                f"(this deepfeat reads version {FORMAT_VERSION}); upgrade deepfeat"
+            )
+        return f
+
+    @staticmethod
+    def _space_attrs(group: h5py.Group) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        for k, v in group.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, str) and k in ("preprocess", "versions"):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
+            attrs[k] = v
+        return attrs
+
+    def _validate_space(self, name: str, group: Any) -> tuple[h5py.Dataset, h5py.Dataset]:
+        where = f"{self.path}: feature space {name!r}"
+        if not isinstance(group, h5py.Group) or "keys" not in group or "features" not in group:
+            raise CacheCorruptError(f"{where} lacks its 'keys' or 'features' dataset")
+        keys, feats = group["keys"], group["features"]
+        if not isinstance(keys, h5py.Dataset) or keys.dtype != np.dtype(f"S{KEY_LENGTH}") or keys.ndim != 1:
+            raise CacheCorruptError(f"{where}: 'keys' must be a 1-D |S{KEY_LENGTH} dataset")
+        if not isinstance(feats, h5py.Dataset) or feats.ndim != 2 or str(feats.dtype) not in ALLOWED_DTYPES:
+            raise CacheCorruptError(f"{where}: 'features' must be a 2-D float16/float32 dataset")
+        if feats.shape[0] != keys.shape[0]:
+            raise CacheCorruptError(
+                f"{where}: {keys.shape[0]} keys but {feats.shape[0]} feature rows"
+            )
+        return keys, feats
+
+    def _load_index(self) -> dict[str, _Space]:
+        spaces: dict[str, _Space] = {}
+        # Journal first, then the .h5 file: a checkpoint in between cannot hide rows.
+        for rec in read_records(self.journal_path):
+            sp = spaces.get(rec.space)
+            if sp is None:
+                sp = spaces[rec.space] = _Space(rec.attrs, rec.features.shape[1], str(rec.features.dtype))
+            for k, row in zip(rec.keys, rec.features):
+                sp.j_rows.setdefault(k, row)
+        f = self._open_h5()
+        if f is not None:
+            with f:
+                for name, group in f.get("spaces", {}).items():
+                    keys, feats = self._validate_space(name, group)
+                    attrs = self._space_attrs(group)
+                    sp = spaces.get(name)
+                    if sp is None:
+                        sp = spaces[name] = _Space(attrs, feats.shape[1], str(feats.dtype))
+                    else:
+                        sp.attrs = attrs
+                        if sp.dim != feats.shape[1]:
+                            raise CacheCorruptError(
+                                f"{self.path}: space {name!r} has width {feats.shape[1]} in the file "
+                                f"but {sp.dim} in the journal"
+                            )
+                    raw = keys[...]
+                    sp.h5_rows = {k.decode("ascii"): i for i, k in enumerate(raw)}
+        return spaces
+
+    @property
+    def _index(self) -> dict[str, _Space]:
+        if self._spaces is None:
+            self._spaces = self._load_index()
+        return self._spaces
+
+    def refresh(self) -> None:
+        """Forget the in-memory index so the next call re-reads the file."""
+        self._spaces = None
+
+    def spaces(self) -> dict[str, dict[str, Any]]:
+        """Feature spaces in the cache: fingerprint -> attributes (with ``rows``)."""
+        return {name: {**sp.attrs, "rows": len(sp)} for name, sp in self._index.items()}
+
+    def space_info(self, space: str) -> dict[str, Any] | None:
+        sp = self._index.get(space)
+        return None if sp is None else {**sp.attrs, "rows": len(sp), "dim": sp.dim, "dtype": sp.dtype}
+
+    def contains(self, space: str, keys: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which ``keys`` have a row in ``space``."""
+        sp = self._index.get(space)
+        if sp is None:
+            return np.zeros(len(keys), dtype=bool)
+        return np.fromiter((k in sp for k in keys), dtype=bool, count=len(keys))
+
+    def read(self, space: str, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Read rows aligned with ``keys``.
+
+        Returns
+        -------
+        features : ndarray of shape (len(keys), dim), float32
+            NaN rows where a key is absent.
+        found : ndarray of bool
+        """
+        sp = self._index.get(space)
+        n = len(keys)
+        if sp is None:
+            return np.full((n, 0), np.nan, np.float32), np.zeros(n, bool)
+        out = np.full((n, sp.dim), np.nan, dtype=np.float32)
+        found = np.zeros(n, bool)
+        rows = np.full(n, -1, dtype=np.int64)
+        for i, k in enumerate(keys):
+            r = sp.h5_rows.get(k)
+            if r is not None:
+                rows[i] = r
+                found[i] = True
+            else:
+                jr = sp.j_rows.get(k)
+                if jr is not None:
+                    out[i] = jr
+                    found[i] = True
+        sel = np.flatnonzero(rows >= 0)
+        if sel.size:
+            f = self._open_h5()
+            assert f is not None
+            with f:
+                ds = f["spaces"][space]["features"]
+                out[sel] = self._aligned_rows(ds, rows[sel])
+        return out, found
+
+    @staticmethod
+    def _aligned_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+        """Read ``ds[rows]`` in any order by reading whole chunk spans sequentially."""
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        chunk = ds.chunks[0] if ds.chunks else 4096
+        span_rows = max(chunk, (_READ_SPAN_BYTES // max(1, ds.shape[1] * ds.dtype.itemsize)) // chunk * chunk)
+        res = np.empty((uniq.size, ds.shape[1]), dtype=np.float32)
+        i = 0
+        while i < uniq.size:
+            start = int(uniq[i]) // chunk * chunk
+            stop = min(start + span_rows, ds.shape[0])
+            j = int(np.searchsorted(uniq, stop, side="left"))
+            # shrink the span to the last needed chunk
+            stop = min(ds.shape[0], (int(uniq[j - 1]) // chunk + 1) * chunk)
+            block = ds[start:stop]
+            res[i:j] = block[uniq[i:j] - start]
+            i = j
+        return res[inverse]
+
+    def iter_space(self, space: str, batch_rows: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield ``(keys, features)`` blocks of a space (file rows, then journal rows)."""
+        f = self._open_h5()
+        if f is not None:
+            with f:
+                grp = f.get("spaces", {}).get(space)
+                if grp is not None:
+                    keys, feats = self._validate_space(space, grp)
+                    for s in range(0, keys.shape[0], batch_rows):
+                        yield [k.decode() for k in keys[s : s + batch_rows]], feats[s : s + batch_rows].astype(np.float32)
+        sp = self._index.get(space)
+        if sp is not None:
+            extra = [(k, v) for k, v in sp.j_rows.items() if k not in sp.h5_rows]
+            if extra:
+                yield [k for k, _ in extra], np.stack([v for _, v in extra]).astype(np.float32)
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[FeatureCache]:
+        """Hold the writer lock; recover a crashed run's journal; checkpoint on exit."""
+        if self._lock is not None:  # re-entrant
+            yield self
+            return
+        d = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(d):
+            raise CacheError(f"{self.path}: folder {d} does not exist")
+        self._lock = WriterLock(self.path, self.lock_timeout).acquire()
+        try:
+            self._cleanup_tmp()
+            self.refresh()
+            self._index  # validate before writing anything  # noqa: B018
+            self.checkpoint()  # fold in what a killed run left in the journal
+            yield self
+            self.checkpoint()
+        finally:
+            if self._jfh is not None:
+                self._jfh.close()
+                self._jfh = None
+            self._lock.release()
+            self._lock = None
+
+    def _cleanup_tmp(self) -> None:
+        for tmp in glob.glob(glob.escape(self.path) + ".tmp-*"):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+    def append(self, space: str, attrs: dict[str, Any], keys: Sequence[str], features: np.ndarray) -> None:
+        """Durably add rows to ``space`` (journal first; see the module docstring)."""
+        if self._lock is None:
+            raise CacheError("FeatureCache.append needs the writer lock: use `with cache.writer():`")
+        features = np.asarray(features)
+        if features.ndim != 2 or len(keys) != features.shape[0]:
+            raise ValueError("features must be (len(keys), dim)")
+        sp = self._index.get(space)
+        if sp is not None and sp.dim != features.shape[1]:
+            raise CacheError(f"{self.path}: space {space!r} has width {sp.dim}, got rows of width {features.shape[1]}")
+        if sp is not None:
+            features = features.astype(sp.dtype, copy=False)
+        if str(features.dtype) not in ALLOWED_DTYPES:
+            features = features.astype(np.float32)
+        record = encode_record(space, attrs, list(keys), features)
+        if self._jfh is None:
+            self._jfh = open(self.journal_path, "ab")
+            self._jend = self._jfh.tell()
+        try:
+            append_record(self._jfh, record, fsync=self.fsync)
+        except OSError as exc:
+            # Drop the partial record so later appends are not hidden behind it.
+            with contextlib.suppress(OSError):
+                self._jfh.truncate(self._jend)
+                self._jfh.seek(self._jend)
+            raise CacheError(
+                f"{self.journal_path}: cannot write ({exc.strerror or exc}); the rows written "
+                "before this batch are kept. Free disk space and run again to resume."
+            ) from exc
+        self._jend += len(record)
+        if sp is None:
+            sp = self._index[space] = _Space(attrs, features.shape[1], str(features.dtype))
+        for k, row in zip(keys, features):
+            sp.j_rows.setdefault(k, row)
+        self.rows_written += len(keys)
+        if self._jend >= JOURNAL_CHECKPOINT_BYTES:
+            self.checkpoint()
+
+    def checkpoint(self) -> int:
+        """Fold the journal into the ``.h5`` file atomically; return rows added."""
+        if self._lock is None:
+            raise CacheError("checkpoint needs the writer lock")
+        records = list(read_records(self.journal_path))
+        if not records:
+            self._truncate_journal()
+            return 0
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        added = 0
+        try:
+            if os.path.exists(self.path):
+                shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "a") as f:
+                if "format" not in f.attrs:
+                    f.attrs["format"] = FORMAT
+                    f.attrs["format_version"] = FORMAT_VERSION
+                spaces = f.require_group("spaces")
+                present: dict[str, set[str]] = {}
+                for rec in records:
+                    added += self._merge(spaces, rec, present)
+                f.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise CacheError(
+                f"{self.path}: checkpoint failed ({exc.strerror or exc}); the new rows are safe in "
+                f"{self.journal_path}. Free disk space and run again."
+            ) from exc
+        self._truncate_journal()
+        self.refresh()
+        log.debug("%s: checkpointed %d rows", self.path, added)
+        return added
+
+    def _merge(self, spaces: h5py.Group, rec: Any, present: dict[str, set[str]]) -> int:
+        n, dim = rec.features.shape
+        if rec.space not in spaces:
+            grp = spaces.create_group(rec.space)
+            for k, v in rec.attrs.items():
+                grp.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
+            grp.attrs["dim"] = dim
+            grp.attrs["dtype"] = str(rec.features.dtype)
+            grp.attrs.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            cr = _rows_per_chunk(dim, rec.features.dtype.itemsize)
+            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(4096,))
+            grp.create_dataset("features", shape=(0, dim), maxshape=(None, dim),
+                               dtype=rec.features.dtype, chunks=(cr, dim))
+        grp = spaces[rec.space]
+        keys_ds, feats_ds = self._validate_space(rec.space, grp)
+        if feats_ds.shape[1] != dim:
+            raise CacheCorruptError(f"{self.path}: journal rows of width {dim} for a space of width {feats_ds.shape[1]}")
+        seen = present.get(rec.space)
+        if seen is None:
+            seen = present[rec.space] = {k.decode("ascii") for k in keys_ds[...]}
+        take = []
+        for i, k in enumerate(rec.keys):
+            if k not in seen:
+                seen.add(k)
+                take.append(i)
+        if not take:
+            return 0
+        start = keys_ds.shape[0]
+        keys_ds.resize((start + len(take),))
+        feats_ds.resize((start + len(take), dim))
+        keys_ds[start:] = np.array([rec.keys[i] for i in take], dtype=f"S{KEY_LENGTH}")
+        feats_ds[start:] = rec.features[take].astype(feats_ds.dtype)
+        return len(take)
+
+    def _truncate_journal(self) -> None:
+        if self._jfh is not None:
+            self._jfh.truncate(0)
+            self._jfh.seek(0)
+            self._jend = 0
+        elif os.path.exists(self.journal_path):
+            os.truncate(self.journal_path, 0)
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({self.path!r})"
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,529 @@
+"""The :class:`Featurizer`: images in, embeddings out, each unique image computed once.
+
+A run has two phases. First every input is hashed (file bytes or pixels) and looked up
+in the cache; duplicates are folded together. Then only the missing images are decoded
+and resized in DataLoader workers, normalised and pushed through the truncated backbone
+in batches, and each batch is appended to the cache before the next one starts, so a
+killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deepfeat.exceptions import DeepfeatError, ImageDecodeError, WeightsUnavailableError
+from deepfeat.featurize.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
+from deepfeat.featurize.cache import FeatureCache
+from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
+from deepfeat.featurize.hashing import hash_array, hash_bytes
+from deepfeat.featurize.runtime import Runtime, cpu_count, resolve_runtime
+from deepfeat.featurize.truncate import PENULTIMATE, POOLINGS, truncate
+
+__all__ = ["Featurizer", "FeaturizeResult"]
+
+log = logging.getLogger(__name__)
+
+STORAGE_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class FeaturizeResult:
+    """What a :meth:`Featurizer.featurize` call produced.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_inputs, dim), float32
+        Aligned with the inputs; rows of failed inputs are NaN. ``None`` when the call
+        asked for ``return_features=False``.
+    ok : ndarray of bool, shape (n_inputs,)
+    keys : list of str or None
+        Content hash of each input (``None`` when it could not be read).
+    failures : list of dict
+        ``{"index", "path", "reason"}`` for each failed input.
+    summary : dict
+        Counts ``total``, ``featurized`` (forward passes), ``cached`` (found in the
+        cache), ``deduplicated`` (inputs whose content appeared earlier in the same
+        call), ``failed``; ``seconds``, ``images_per_second`` (featurized images per
+        second of decode + forward + write), ``device``, ``precision``, ``fingerprint``,
+        ``cache``.
+    """
+
+    features: np.ndarray | None
+    ok: np.ndarray
+    keys: list[str | None]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _hash_input(item: Any) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return hash_bytes(read_bytes(item))
+    if isinstance(item, np.ndarray):
+        return hash_array(item)
+    if isinstance(item, Image.Image):
+        return hash_array(np.asarray(item), mode=item.mode)
+    if isinstance(item, (bytes, bytearray)):
+        return hash_bytes(bytes(item))
+    raise ImageDecodeError(describe_source(item), "unsupported input type (expected a path, PIL image or array)")
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Decode + resize + crop one image; a failure becomes a reason, never an exception."""
+
+    def __init__(self, items: list[Any], preprocess: Any, max_pixels: int) -> None:
+        self.items = items
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+        c, (h, w) = 3, preprocess.crop
+        self._blank = torch.zeros(c, h, w, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
+        item = self.items[i]
+        try:
+            img = decode_image(item, draft_size=self.preprocess.draft_size, max_pixels=self.max_pixels)
+            return i, self.preprocess.geometry(img), ""
+        except ImageDecodeError as exc:
+            return i, self._blank, exc.reason
+        except MemoryError:
+            return i, self._blank, "out of memory while decoding"
+        except Exception as exc:  # noqa: BLE001 - a batch job must survive any bad file
+            return i, self._blank, f"unexpected decode error: {type(exc).__name__}: {exc}"
+
+
+def _collate(batch: list[tuple[int, torch.Tensor, str]]) -> tuple[list[int], torch.Tensor, list[str]]:
+    idx = [b[0] for b in batch]
+    return idx, torch.stack([b[1] for b in batch]), [b[2] for b in batch]
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class Featurizer:
+    """Turn images into embeddings with a truncated pretrained backbone, cached in HDF5.
+
+    The backbone is resolved at construction (cheap: name, weights id, preprocessing) and
+    built on first use; nothing is built at all when every input is already cached.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        Registry name: ``"efficientnet_lite0"`` (offline default), ``"torchvision:<arch>"``
+        or ``"timm:<arch>"``. See ``deepfeat backbones``.
+    layer : str or None, default=None
+        Graph node to cut at; ``None`` is the penultimate, globally pooled embedding.
+    pool : {"avg", "max", "gem", "avgmax"}, default="avg"
+        Spatial pooling for a named layer.
+    weights : str or None, default="DEFAULT"
+        Pretrained weights (``"DEFAULT"`` or a named variant) or ``None`` for random,
+        seeded weights.
+    checkpoint : str or None, default=None
+        Local state-dict file to load instead of downloading weights.
+    cache : str, path-like or None, default=None
+        HDF5 cache file. ``None`` keeps nothing between calls.
+    device : {"auto", "cpu", "cuda", "mps"}, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        ``auto`` uses bf16/fp16 only where the hardware runs it natively.
+    channels_last : bool or "auto", default="auto"
+    batch_size : int, default=32
+    num_workers : int or "auto", default="auto"
+        Decoding processes; ``0`` decodes in the calling process.
+    storage_dtype : {"float32", "float16"}, default="float32"
+        Dtype of the rows in the cache (and of the returned values, upcast to float32).
+    max_pixels : int
+        Decompression-bomb limit per image.
+    lock_timeout : float or None, default=30
+        Seconds to wait for another process writing the same cache.
+    progress : bool, default=False
+        Show a tqdm bar on stderr (only when stderr is a terminal).
+
+    Attributes
+    ----------
+    forward_passes : int
+        Images sent through the network by this object so far.
+    fingerprint : str
+        Name of the feature space in the cache.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = Featurizer(device="cpu", precision="fp32")
+    >>> res = f.featurize([np.zeros((32, 32, 3), np.uint8)])
+    >>> res.features.shape, res.summary["featurized"]
+    ((1, 1280), 1)
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        *,
+        layer: str | None = None,
+        pool: str = "avg",
+        weights: str | None = "DEFAULT",
+        checkpoint: str | None = None,
+        cache: str | os.PathLike | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        channels_last: bool | str = "auto",
+        batch_size: int = 32,
+        num_workers: int | str = "auto",
+        storage_dtype: str = "float32",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        lock_timeout: float | None = 30.0,
+        progress: bool = False,
+    ) -> None:
+        if pool not in POOLINGS:
+            raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+        if layer in (None, "", PENULTIMATE) and pool != "avg":
+            raise ValueError(
+                f"pool={pool!r} needs a named layer: the penultimate embedding uses the model's own pooling"
+            )
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
+        self.backbone = backbone
+        self.layer = None if layer in (None, "", PENULTIMATE) else layer
+        self.pool = pool
+        self.weights = weights
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        self.cache_path = None if cache is None else os.fspath(cache)
+        self.runtime: Runtime = resolve_runtime(device, precision, channels_last)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.storage_dtype = storage_dtype
+        self.max_pixels = max_pixels
+        self.lock_timeout = lock_timeout
+        self.progress = progress
+        self.resolved: ResolvedBackbone = resolve_backbone(backbone, weights=weights, checkpoint=self.checkpoint)
+        self.forward_passes = 0
+        self._model: torch.nn.Module | None = None
+        self._dim: int | None = None
+        self._cache: FeatureCache | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def preprocess(self):  # noqa: ANN201 - Preprocess
+        return self.resolved.preprocess
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description of the feature space; enough to rebuild this featurizer."""
+        return {
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "checkpoint": self.checkpoint,
+            "weights_id": self.resolved.weights_id,
+            "layer": self.layer or PENULTIMATE,
+            "pool": self.pool,
+            "preprocess": self.preprocess.to_dict(),
+            "storage_dtype": self.storage_dtype,
+            "fingerprint": self.fingerprint,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        ident = {
+            "backbone": f"{self.resolved.family}:{self.resolved.arch}",
+            "weights_id": self.resolved.weights_id,
+            "layer": self.layer or PENULTIMATE,
+            "pool": self.pool,
+            "preprocess": self.preprocess.to_dict(),
+            "dtype": self.storage_dtype,
+        }
+        blob = json.dumps(ident, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> Featurizer:
+        """Rebuild a featurizer from :attr:`spec`; runtime settings may be overridden.
+
+        Raises
+        ------
+        WeightsUnavailableError
+            When the backbone now resolves to different weights than recorded.
+        """
+        kw = {k: spec[k] for k in ("backbone", "weights", "checkpoint", "layer", "pool", "storage_dtype") if k in spec}
+        kw.update(overrides)
+        f = cls(**kw)
+        want = spec.get("weights_id")
+        if want and f.resolved.weights_id != want:
+            raise WeightsUnavailableError(
+                f"backbone {f.backbone!r} resolves to weights {f.resolved.weights_id!r}, but the saved "
+                f"model was trained on features of {want!r}; supply the matching checkpoint"
+            )
+        return f
+
+    def __repr__(self) -> str:
+        layer = self.layer or PENULTIMATE
+        return f"Featurizer({self.backbone!r}, layer={layer!r}, pool={self.pool!r}, {self.runtime.describe()})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_cache"] = None
+        return state
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model(self) -> torch.nn.Module:
+        """The truncated backbone on its device (built on first access)."""
+        if self._model is None:
+            t0 = time.perf_counter()
+            net = truncate(self.resolved.build(), self.layer, self.pool, self.resolved.family)
+            net = net.eval().to(self.runtime.device)
+            if self.runtime.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            self._model = net
+            log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (from the cache when known, else one forward pass on zeros)."""
+        if self._dim is None:
+            info = self.cache.space_info(self.fingerprint) if self.cache else None
+            if info:
+                self._dim = int(info["dim"])
+            else:
+                h, w = self.preprocess.crop
+                x = torch.zeros(1, 3, h, w, device=self.runtime.device)
+                with self.runtime.autocast():
+                    self._dim = int(self.model(x).shape[1])
+        return self._dim
+
+    @property
+    def cache(self) -> FeatureCache | None:
+        if self.cache_path is None:
+            return None
+        if self._cache is None:
+            self._cache = FeatureCache(self.cache_path, lock_timeout=self.lock_timeout)
+        return self._cache
+
+    def _space_attrs(self) -> dict[str, Any]:
+        import h5py
+        import timm
+        import torchvision
+
+        from deepfeat import __version__
+
+        s = self.spec
+        return {
+            "fingerprint": self.fingerprint,
+            "backbone": s["backbone"],
+            "weights": "none (random, seeded)" if s["weights"] is None else s["weights"],
+            "weights_id": s["weights_id"],
+            "layer": s["layer"],
+            "pool": s["pool"],
+            "preprocess": s["preprocess"],
+            "computed_with": self.runtime.describe(),
+            "versions": {
+                "deepfeat": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "timm": timm.__version__, "h5py": h5py.__version__, "numpy": np.__version__,
+            },
+        }
+
+    # ------------------------------------------------------------------ running
+    def _n_workers(self, n_todo: int) -> int:
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        if n_todo <= self.batch_size:
+            return 0
+        cores = cpu_count()
+        return max(1, min(4, cores - 1)) if self.runtime.device.type == "cpu" else min(8, cores)
+
+    def featurize(self, inputs: Sequence[Any], *, return_features: bool = True) -> FeaturizeResult:
+        """Embed ``inputs``, computing only what the cache lacks.
+
+        Parameters
+        ----------
+        inputs : sequence
+            Paths, PIL images or numpy arrays (HxW or HxWxC).
+        return_features : bool, default=True
+            ``False`` only fills the cache (memory then does not grow with the inputs).
+
+        Returns
+        -------
+        FeaturizeResult
+        """
+        if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)) and not (
+            isinstance(inputs, np.ndarray) and inputs.dtype == object
+        ):
+            raise TypeError(
+                "featurize() takes a sequence of images; wrap a single image in a list, "
+                "and use deepfeat.featurize.inputs.collect_images() for a folder"
+            )
+        inputs = list(inputs)
+        t_start = time.perf_counter()
+        n = len(inputs)
+        keys: list[str | None] = [None] * n
+        failures: dict[int, str] = {}
+
+        # Phase 1: hash everything (threads: hashing and file reads release the GIL).
+        def _h(i: int) -> tuple[int, str | None, str]:
+            try:
+                return i, _hash_input(inputs[i]), ""
+            except ImageDecodeError as exc:
+                return i, None, exc.reason
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, cpu_count() * 2))) as ex:
+            for i, k, reason in ex.map(_h, range(n)):
+                keys[i] = k
+                if k is None:
+                    failures[i] = reason
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k is not None and k not in first:
+                first[k] = i
+        unique = list(first)
+        fp = self.fingerprint
+        cache = self.cache
+        in_cache = cache.contains(fp, unique) if cache is not None else np.zeros(len(unique), bool)
+        todo = [k for k, c in zip(unique, in_cache) if not c]
+        computed: dict[str, np.ndarray] = {}
+        bad_keys: dict[str, str] = {}
+        t_feat = 0.0
+        n_done = 0
+        if todo:
+            if cache is not None:
+                with cache.writer():
+                    # Another writer may have added rows while we waited for the lock.
+                    still = ~cache.contains(fp, todo)
+                    todo = [k for k, s in zip(todo, still) if s]
+                    t0 = time.perf_counter()
+                    n_done = self._run(todo, first, inputs, computed, bad_keys, cache, return_features)
+                    t_feat = time.perf_counter() - t0
+            else:
+                t0 = time.perf_counter()
+                n_done = self._run(todo, first, inputs, computed, bad_keys, None, True)
+                t_feat = time.perf_counter() - t0
+
+        # Assemble aligned output.
+        for i, k in enumerate(keys):
+            if k is not None and k in bad_keys:
+                failures[i] = bad_keys[k]
+        ok = np.array([i not in failures for i in range(n)], dtype=bool)
+        features = None
+        if return_features:
+            dim = self._dim if self._dim is not None else (self.dim if ok.any() else 0)
+            features = np.full((n, dim), np.nan, dtype=np.float32)
+            need = [k for k in unique if k not in computed and k not in bad_keys]
+            from_cache: dict[str, np.ndarray] = {}
+            if need and cache is not None:
+                cache.refresh()
+                vals, found = cache.read(fp, need)
+                from_cache = {k: v for k, v, f in zip(need, vals, found) if f}
+            for i, k in enumerate(keys):
+                if not ok[i]:
+                    continue
+                row = computed.get(k) if k in computed else from_cache.get(k)
+                if row is None:  # pragma: no cover - would mean a cache bug
+                    raise DeepfeatError(f"internal error: no features for {describe_source(inputs[i])}")
+                features[i] = row
+        fail_list = [
+            {"index": i, "path": describe_source(inputs[i]), "reason": failures[i]} for i in sorted(failures)
+        ]
+        seconds = time.perf_counter() - t_start
+        # The counts partition the inputs: total = featurized + cached + deduplicated + failed.
+        seen: set[str] = set()
+        n_dedup = n_cached = 0
+        for i, k in enumerate(keys):
+            if not ok[i]:
+                continue
+            if k in seen:
+                n_dedup += 1
+                continue
+            seen.add(k)
+            if k not in computed and k not in bad_keys:
+                n_cached += 1
+        if not return_features:
+            n_cached = len(seen) - n_done
+        summary = {
+            "total": n,
+            "featurized": n_done,
+            "cached": n_cached,
+            "deduplicated": n_dedup,
+            "failed": len(fail_list),
+            "seconds": round(seconds, 3),
+            "featurize_seconds": round(t_feat, 3),
+            "images_per_second": round(n_done / t_feat, 2) if t_feat > 0 and n_done else 0.0,
+            "device": self.runtime.device.type,
+            "precision": self.runtime.precision,
+            "fingerprint": fp,
+            "cache": self.cache_path,
+        }
+        for f_ in fail_list:
+            log.warning("%s: %s", f_["path"], f_["reason"])
+        return FeaturizeResult(features, ok, keys, fail_list, summary)
+
+    def _run(self, todo: list[str], first: dict[str, int], inputs: list[Any],
+             computed: dict[str, np.ndarray], bad: dict[str, str],
+             cache: FeatureCache | None, keep: bool) -> int:
+        from tqdm.auto import tqdm
+
+        items = [inputs[first[k]] for k in todo]
+        ds = _DecodeDataset(items, self.preprocess, self.max_pixels)
+        workers = self._n_workers(len(items))
+        rt = self.runtime
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=self.batch_size, shuffle=False, num_workers=workers,
+            collate_fn=_collate, pin_memory=rt.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None, persistent_workers=False,
+            multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
+        )
+        model = None  # built on the first good batch: a run of only broken files never loads it
+        attrs = self._space_attrs() if cache is not None else {}
+        store = np.dtype(self.storage_dtype)
+        done = 0
+        bar = tqdm(total=len(items), unit="img", desc="featurize", file=sys.stderr,
+                   disable=not (self.progress and sys.stderr.isatty()), leave=False)
+        try:
+            for idx, batch, reasons in loader:
+                good = [j for j, r in enumerate(reasons) if not r]
+                for j, r in enumerate(reasons):
+                    if r:
+                        bad[todo[idx[j]]] = r
+                if good:
+                    x = batch[good] if len(good) < len(idx) else batch
+                    x = x.to(rt.device, non_blocking=True)
+                    x = self.preprocess.normalize(x)
+                    if rt.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    if model is None:
+                        model = self.model
+                    with rt.autocast():
+                        out = model(x)
+                    feats = out.float().cpu().numpy().astype(store, copy=False)
+                    self._dim = feats.shape[1]
+                    bkeys = [todo[idx[j]] for j in good]
+                    self.forward_passes += len(good)
+                    done += len(good)
+                    if cache is not None:
+                        cache.append(self.fingerprint, attrs, bkeys, feats)
+                    if keep:
+                        f32 = feats.astype(np.float32)
+                        for k, row in zip(bkeys, f32):
+                            computed[k] = row
+                bar.update(len(idx))
+        finally:
+            bar.close()
+        return done

@@ -1,0 +1,72 @@
+"""Shared fixtures: small real images made from scikit-image's sample photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "moon", "page", "text", "horse")
+
+
+def sample_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = getattr(data, name)()
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    return img
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten real photos as JPEG/PNG files (distinct contents)."""
+    d = tmp_path_factory.mktemp("photos")
+    for i, name in enumerate(PHOTOS):
+        ext = "jpg" if i % 2 == 0 else "png"
+        Image.fromarray(sample_photo(name)).save(d / f"{name}.{ext}")
+    return d
+
+
+def make_variants(src: Path, dst: Path, n: int) -> list[Path]:
+    """``n`` distinct images: crops of the sample photos, re-encoded (for volume tests)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(src.iterdir())]
+    out = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        ch, cw = int(h * 0.7), int(w * 0.7)
+        y, x = int(rng.integers(0, h - ch)), int(rng.integers(0, w - cw))
+        p = dst / f"v{i:05d}.jpg"
+        Image.fromarray(img[y : y + ch, x : x + cw]).resize((160, 120)).save(p, quality=90)
+        out.append(p)
+    return out
+
+
+@pytest.fixture(scope="session")
+def many_photos(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_variants(photo_dir, tmp_path_factory.mktemp("many"), 48)
+
+
+def shared_dataset(name: str) -> Path:
+    p = SHARED_DATASETS / name
+    if not p.is_dir():
+        pytest.skip(f"needs ../shared/datasets/{name} (not present on this machine)")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _no_network_weights(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never download: an empty torch hub dir and no Hugging Face access."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
