@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED_DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "moon", "page", "text", "horse")
 

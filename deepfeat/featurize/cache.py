@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from deepfeat.exceptions import CacheCorruptError, CacheError
+from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import KEY_LENGTH
 from deepfeat.featurize.journal import ALLOWED_DTYPES, append_record, encode_record, read_records
 from deepfeat.featurize.lock import WriterLock
@@ -56,6 +57,13 @@ CHUNK_BYTES = 1 << 20
 #: Checkpoint automatically once the journal holds this many bytes.
 JOURNAL_CHECKPOINT_BYTES = 256 << 20
 _READ_SPAN_BYTES = 64 << 20
+#: Widest embedding a cache may hold; wider claims are refused as implausible (a forged
+#: width would otherwise make readers allocate absurd arrays).
+MAX_DIM = 1 << 16
+#: HDF5 filters built into libhdf5/h5py. Any other filter would make HDF5 look for a
+#: plugin library, so datasets that use one are refused before any data is read.
+_BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+                    6: "scaleoffset", 32000: "lzf"}
 
 
 def _rows_per_chunk(dim: int, itemsize: int) -> int:
@@ -128,13 +136,17 @@ class FeatureCache:
                 f"{self.path}: not a readable HDF5 file ({exc}). "
                 "Run `deepfeat cache verify` / `deepfeat cache repair`, or use another cache file."
             ) from None
-        fmt = f.attrs.get("format")
+        try:
+            fmt = f.attrs.get("format")
+            version = f.attrs.get("format_version")
+        except (OSError, TypeError, ValueError) as exc:
+            f.close()
+            raise CacheCorruptError(f"{self.path}: unreadable root attributes ({exc})") from None
         if isinstance(fmt, bytes):
             fmt = fmt.decode("utf-8", "replace")
-        if fmt != FORMAT:
+        if not isinstance(fmt, str) or fmt != FORMAT:
             f.close()
             raise CacheCorruptError(f"{self.path}: not a deepfeat cache (format attribute {fmt!r})")
-        version = f.attrs.get("format_version")
         if not isinstance(version, (int, np.integer)) or int(version) > FORMAT_VERSION:
             f.close()
             raise CacheCorruptError(
@@ -146,11 +158,20 @@ class FeatureCache:
     @staticmethod
     def _space_attrs(group: h5py.Group) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
-        for k, v in group.attrs.items():
+        for k in group.attrs:
+            try:
+                v = group.attrs[k]
+            except (OSError, TypeError, ValueError, KeyError):
+                attrs[k] = "<unreadable attribute>"
+                continue
             if isinstance(v, bytes):
                 v = v.decode("utf-8", "replace")
             if isinstance(v, np.generic):
                 v = v.item()
+            if isinstance(v, np.ndarray):
+                v = v.tolist() if v.dtype.kind in "biuf" and v.size <= 1024 else f"<array {v.dtype} {v.shape}>"
+            if not isinstance(v, (str, int, float, bool, list)):
+                v = f"<unsupported attribute of type {type(v).__name__}>"
             if isinstance(v, str) and k in ("preprocess", "versions"):
                 try:
                     v = json.loads(v)
@@ -163,6 +184,8 @@ class FeatureCache:
         where = f"{self.path}: feature space {name!r}"
         if not isinstance(group, h5py.Group) or "keys" not in group or "features" not in group:
             raise CacheCorruptError(f"{where} lacks its 'keys' or 'features' dataset")
+        for member in ("keys", "features"):
+            _require_hard_link(group, member, where)
         keys, feats = group["keys"], group["features"]
         if not isinstance(keys, h5py.Dataset) or keys.dtype != np.dtype(f"S{KEY_LENGTH}") or keys.ndim != 1:
             raise CacheCorruptError(f"{where}: 'keys' must be a 1-D |S{KEY_LENGTH} dataset")
@@ -172,7 +195,21 @@ class FeatureCache:
             raise CacheCorruptError(
                 f"{where}: {keys.shape[0]} keys but {feats.shape[0]} feature rows"
             )
+        if feats.shape[1] > MAX_DIM:
+            raise CacheCorruptError(f"{where}: feature width {feats.shape[1]:,} exceeds {MAX_DIM:,}")
+        for ds in (keys, feats):
+            _check_dataset_storage(ds, where)
         return keys, feats
+
+    def _iter_space_groups(self, f: h5py.File) -> Iterator[tuple[str, h5py.Group]]:
+        """Yield ``(name, group)`` under /spaces; soft and external links are refused."""
+        if "spaces" not in f:
+            return
+        spaces = _require_hard_link(f, "spaces", self.path)
+        if not isinstance(spaces, h5py.Group):
+            raise CacheCorruptError(f"{self.path}: /spaces is not a group")
+        for name in spaces:  # iterating names does not follow links
+            yield name, _require_hard_link(spaces, name, self.path)
 
     def _load_index(self) -> dict[str, _Space]:
         spaces: dict[str, _Space] = {}
@@ -185,8 +222,8 @@ class FeatureCache:
                 sp.j_rows.setdefault(k, row)
         f = self._open_h5()
         if f is not None:
-            with f:
-                for name, group in f.get("spaces", {}).items():
+            with f, _reading(self.path):
+                for name, group in self._iter_space_groups(f):
                     keys, feats = self._validate_space(name, group)
                     attrs = self._space_attrs(group)
                     sp = spaces.get(name)
@@ -200,7 +237,12 @@ class FeatureCache:
                                 f"but {sp.dim} in the journal"
                             )
                     raw = keys[...]
-                    sp.h5_rows = {k.decode("ascii"): i for i, k in enumerate(raw)}
+                    try:
+                        sp.h5_rows = {k.decode("ascii"): i for i, k in enumerate(raw)}
+                    except UnicodeDecodeError:
+                        raise CacheCorruptError(
+                            f"{self.path}: feature space {name!r} has keys that are not hex digests"
+                        ) from None
         return spaces
 
     @property
@@ -257,8 +299,9 @@ class FeatureCache:
         sel = np.flatnonzero(rows >= 0)
         if sel.size:
             f = self._open_h5()
-            assert f is not None
-            with f:
+            if f is None:
+                raise CacheCorruptError(f"{self.path}: the cache file disappeared while being read")
+            with f, _reading(self.path):
                 ds = f["spaces"][space]["features"]
                 out[sel] = self._aligned_rows(ds, rows[sel])
         return out, found
@@ -286,8 +329,8 @@ class FeatureCache:
         """Yield ``(keys, features)`` blocks of a space (file rows, then journal rows)."""
         f = self._open_h5()
         if f is not None:
-            with f:
-                grp = f.get("spaces", {}).get(space)
+            with f, _reading(self.path):
+                grp = dict(self._iter_space_groups(f)).get(space)
                 if grp is not None:
                     keys, feats = self._validate_space(space, grp)
                     for s in range(0, keys.shape[0], batch_rows):
@@ -310,6 +353,7 @@ class FeatureCache:
             raise CacheError(f"{self.path}: folder {d} does not exist")
         self._lock = WriterLock(self.path, self.lock_timeout).acquire()
         try:
+            kill_point("writer.locked")
             self._cleanup_tmp()
             self.refresh()
             self._index  # validate before writing anything  # noqa: B018
@@ -318,8 +362,12 @@ class FeatureCache:
             self.checkpoint()
         finally:
             if self._jfh is not None:
-                self._jfh.close()
+                with contextlib.suppress(OSError):  # e.g. a full disk: never keep the lock
+                    self._jfh.close()
                 self._jfh = None
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self.journal_path) == 0:
+                    os.remove(self.journal_path)  # an empty journal is just clutter
             self._lock.release()
             self._lock = None
 
@@ -344,20 +392,25 @@ class FeatureCache:
             features = features.astype(np.float32)
         record = encode_record(space, attrs, list(keys), features)
         if self._jfh is None:
-            self._jfh = open(self.journal_path, "ab")
+            # Unbuffered: a failed write leaves nothing in a buffer that a later flush or
+            # close could still push to disk behind the truncation below.
+            self._jfh = open(self.journal_path, "ab", buffering=0)
             self._jend = self._jfh.tell()
+            kill_point("journal.opened")
+        kill_point("journal.torn", lambda: (self._jfh.write(record[: len(record) // 2]), os.fsync(self._jfh.fileno())))
         try:
             append_record(self._jfh, record, fsync=self.fsync)
         except OSError as exc:
             # Drop the partial record so later appends are not hidden behind it.
             with contextlib.suppress(OSError):
-                self._jfh.truncate(self._jend)
+                os.ftruncate(self._jfh.fileno(), self._jend)
                 self._jfh.seek(self._jend)
             raise CacheError(
                 f"{self.journal_path}: cannot write ({exc.strerror or exc}); the rows written "
                 "before this batch are kept. Free disk space and run again to resume."
             ) from exc
         self._jend += len(record)
+        kill_point("journal.appended")
         if sp is None:
             sp = self._index[space] = _Space(attrs, features.shape[1], str(features.dtype))
         for k, row in zip(keys, features):
@@ -376,9 +429,11 @@ class FeatureCache:
             return 0
         tmp = f"{self.path}.tmp-{os.getpid()}"
         added = 0
+        kill_point("checkpoint.begin")
         try:
             if os.path.exists(self.path):
                 shutil.copyfile(self.path, tmp)
+                kill_point("checkpoint.copied")
             with h5py.File(tmp, "a") as f:
                 if "format" not in f.attrs:
                     f.attrs["format"] = FORMAT
@@ -387,19 +442,25 @@ class FeatureCache:
                 present: dict[str, set[str]] = {}
                 for rec in records:
                     added += self._merge(spaces, rec, present)
+                    kill_point("checkpoint.merged")
                 f.flush()
+            kill_point("checkpoint.written")
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+            if not isinstance(exc, OSError):
+                raise
             raise CacheError(
                 f"{self.path}: checkpoint failed ({exc.strerror or exc}); the new rows are safe in "
                 f"{self.journal_path}. Free disk space and run again."
             ) from exc
+        kill_point("checkpoint.replaced")
         self._truncate_journal()
+        kill_point("checkpoint.done")
         self.refresh()
         log.debug("%s: checkpointed %d rows", self.path, added)
         return added
@@ -414,9 +475,12 @@ class FeatureCache:
             grp.attrs["dtype"] = str(rec.features.dtype)
             grp.attrs.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             cr = _rows_per_chunk(dim, rec.features.dtype.itemsize)
-            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(4096,))
+            # fletcher32: every chunk carries a checksum, so damaged rows fail to read
+            # (CacheCorruptError) instead of coming back as silently wrong numbers.
+            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(4096,),
+                               fletcher32=True)
             grp.create_dataset("features", shape=(0, dim), maxshape=(None, dim),
-                               dtype=rec.features.dtype, chunks=(cr, dim))
+                               dtype=rec.features.dtype, chunks=(cr, dim), fletcher32=True)
         grp = spaces[rec.space]
         keys_ds, feats_ds = self._validate_space(rec.space, grp)
         if feats_ds.shape[1] != dim:
@@ -434,6 +498,7 @@ class FeatureCache:
         start = keys_ds.shape[0]
         keys_ds.resize((start + len(take),))
         feats_ds.resize((start + len(take), dim))
+        kill_point("checkpoint.resized")
         keys_ds[start:] = np.array([rec.keys[i] for i in take], dtype=f"S{KEY_LENGTH}")
         feats_ds[start:] = rec.features[take].astype(feats_ds.dtype)
         return len(take)
@@ -448,6 +513,57 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         return f"FeatureCache({self.path!r})"
+
+
+def _require_hard_link(group: h5py.Group, name: str, where: str) -> Any:
+    """``group[name]``, refusing soft and external links (a cache is one self-contained file)."""
+    try:
+        link = group.get(name, getlink=True)
+    except (OSError, KeyError, ValueError) as exc:
+        raise CacheCorruptError(f"{where}: unreadable entry {name!r} ({exc})") from None
+    if not isinstance(link, h5py.HardLink):
+        raise CacheCorruptError(
+            f"{where}: {group.name.rstrip('/')}/{name} is a {type(link).__name__}; a cache holds "
+            "only plain groups and datasets (links to other paths or files are refused)"
+        )
+    try:
+        return group[name]
+    except (OSError, KeyError, ValueError) as exc:
+        raise CacheCorruptError(f"{where}: unreadable entry {name!r} ({exc})") from None
+
+
+def _check_dataset_storage(ds: h5py.Dataset, where: str) -> None:
+    """Refuse plugin filters and sizes the file cannot back (truncated or forged shapes)."""
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    unknown = [fid for fid in filters if fid not in _BUILTIN_FILTERS]
+    if unknown:
+        raise CacheCorruptError(f"{where}: {ds.name} uses HDF5 filter(s) {unknown} that need a plugin; refused")
+    logical = ds.size * ds.dtype.itemsize
+    if logical == 0:
+        return
+    stored = ds.id.get_storage_size()
+    compressed = any(fid in (1, 4, 5, 6, 32000) for fid in filters)
+    slack = int(np.prod(ds.chunks)) * ds.dtype.itemsize if ds.chunks else 0
+    if logical > stored * (1024 if compressed else 1) + slack:
+        raise CacheCorruptError(
+            f"{where}: {ds.name} claims shape {ds.shape} ({logical:,} bytes) but the file stores only "
+            f"{stored:,} bytes of it (truncated, or a forged size)"
+        )
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Turn HDF5 read errors (bad checksums, damaged metadata) into CacheCorruptError."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, CacheError):
+            raise
+        raise CacheCorruptError(
+            f"{path}: damaged cache file ({exc}). Run `deepfeat cache verify {path}`, then "
+            f"`deepfeat cache repair {path} --out NEW.h5` to salvage the intact rows."
+        ) from None
 
 
 def _fsync_dir(path: str) -> None:
