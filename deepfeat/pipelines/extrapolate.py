@@ -1,0 +1,257 @@
+"""Power-law extrapolation of a learning curve: how many labels per class reach a target?
+
+The error rate at k labelled images per class is modelled as ``err(k) = a · k^(-b) + c``
+(``a >= 0``, ``b > 0``; ``c`` in [0, 1] is the error the model predicts with unlimited
+labels). It is fitted by least squares to every draw. Its uncertainty comes from a
+bootstrap over repeats: at each k the repeats are resampled with replacement, the curve
+is refitted, and the labels needed for each target accuracy are recomputed. A target at
+or above the fitted ceiling ``1 - c`` is "not reachable within the fitted model". Such
+extrapolations are rough -- three to six points of a noisy curve -- and reports say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+__all__ = [
+    "PowerLaw",
+    "TargetEstimate",
+    "Extrapolation",
+    "BOOTSTRAP_METHOD",
+    "fit_power_law",
+    "extrapolate",
+]
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_METHOD = "bootstrap over repeats (resampled within each k), 95% percentile range"
+UNREACHABLE = "not reachable within the fitted model"
+_BOUNDS = ([0.0, 0.01, 0.0], [10.0, 3.0, 1.0])
+
+
+def _law(k: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return a * np.power(k, -b) + c
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """A fitted ``err(k) = a · k^(-b) + c``."""
+
+    a: float
+    b: float
+    c: float
+
+    def accuracy(self, k: np.ndarray | float) -> np.ndarray:
+        """Predicted accuracy ``1 - err(k)``."""
+        return 1.0 - _law(np.asarray(k, dtype=float), self.a, self.b, self.c)
+
+    def labels_for(self, target: float) -> float:
+        """Labels per class for accuracy ``target``; ``inf`` when at or above ``1 - c``.
+
+        Examples
+        --------
+        >>> round(PowerLaw(a=0.5, b=1.0, c=0.0).labels_for(0.9), 6)
+        5.0
+        >>> PowerLaw(a=0.5, b=1.0, c=0.2).labels_for(0.9)
+        inf
+        """
+        gap = (1.0 - target) - self.c
+        if gap <= 0 or self.a <= 0:
+            return float("inf")
+        return float((self.a / gap) ** (1.0 / self.b))
+
+
+def fit_power_law(k: Sequence[float], err: Sequence[float]) -> PowerLaw:
+    """Least-squares fit of ``err = a · k^(-b) + c`` with bounded parameters.
+
+    Raises
+    ------
+    ValueError
+        With fewer than three distinct k values (three parameters need three points).
+    RuntimeError
+        When the optimiser does not converge.
+
+    Examples
+    --------
+    >>> k = np.array([1, 2, 4, 8, 16.0])
+    >>> law = fit_power_law(k, 0.6 * k ** -0.7 + 0.05)
+    >>> round(law.b, 2), round(law.c, 2)
+    (0.7, 0.05)
+    """
+    k = np.asarray(k, dtype=float)
+    err = np.asarray(err, dtype=float)
+    if np.unique(k).size < 3:
+        raise ValueError("a power-law fit needs at least three distinct k values")
+    c0 = max(0.0, float(err.min()) * 0.5)
+    a0 = float(np.clip(err[k == k.min()].mean() - c0, 1e-3, 10.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptimizeWarning)
+        params, _ = curve_fit(_law, k, err, p0=[a0, 0.5, c0], bounds=_BOUNDS, maxfev=5000)
+    return PowerLaw(*map(float, params))
+
+
+@dataclass(frozen=True)
+class TargetEstimate:
+    """Labels per class needed for one target accuracy.
+
+    ``labels`` is the point estimate (``inf`` when unreachable), ``low``/``high`` the
+    bootstrap range (``inf`` high when some bootstrap fits never reach the target),
+    ``p_unreachable`` the share of bootstrap fits that never reach it, and ``status`` a
+    phrase for reports.
+    """
+
+    target: float
+    labels: float
+    low: float
+    high: float
+    p_unreachable: float
+    status: str
+
+    def describe(self) -> str:
+        """One honest sentence for reports."""
+        pct = f"{self.target:.0%}"
+        if not np.isfinite(self.labels):
+            tail = (
+                f" (in {1 - self.p_unreachable:.0%} of bootstrap refits it is reachable)"
+                if self.p_unreachable < 1
+                else ""
+            )
+            return f"{pct} accuracy: {UNREACHABLE}{tail}."
+        rng = ""
+        if np.isfinite(self.low):
+            hi = "not reachable" if not np.isfinite(self.high) else f"{self.high:,.0f}"
+            rng = f" (bootstrap range {self.low:,.0f}–{hi})"
+        return f"{pct} accuracy: about {self.labels:,.0f} labels per class{rng}; {self.status}."
+
+
+@dataclass
+class Extrapolation:
+    """A learning curve's power-law fit, its bootstrap refits and target estimates."""
+
+    law: PowerLaw
+    k_measured: np.ndarray
+    boot: list[PowerLaw] = field(repr=False)
+    targets: list[TargetEstimate]
+    note: str = ""
+
+    def band(self, k: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile band of the predicted accuracy over bootstrap refits at ``k``."""
+        if not self.boot:
+            acc = self.law.accuracy(k)
+            return acc, acc
+        preds = np.stack([b.accuracy(k) for b in self.boot])
+        q = (1 - level) / 2
+        return np.quantile(preds, q, axis=0), np.quantile(preds, 1 - q, axis=0)
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary."""
+        return {
+            "a": self.law.a,
+            "b": self.law.b,
+            "c": self.law.c,
+            "ceiling_accuracy": 1 - self.law.c,
+            "bootstrap_fits": len(self.boot),
+            "note": self.note,
+            "targets": [{**t.__dict__, "sentence": t.describe()} for t in self.targets],
+        }
+
+
+def _status(labels: float, k_max: float) -> str:
+    if not np.isfinite(labels):
+        return UNREACHABLE
+    if labels <= k_max:
+        return "within the measured range"
+    ratio = labels / k_max
+    if ratio > 10:
+        return f"{ratio:,.0f}× beyond the largest k measured: a far extrapolation, treat as a rough guess"
+    return f"extrapolated {ratio:.1f}× beyond the largest k measured"
+
+
+def extrapolate(
+    k: Sequence[float],
+    accuracy: Sequence[float],
+    repeat: Sequence[int],
+    *,
+    targets: Sequence[float] = (0.8, 0.9, 0.95),
+    n_boot: int = 500,
+    seed: int = 0,
+) -> Extrapolation:
+    """Fit the power law to per-draw accuracies and estimate labels needed per target.
+
+    Parameters
+    ----------
+    k : sequence of float
+        Labels per class of each draw.
+    accuracy : sequence of float
+        Held-out accuracy of each draw.
+    repeat : sequence of int
+        Repeat number of each draw (the bootstrap resamples repeats within each k).
+    targets : sequence of float
+        Target accuracies.
+    n_boot : int
+        Bootstrap refits (none with a single repeat per k).
+    seed : int
+        Seeds the bootstrap.
+
+    Returns
+    -------
+    Extrapolation
+
+    Examples
+    --------
+    >>> ks = np.repeat([1.0, 2, 5, 10, 20], 3)
+    >>> rng = np.random.default_rng(0)
+    >>> acc = 1 - (0.5 * ks ** -0.6 + 0.05) + rng.normal(0, 0.01, ks.size)
+    >>> ex = extrapolate(ks, acc, np.tile([0, 1, 2], 5), targets=[0.9, 0.99], n_boot=50)
+    >>> ex.targets[1].status
+    'not reachable within the fitted model'
+    """
+    k = np.asarray(k, dtype=float)
+    err = 1.0 - np.asarray(accuracy, dtype=float)
+    law = fit_power_law(k, err)
+    levels = np.unique(k)
+    groups = [np.flatnonzero(k == lv) for lv in levels]
+    note = ""
+    if levels.size == 3:
+        note = "only three k values: the three-parameter fit passes through their means exactly"
+    boot: list[PowerLaw] = []
+    if max(len(g) for g in groups) >= 2:
+        rng = np.random.default_rng(seed)
+        failed = 0
+        for _ in range(n_boot):
+            idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+            try:
+                boot.append(fit_power_law(k[idx], err[idx]))
+            except (RuntimeError, ValueError):
+                failed += 1
+        if failed:
+            log.info("power-law bootstrap: %d of %d refits did not converge", failed, n_boot)
+    else:
+        note = (note + "; " if note else "") + "a single repeat per k: no bootstrap range"
+    k_max = float(levels.max())
+    estimates = []
+    for target in targets:
+        labels = law.labels_for(target)
+        if boot:
+            need = np.array([b.labels_for(target) for b in boot])
+            p_unreach = float(np.mean(~np.isfinite(need)))
+            low, high = (float(v) for v in np.quantile(need, [0.025, 0.975], method="inverted_cdf"))
+        else:
+            p_unreach, low, high = float(not np.isfinite(labels)), float("nan"), float("nan")
+        estimates.append(
+            TargetEstimate(
+                target=float(target),
+                labels=labels,
+                low=low,
+                high=high,
+                p_unreachable=p_unreach,
+                status=_status(labels, k_max),
+            )
+        )
+    return Extrapolation(law=law, k_measured=levels, boot=boot, targets=estimates, note=note)

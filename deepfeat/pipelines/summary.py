@@ -1,0 +1,119 @@
+"""Means and confidence intervals over repeats, and paired gains between feature spaces.
+
+Intervals are Student-t intervals over the R repeats of a point (``mean ± t(R-1) · s/√R``):
+they describe how much the accuracy moves with *which* images were labelled. With a fixed
+test set they do not include the test set's own sampling error. With one repeat there is
+no interval (NaN). Gains between two spaces are *paired*: both were scored on the same
+draws, so the interval is taken over the per-draw differences, which is much tighter than
+comparing two separate intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["CI_METHOD", "t_interval", "summarize", "paired_gain"]
+
+CI_METHOD = (
+    "95% Student-t interval over repeats (random training draws), clipped to the metric's range"
+)
+
+
+def t_interval(
+    values: np.ndarray, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
+    """Return ``(mean, low, high)`` of a t-interval; low/high are NaN with fewer than 2 values.
+
+    ``bounds`` clips the interval to the range the quantity can take (an accuracy cannot
+    exceed 100%, even when two draws and a t-quantile of 12.7 say otherwise).
+
+    Examples
+    --------
+    >>> m, lo, hi = t_interval(np.array([0.5, 0.7]))
+    >>> round(m, 2), bool(lo < m < hi)
+    (0.6, True)
+    """
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean()) if values.size else float("nan")
+    if values.size < 2:
+        return mean, float("nan"), float("nan")
+    sem = float(values.std(ddof=1)) / np.sqrt(values.size)
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)) * sem
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return mean, lo, hi
+
+
+def summarize(
+    table: pd.DataFrame, metric: str = "accuracy", confidence: float = 0.95
+) -> pd.DataFrame:
+    """Aggregate the per-draw table into one row per (space, shots).
+
+    ``metric`` must lie in [0, 1] (accuracy, balanced accuracy): intervals are clipped to it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``space, shots, k, repeats, mean, std, ci_low, ci_high`` in the order
+        spaces and shots first appear in ``table``.
+    """
+    rows = []
+    for (space, shots), grp in table.groupby(["space", "shots"], sort=False):
+        mean, lo, hi = t_interval(grp[metric].to_numpy(), confidence, bounds=(0.0, 1.0))
+        rows.append(
+            {
+                "space": space,
+                "shots": shots,
+                "k": float(grp["k"].mean()),
+                "repeats": len(grp),
+                "mean": mean,
+                "std": float(grp[metric].std(ddof=1)) if len(grp) > 1 else float("nan"),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paired_gain(
+    table: pd.DataFrame,
+    space: str,
+    baseline: str,
+    metric: str = "accuracy",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Per shot value, the mean of ``metric(space) - metric(baseline)`` over shared draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``shots, k, pairs, gain, ci_low, ci_high``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"space": ["a", "a", "b", "b"], "shots": ["1"] * 4, "k": [1.0] * 4,
+    ...                   "repeat": [0, 1, 0, 1], "accuracy": [0.8, 0.9, 0.5, 0.7]})
+    >>> round(float(paired_gain(t, "a", "b").gain.iloc[0]), 2)
+    0.25
+    """
+    a = table[table.space == space].set_index(["shots", "repeat"])
+    b = table[table.space == baseline].set_index(["shots", "repeat"])
+    both = a.join(b[[metric]].rename(columns={metric: f"{metric}_base"}), how="inner")
+    rows = []
+    for shots, grp in both.groupby(level="shots", sort=False):
+        diff = (grp[metric] - grp[f"{metric}_base"]).to_numpy()
+        gain, lo, hi = t_interval(diff, confidence, bounds=(-1.0, 1.0))
+        rows.append(
+            {
+                "shots": shots,
+                "k": float(grp["k"].mean()),
+                "pairs": len(diff),
+                "gain": gain,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    return pd.DataFrame(rows)
