@@ -28,6 +28,7 @@ from deepfeat.exceptions import DeepfeatError, ImageDecodeError, WeightsUnavaila
 from deepfeat.featurize.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
 from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
+from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
 from deepfeat.featurize.runtime import Runtime, cpu_count, resolve_runtime
 from deepfeat.featurize.truncate import PENULTIMATE, POOLINGS, truncate
@@ -398,6 +399,7 @@ class Featurizer:
         cache = self.cache
         in_cache = cache.contains(fp, unique) if cache is not None else np.zeros(len(unique), bool)
         todo = [k for k, c in zip(unique, in_cache) if not c]
+        kill_point("featurize.hashed")
         computed: dict[str, np.ndarray] = {}
         bad_keys: dict[str, str] = {}
         t_feat = 0.0
@@ -517,6 +519,7 @@ class Featurizer:
                     bkeys = [todo[idx[j]] for j in good]
                     self.forward_passes += len(good)
                     done += len(good)
+                    kill_point("featurize.forwarded")
                     if cache is not None:
                         cache.append(self.fingerprint, attrs, bkeys, feats)
                     if keep:

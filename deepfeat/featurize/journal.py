@@ -15,6 +15,7 @@ file and swaps it in atomically (see :mod:`deepfeat.featurize.cache`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -67,7 +68,12 @@ def encode_record(space: str, attrs: dict[str, Any], keys: list[str], features: 
 
 def append_record(fh: Any, record: bytes, *, fsync: bool = True) -> None:
     """Append one encoded record to an open binary file and flush it to the OS (and disk)."""
-    fh.write(record)
+    view = memoryview(record)
+    while view:  # an unbuffered file may take part of a write (e.g. as the disk fills up)
+        written = fh.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "no bytes written")
+        view = view[written:]
     fh.flush()
     if fsync:
         os.fsync(fh.fileno())
