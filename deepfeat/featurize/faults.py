@@ -43,7 +43,9 @@ def _parse(spec: str | None) -> tuple[str, int] | None:
         return None
     point, _, count = spec.rpartition(":")
     if point not in KILL_POINTS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{ENV_VAR}={spec!r}: expected '<point>:<n>' with a point from {sorted(KILL_POINTS)}")
+        raise ValueError(
+            f"{ENV_VAR}={spec!r}: expected '<point>:<n>' with a point from {sorted(KILL_POINTS)}"
+        )
     return point, int(count)
 
 
