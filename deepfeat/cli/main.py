@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
+    # File names that are not valid UTF-8 reach us as lone surrogates; print them escaped
+    # rather than dying with UnicodeEncodeError after the work is done.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
     mod = mods[args.command]
     try:
         result, code = mod.run(args)
