@@ -67,6 +67,16 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -75,6 +85,9 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
+        fmt = next((f for sig, f in _SIGNATURES if data.startswith(sig)), None)
+        if fmt:  # the file says what it is, but Pillow could not parse its header
+            raise ImageDecodeError(name, f"corrupt {fmt} file (unreadable header)") from None
         raise ImageDecodeError(name, "not a recognized image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(name, f"corrupt image header: {exc}") from None
