@@ -1,0 +1,175 @@
+"""Probabilities for margin classifiers (SVMs) by temperature scaling.
+
+Why not :class:`~sklearn.calibration.CalibratedClassifierCV` or ``SVC(probability=True)``:
+both fit two parameters per class (Platt scaling) on inner cross-validation folds, which
+with a handful of images per class either fails (a class absent from a fold) or
+overfits. Temperature scaling (Guo et al., ICML 2017) fits a *single* number ``T`` on
+out-of-fold decision values, ``p = softmax(decision / T)`` (``sigmoid`` for two classes).
+One parameter cannot overfit a few samples, and dividing by ``T > 0`` never changes the
+arg-max, so ``predict`` (the arg-max of the decision values) is the SVM's own prediction
+and always agrees with ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, log_expit, log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.model_selection import check_cv
+from sklearn.svm import LinearSVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from deepfeat.classify.cv import small_data_cv
+
+__all__ = ["TemperatureScaledClassifier", "TEMPERATURE_BOUNDS"]
+
+log = logging.getLogger(__name__)
+
+#: Allowed range of the temperature (a perfectly separated training set drives T to 0).
+TEMPERATURE_BOUNDS = (0.05, 100.0)
+
+
+def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray) -> float:
+    z = scores / np.exp(log_t)
+    if z.ndim == 1:  # binary: sigmoid
+        return -float(np.mean(np.where(codes == 1, log_expit(z), log_expit(-z))))
+    return -float(np.mean(log_softmax(z, axis=1)[np.arange(len(codes)), codes]))
+
+
+class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
+    """Add calibrated ``predict_proba`` to a classifier with a ``decision_function``.
+
+    Parameters
+    ----------
+    estimator : classifier or None, default=None
+        Any classifier with ``decision_function`` (``None``: ``LinearSVC()``).
+    cv : int, CV splitter, iterable or None, default=None
+        Folds for the out-of-fold decision values; ``None`` uses
+        :func:`~deepfeat.classify.cv.small_data_cv`. When some class has a single sample
+        no folds are possible and ``T = 1`` is used (logged).
+    random_state : int or None, default=0
+        Seeds the default folds.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        ``estimator`` fitted on all the data.
+    temperature_ : float
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_blobs
+    >>> from sklearn.svm import SVC
+    >>> X, y = make_blobs(60, centers=3, random_state=0)
+    >>> clf = TemperatureScaledClassifier(SVC(kernel="linear")).fit(X, y)
+    >>> clf.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
+    [1.0, 1.0]
+    >>> bool((clf.predict(X) == clf.predict_proba(X).argmax(axis=1)).all())
+    True
+    """
+
+    def __init__(
+        self, estimator: Any = None, *, cv: Any = None, random_state: int | None = 0
+    ) -> None:
+        self.estimator = estimator
+        self.cv = cv
+        self.random_state = random_state
+
+    def _scores(self, est: Any, X: np.ndarray) -> np.ndarray:
+        d = np.asarray(est.decision_function(X), dtype=float)
+        return d.ravel() if d.ndim == 2 and d.shape[1] == 1 else d
+
+    def fit(self, X: Any, y: Any) -> TemperatureScaledClassifier:
+        """Fit ``T`` on out-of-fold decision values, then ``estimator`` on all data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        base = (
+            LinearSVC(random_state=self.random_state) if self.estimator is None else self.estimator
+        )
+        if not hasattr(base, "decision_function"):
+            raise ValueError(f"estimator must have a decision_function, got {type(base).__name__}")
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"a classifier needs at least 2 classes, got 1 class: {self.classes_.tolist()}"
+            )
+        _, counts = np.unique(codes, return_counts=True)
+        self.temperature_ = 1.0
+        if counts.min() >= 2:
+            cv = small_data_cv(y, random_state=self.random_state) if self.cv is None else self.cv
+            cv = check_cv(cv, y, classifier=True)
+            scores, targets = [], []
+            for train, test in cv.split(X, y):
+                if len(np.unique(codes[train])) < len(self.classes_):
+                    continue  # a fold without some class cannot give its score column
+                est = clone(base).fit(X[train], y[train])
+                scores.append(self._scores(est, X[test]))
+                targets.append(codes[test])
+            if scores:
+                s, t = np.concatenate(scores), np.concatenate(targets)
+                lo, hi = np.log(TEMPERATURE_BOUNDS)
+                res = minimize_scalar(_nll, bounds=(lo, hi), args=(s, t), method="bounded")
+                self.temperature_ = float(np.exp(res.x))
+        else:
+            log.info("a class has a single sample: no out-of-fold scores, temperature left at 1")
+        self.estimator_ = clone(base).fit(X, y)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The wrapped estimator's decision function (unscaled)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self.estimator_.decision_function(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``softmax(decision / T)`` (sigmoid for two classes).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        z = self._scores(self.estimator_, X) / self.temperature_
+        if z.ndim == 1:
+            p1 = expit(z)
+            return np.column_stack([1.0 - p1, p1])
+        return softmax(z, axis=1)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        z = self._scores(self.estimator_, X) / self.temperature_
+        if z.ndim == 1:
+            return np.column_stack([log_expit(-z), log_expit(z)])
+        return log_softmax(z, axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The class with the largest decision value (the arg-max of :meth:`predict_proba`).
+
+        For an ``SVC`` this is its ``break_ties=True`` prediction.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        z = self._scores(self.estimator_, X)
+        if z.ndim == 1:
+            return self.classes_[(z > 0).astype(int)]
+        return self.classes_[np.argmax(z, axis=1)]

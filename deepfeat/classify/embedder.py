@@ -1,0 +1,312 @@
+""":class:`ImageEmbedder`: a scikit-learn transformer from images to cached embeddings.
+
+Inside a :class:`~sklearn.model_selection.GridSearchCV` every fold and candidate works
+on a ``clone`` of the embedder. Clones are cheap (``__init__`` only stores settings) and
+the network runs once per unique image however many clones there are, for two reasons:
+
+* embeddings go to an HDF5 cache keyed by image content (with ``cache=None``, a
+  temporary cache private to the process, deleted when it exits);
+* the :class:`~deepfeat.featurize.Featurizer` built in ``fit`` is shared by every
+  estimator of the process with the same feature space and runtime settings, so the
+  network is built once too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from deepfeat.exceptions import InputError
+from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
+
+__all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
+
+ON_ERROR = ("raise", "nan")
+#: Settings that say how to compute, not what: they may change after fitting.
+RUNTIME_PARAMS = ("cache", "device", "precision", "batch_size", "num_workers", "progress")
+#: Settings that define the feature space.
+SPACE_PARAMS = ("backbone", "layer", "pool", "weights", "checkpoint")
+_MAX_SHARED = 8
+
+_shared: OrderedDict[tuple, Featurizer] = OrderedDict()
+_shared_lock = threading.Lock()
+_tmp_cache: dict[str, Any] = {"pid": None, "dir": None}
+
+
+def _remove_tmp(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # not in forked children
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def process_cache_path() -> str:
+    """Path of this process's temporary feature cache (created on first use, removed at exit)."""
+    with _shared_lock:
+        if _tmp_cache["pid"] != os.getpid():
+            _tmp_cache["dir"] = tempfile.mkdtemp(prefix="deepfeat-embeddings-")
+            _tmp_cache["pid"] = os.getpid()
+            atexit.register(_remove_tmp, _tmp_cache["dir"], os.getpid())
+        return os.path.join(_tmp_cache["dir"], "features.h5")
+
+
+def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Featurizer:
+    """Return the process-wide featurizer for a feature space and runtime settings.
+
+    Parameters
+    ----------
+    spec : dict or None
+        A :attr:`Featurizer.spec <deepfeat.featurize.Featurizer.spec>` to rebuild (a
+        fitted or loaded model), or ``None`` to build from ``params``.
+    params : dict
+        :data:`SPACE_PARAMS` (used when ``spec`` is None) and :data:`RUNTIME_PARAMS`;
+        ``cache=None`` means :func:`process_cache_path`.
+
+    Raises
+    ------
+    UnknownBackboneError, WeightsUnavailableError
+        The backbone of ``spec`` cannot be had here (see
+        :meth:`Featurizer.from_spec <deepfeat.featurize.Featurizer.from_spec>`).
+    """
+    cache = params.get("cache")
+    runtime = {
+        "cache": process_cache_path() if cache is None else os.fspath(cache),
+        "device": params.get("device", "auto"),
+        "precision": params.get("precision", "auto"),
+        "batch_size": params.get("batch_size", 32),
+        "num_workers": params.get("num_workers", "auto"),
+        "progress": bool(params.get("progress", False)),
+    }
+    if spec is None:
+        space = {k: params[k] for k in SPACE_PARAMS if k in params}
+        f = Featurizer(**space, **runtime)
+        spec = f.spec
+    else:
+        f = None
+    key = (
+        json.dumps(spec, sort_keys=True, default=str),
+        json.dumps(runtime, sort_keys=True, default=str),
+    )
+    with _shared_lock:
+        if key in _shared:
+            _shared.move_to_end(key)
+            return _shared[key]
+    if f is None:
+        f = Featurizer.from_spec(spec, **runtime)
+    with _shared_lock:
+        f = _shared.setdefault(key, f)
+        _shared.move_to_end(key)
+        while len(_shared) > _MAX_SHARED:
+            _shared.popitem(last=False)
+    return f
+
+
+def as_image_list(X: Any) -> list[Any]:
+    """Turn ``X`` into a list of images, rejecting what cannot be a batch of images.
+
+    Accepted: a sequence (list, tuple, pandas Series, 1-d object array) of paths, PIL
+    images or ``HxW``/``HxWxC`` arrays, or one stacked array of shape ``(n, H, W)`` or
+    ``(n, H, W, C)``.
+
+    Raises
+    ------
+    InputError
+        A 2-d numeric array (embeddings, not images), a single image, or no images.
+
+    Examples
+    --------
+    >>> len(as_image_list(np.zeros((3, 8, 8), np.uint8)))
+    3
+    """
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise InputError("expected a sequence of images; wrap a single image in a list")
+    if isinstance(X, np.ndarray):
+        if X.dtype != object and X.dtype.kind not in "US":
+            if X.ndim in (3, 4):
+                return list(X)
+            raise InputError(
+                f"expected images (paths, PIL images or a stack of shape (n, H, W[, C])), got a "
+                f"{X.ndim}-d numeric array of shape {X.shape}"
+                + (
+                    "; rows of numbers look like embeddings already: use EmbeddingClassifier"
+                    if X.ndim == 2
+                    else ""
+                )
+            )
+        items = X.ravel().tolist() if X.ndim == 1 else None
+        if items is None:
+            raise InputError(f"expected a 1-d array of image paths, got shape {X.shape}")
+    else:
+        try:
+            items = list(X)
+        except TypeError:
+            raise InputError(f"expected a sequence of images, got {type(X).__name__}") from None
+    if not items:
+        raise InputError("no images given (0 samples)")
+    return items
+
+
+def describe_failures(failures: Sequence[dict[str, Any]], total: int, limit: int = 5) -> str:
+    """One message listing the first ``limit`` failed images and their reasons."""
+    head = "; ".join(f"{f['path']}: {f['reason']}" for f in failures[:limit])
+    more = f" (and {len(failures) - limit} more)" if len(failures) > limit else ""
+    return f"{len(failures)} of {total} images could not be read: {head}{more}"
+
+
+class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Images in, embeddings out: a truncated pretrained CNN as a scikit-learn transformer.
+
+    Nothing is built in ``__init__``: ``fit`` resolves the backbone and takes the
+    process-wide :class:`~deepfeat.featurize.Featurizer` for it (see the module
+    docstring); the network itself is built on the first image the cache lacks.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        Registry name (see ``deepfeat backbones``).
+    layer : str or None, default=None
+        Cut point; ``None`` is the penultimate, pooled embedding.
+    pool : {"avg", "max", "gem", "avgmax"}, default="avg"
+        Pooling of a named layer.
+    weights : str or None, default="DEFAULT"
+        Pretrained weights, or ``None`` for random (seeded) weights.
+    checkpoint : str or None, default=None
+        Local state-dict file.
+    cache : str, path-like or None, default=None
+        HDF5 feature cache. ``None``: a temporary cache private to this process.
+    device : {"auto", "cpu", "cuda", "mps"}, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+    batch_size : int, default=32
+    num_workers : int or "auto", default="auto"
+    on_error : {"raise", "nan"}, default="raise"
+        An image that cannot be read raises :class:`~deepfeat.exceptions.InputError`
+        naming it, or gives a row of NaN.
+    progress : bool, default=False
+        Progress bar on stderr while featurizing (only on a terminal).
+
+    Attributes
+    ----------
+    featurizer_ : Featurizer
+        The (shared) featurizer; not pickled.
+    featurizer_spec_ : dict
+        :attr:`Featurizer.spec <deepfeat.featurize.Featurizer.spec>`: what is pickled.
+
+    Examples
+    --------
+    >>> emb = ImageEmbedder(device="cpu")
+    >>> emb.fit_transform(np.zeros((2, 32, 32, 3), np.uint8)).shape
+    (2, 1280)
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        *,
+        layer: str | None = None,
+        pool: str = "avg",
+        weights: str | None = "DEFAULT",
+        checkpoint: str | None = None,
+        cache: str | os.PathLike | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 32,
+        num_workers: int | str = "auto",
+        on_error: str = "raise",
+        progress: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self.layer = layer
+        self.pool = pool
+        self.weights = weights
+        self.checkpoint = checkpoint
+        self.cache = cache
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.progress = progress
+
+    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn.utils.Tags
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # file paths
+        tags.transformer_tags.preserves_dtype = []  # always float32 embeddings
+        return tags
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("featurizer_", None)  # a torch module: rebuilt from featurizer_spec_
+        return state
+
+    def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
+        """Resolve the backbone and take its featurizer; nothing is learned from ``X``.
+
+        Parameters
+        ----------
+        X : sequence of images
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        as_image_list(X)
+        self.featurizer_ = shared_featurizer(None, self.get_params())
+        self.featurizer_spec_ = self.featurizer_.spec
+        return self
+
+    def _featurizer(self) -> Featurizer:
+        """The featurizer for the fitted space and the *current* runtime settings."""
+        check_is_fitted(self, "featurizer_spec_")
+        f = shared_featurizer(self.featurizer_spec_, self.get_params())
+        return f
+
+    def embed(self, X: Any) -> FeaturizeResult:
+        """Featurize ``X`` and return the full result (failures kept, never raised).
+
+        Returns
+        -------
+        FeaturizeResult
+            ``features`` (NaN rows for failed images), ``ok``, ``failures``, ``summary``.
+        """
+        return self._featurizer().featurize(as_image_list(X))
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embeddings of ``X``, one row per image.
+
+        Parameters
+        ----------
+        X : sequence of images
+
+        Returns
+        -------
+        ndarray of shape (n_images, dim), float32
+
+        Raises
+        ------
+        InputError
+            With ``on_error="raise"``, when some image cannot be read (all are named).
+        """
+        res = self.embed(X)
+        if res.failures and self.on_error == "raise":
+            raise InputError(
+                describe_failures(res.failures, len(res.ok))
+                + "; pass on_error='nan' to get NaN rows"
+            )
+        return res.features
+
+    @property
+    def _n_features_out(self) -> int:
+        return self._featurizer().dim

@@ -1,0 +1,545 @@
+"""The default head search: preprocessing x head x regularisation, chosen by CV, fast.
+
+:class:`EmbeddingClassifier` is a scikit-learn classifier on embedding arrays that picks
+its own preprocessing, head and hyperparameters by cross-validation on the data it is
+fitted on, then refits the best combination on all of it. The grid is
+:data:`deepfeat.classify.candidates.DEFAULT_GRID` (it covers the 45-value logistic
+regression protocol of Kornblith et al. 2019); the folds come from
+:func:`deepfeat.classify.cv.small_data_cv`. :func:`build_search` is the factory the
+experiments use.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from itertools import product
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+
+from deepfeat.classify.calibration import TemperatureScaledClassifier
+from deepfeat.classify.candidates import (
+    DEFAULT_HEADS,
+    DEFAULT_PREPROCESSING,
+    check_heads,
+    check_preprocessing,
+    make_head,
+    make_preprocess,
+    resolve_grid,
+)
+from deepfeat.classify.cv import class_counts, small_data_cv
+from deepfeat.classify.fold_scores import score_fold
+
+__all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "build_search", "results_frame"]
+
+log = logging.getLogger(__name__)
+
+#: What is fitted, untuned, when some class has a single example (no CV possible).
+FALLBACK_PARAMS = {"preprocess": "standardize", "head": "logreg", "C": 1.0}
+
+
+def results_frame(cv_results: Mapping[str, Any]) -> Any:
+    """Return ``cv_results`` as a pandas DataFrame, best candidates first.
+
+    The ``params`` column (one dict per row) is left out: the ``param_*`` columns hold
+    the same values.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame({k: list(v) for k, v in cv_results.items() if k != "params"})
+    return df.sort_values(["rank_test_score", "std_test_score"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """Classifier on embeddings choosing preprocessing, head and regularisation by CV.
+
+    Every combination of a ``preprocessing`` choice, a head and the head's grid values is
+    scored by cross-validation; the best is refitted on all the data. Best means: highest
+    mean score; among ties (frequent with accuracy on small data), lowest validation
+    log-loss (logistic regression has one; an SVM does not and so yields to it), then
+    lowest spread over the folds. The search shares work between candidates (see
+    :mod:`deepfeat.classify.fold_scores`), so the 45-value logistic-regression path costs
+    a few cold fits.
+
+    Parameters
+    ----------
+    heads : str or sequence of str, default=("logreg", "linsvm", "rbfsvm")
+        Heads to try (a comma-separated string is accepted).
+    preprocessing : str or sequence of str, default=("standardize", "l2")
+        Preprocessing choices to try: ``"none"``, ``"l2"``, ``"standardize"``, ``"pca"``,
+        ``"pca_whiten"``, or steps chained with ``"+"`` such as ``"l2+standardize"``.
+    param_grid : dict or None, default=None
+        Overrides of the default grid, ``{head: {param: values}}``; parameters are ``C``
+        for every head and ``gamma_factor`` for ``"rbfsvm"`` (a multiple of
+        ``gamma="scale"``).
+    cv : int, CV splitter, iterable or None, default=None
+        ``None`` or an int ``k``: :func:`~deepfeat.classify.cv.small_data_cv` with
+        ``n_splits=k`` (default 5). Anything else is used as given.
+    scoring : str or callable, default="accuracy"
+        A scikit-learn scorer name (e.g. ``"balanced_accuracy"``, ``"f1_macro"``) or
+        ``scorer(estimator, X, y)``. Probability-based scorers cannot score SVM
+        candidates during the search; those candidates get NaN and are never chosen.
+    class_weight : {"balanced"}, dict or None, default=None
+        Passed to every head; ``"balanced"`` reweights classes inversely to their size.
+    calibrate : bool, default=True
+        Give a chosen SVM head ``predict_proba`` by temperature scaling
+        (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`).
+    max_iter : int, default=200
+        Iteration limit of each warm-started logistic-regression fit in the search; the
+        final refit, started cold, may use 5 times as many.
+    tol : float, default=1e-4
+        Tolerance of the logistic-regression fits.
+    n_jobs : int or None, default=None
+        Splits scored in parallel (joblib).
+    random_state : int or None, default=0
+        Seeds the default folds and the heads.
+    verbose : int, default=0
+        ``> 0``: report search progress on stderr (a bar on a terminal, else log lines).
+
+    Attributes
+    ----------
+    best_estimator_ : Pipeline
+        ``("preprocess", ...), ("head", ...)`` refitted on all the data.
+    best_params_ : dict
+        ``preprocess``, ``head``, ``C`` and, for ``"rbfsvm"``, ``gamma`` and ``gamma_factor``.
+    best_score_ : float
+        Mean cross-validated score of the best candidate (NaN when no search was possible).
+    best_std_ : float
+        Standard deviation of that score over the validation folds.
+    best_index_ : int
+    cv_results_ : dict of ndarray
+        Like :class:`~sklearn.model_selection.GridSearchCV`: ``params``, ``param_*``,
+        ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
+        ``rank_test_score``, ``mean_fit_time``, and ``mean_val_log_loss`` (the tie-breaker;
+        NaN for SVM heads). :attr:`cv_results_frame_` gives a DataFrame.
+    n_iter_ : int
+        Iterations of the refitted head's solver (the largest, for several sub-problems).
+    n_splits_ : int
+        Validation folds used (0 when no search was possible).
+    search_time_, refit_time_ : float
+        Seconds spent in the search and in the final refit.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string column names.
+
+    Notes
+    -----
+    When some class has a single example, cross-validation is impossible: the estimator
+    then warns and fits :data:`FALLBACK_PARAMS` untuned (``best_score_`` is NaN).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = EmbeddingClassifier(heads="logreg").fit(X, y)
+    >>> sorted(clf.best_params_), clf.best_score_ > 0.9
+    (['C', 'head', 'preprocess'], True)
+    >>> clf.cv_results_frame_.shape[0]
+    90
+    """
+
+    def __init__(
+        self,
+        heads: str | Sequence[str] = DEFAULT_HEADS,
+        *,
+        preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
+        param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        cv: Any = None,
+        scoring: Any = "accuracy",
+        class_weight: Any = None,
+        calibrate: bool = True,
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        n_jobs: int | None = None,
+        random_state: int | None = 0,
+        verbose: int = 0,
+    ) -> None:
+        self.heads = heads
+        self.preprocessing = preprocessing
+        self.param_grid = param_grid
+        self.cv = cv
+        self.scoring = scoring
+        self.class_weight = class_weight
+        self.calibrate = calibrate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+        heads = check_heads(self.heads)
+        preps = check_preprocessing(self.preprocessing)
+        grid = resolve_grid(heads, self.param_grid)
+        if not (
+            self.class_weight is None
+            or self.class_weight == "balanced"
+            or isinstance(self.class_weight, Mapping)
+        ):
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}"
+            )
+        if not isinstance(self.calibrate, (bool, np.bool_)):
+            raise ValueError(f"calibrate must be True or False, got {self.calibrate!r}")
+        if (
+            isinstance(self.max_iter, bool)
+            or not isinstance(self.max_iter, (int, np.integer))
+            or self.max_iter < 1
+        ):
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool) or not self.tol > 0:
+            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if isinstance(self.cv, bool) or (isinstance(self.cv, (int, np.integer)) and self.cv < 2):
+            raise ValueError(f"cv as an integer must be >= 2, got {self.cv!r}")
+        return heads, preps, grid
+
+    def _candidates(
+        self, X: np.ndarray, heads: Sequence[str], preps: Sequence[str], grid: dict
+    ) -> list[dict]:
+        cands = []
+        for prep in preps:
+            gamma_scale = None
+            if "rbfsvm" in heads:
+                with threadpool_limits(limits=1, user_api="blas"):
+                    Z = make_preprocess(prep, self.random_state).fit_transform(X)
+                var = float(np.var(Z))
+                gamma_scale = 1.0 / (Z.shape[1] * var) if var > 0 else 1.0
+            for head in heads:
+                if head == "rbfsvm":
+                    for gf, C in product(grid[head]["gamma_factor"], grid[head]["C"]):
+                        cands.append(
+                            {
+                                "preprocess": prep,
+                                "head": head,
+                                "C": C,
+                                "gamma": gf * gamma_scale,
+                                "gamma_factor": gf,
+                            }
+                        )
+                else:
+                    cands.extend(
+                        {"preprocess": prep, "head": head, "C": C} for C in grid[head]["C"]
+                    )
+        return cands
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any) -> EmbeddingClassifier:
+        """Search the grid by cross-validation, then refit the best candidate on all data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Embeddings.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self
+        """
+        heads, preps, grid = self._check_params()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        counts = class_counts(y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes, got 1 class: {self.classes_.tolist()}"
+            )
+        scorer = check_scoring(self, scoring=self.scoring)
+        t0 = time.perf_counter()
+        default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
+        if default_cv and min(counts.values()) < 2:
+            single = [c for c, n in counts.items() if n < 2]
+            warnings.warn(
+                f"class(es) {single[:10]} have a single example: no cross-validated search is "
+                f"possible; fitting {FALLBACK_PARAMS} untuned",
+                UserWarning,
+                stacklevel=2,
+            )
+            cands, scores, seconds = (
+                [dict(FALLBACK_PARAMS)],
+                np.full((1, 0), np.nan),
+                np.zeros((1, 0)),
+            )
+            losses = scores
+            splitter = None
+        else:
+            splitter = (
+                small_data_cv(
+                    y,
+                    n_splits=5 if self.cv is None else int(self.cv),
+                    random_state=self.random_state,
+                )
+                if default_cv
+                else check_cv(self.cv, y, classifier=True)
+            )
+            cands = self._candidates(X, heads, preps, grid)
+            scores, losses, seconds = self._search(X, y, splitter, preps, cands, scorer)
+        self.search_time_ = time.perf_counter() - t0
+        self.n_splits_ = scores.shape[1]
+        self.cv_results_ = self._results(cands, scores, losses, seconds)
+        means = self.cv_results_["mean_test_score"]
+        stds = self.cv_results_["std_test_score"]
+        mean_loss = self.cv_results_["mean_val_log_loss"]
+        if scores.shape[1] and np.all(np.isnan(means)):
+            raise ValueError(
+                f"scoring={self.scoring!r} failed for every candidate; see the logged errors"
+            )
+        order = np.lexsort(
+            (
+                np.nan_to_num(stds, nan=np.inf),
+                np.nan_to_num(mean_loss, nan=np.inf),
+                -np.round(np.nan_to_num(means, nan=-np.inf), 12),
+            )
+        )
+        self.best_index_ = int(order[0])
+        self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
+        self.best_score_ = float(means[self.best_index_])
+        self.best_std_ = float(stds[self.best_index_])
+        t0 = time.perf_counter()
+        self.best_estimator_ = self._refit(X, y, self.best_params_, splitter)
+        self.refit_time_ = time.perf_counter() - t0
+        head = self.best_estimator_[-1]
+        head = getattr(head, "estimator_", head)
+        self.n_iter_ = int(np.max(getattr(head, "n_iter_", 0)))
+        log.info(
+            "best of %d candidates x %d folds: %s, %s %.4f +/- %.4f (search %.1f s, refit %.1f s)",
+            len(cands),
+            self.n_splits_,
+            self.best_params_,
+            self.scoring if isinstance(self.scoring, str) else "score",
+            self.best_score_,
+            self.best_std_,
+            self.search_time_,
+            self.refit_time_,
+        )
+        return self
+
+    def _search(
+        self, X, y, splitter, preps, cands, scorer
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        splits = list(splitter.split(X, y))
+        by_prep = {p: [i for i, c in enumerate(cands) if c["preprocess"] == p] for p in preps}
+        tasks = [(p, k) for p in preps for k in range(len(splits))]
+        jobs = (
+            delayed(score_fold)(
+                X,
+                y,
+                splits[k][0],
+                splits[k][1],
+                p,
+                [cands[i] for i in by_prep[p]],
+                scorer,
+                class_weight=self.class_weight,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                random_state=self.random_state,
+            )
+            for p, k in tasks
+        )
+        scores = np.full((len(cands), len(splits)), np.nan)
+        losses = np.full((len(cands), len(splits)), np.nan)
+        seconds = np.zeros((len(cands), len(splits)))
+        errors: list[str] = []
+        bar = self._progress(len(tasks))
+        results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
+        for done, ((p, k), (s, loss, sec, err)) in enumerate(zip(tasks, results), 1):
+            scores[by_prep[p], k] = s
+            losses[by_prep[p], k] = loss
+            seconds[by_prep[p], k] = sec
+            errors.extend(err)
+            if bar is not None:
+                bar.update(1)
+            elif self.verbose:
+                log.info("search: %d/%d (preprocessing x fold) done", done, len(tasks))
+        if bar is not None:
+            bar.close()
+        if errors:
+            log.warning("%d candidate fits could not be scored, e.g. %s", len(errors), errors[0])
+        return scores, losses, seconds
+
+    def _progress(self, total: int) -> Any:
+        if not (self.verbose and sys.stderr.isatty()):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="search", unit="fold", file=sys.stderr, leave=False)
+
+    @staticmethod
+    def _results(
+        cands: list[dict], scores: np.ndarray, losses: np.ndarray, seconds: np.ndarray
+    ) -> dict[str, Any]:
+        n = len(cands)
+        res: dict[str, Any] = {"params": [dict(c) for c in cands]}
+        for key in ("preprocess", "head", "C", "gamma", "gamma_factor"):
+            col = np.empty(n, dtype=object)
+            col[:] = [c.get(key) for c in cands]
+            res[f"param_{key}"] = col
+        for k in range(scores.shape[1]):
+            res[f"split{k}_test_score"] = scores[:, k]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            means = np.nanmean(scores, axis=1) if scores.shape[1] else np.full(n, np.nan)
+            stds = np.nanstd(scores, axis=1) if scores.shape[1] else np.full(n, np.nan)
+            mean_loss = np.nanmean(losses, axis=1) if losses.shape[1] else np.full(n, np.nan)
+        res["mean_test_score"] = means
+        res["std_test_score"] = stds
+        res["mean_val_log_loss"] = mean_loss
+        ranks = np.empty(n, dtype=np.int32)
+        key = -np.nan_to_num(means, nan=-np.inf)
+        for i in range(n):
+            ranks[i] = 1 + int(np.sum(key < key[i]))
+        res["rank_test_score"] = ranks
+        res["mean_fit_time"] = seconds.mean(axis=1) if seconds.shape[1] else np.zeros(n)
+        return res
+
+    def _refit(self, X: np.ndarray, y: np.ndarray, params: dict, splitter: Any) -> Pipeline:
+        head = make_head(
+            params["head"],
+            params,
+            class_weight=self.class_weight,
+            max_iter=5 * self.max_iter,
+            tol=self.tol,
+            random_state=self.random_state,
+        )
+        if params["head"] != "logreg" and self.calibrate:
+            head = TemperatureScaledClassifier(head, cv=splitter, random_state=self.random_state)
+        pipe = Pipeline(
+            [
+                ("preprocess", make_preprocess(params["preprocess"], self.random_state)),
+                ("head", head),
+            ]
+        )
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always", ConvergenceWarning)
+            pipe.fit(X, y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.info(
+                "the refit of %s stopped at max_iter=%d before full convergence",
+                params,
+                5 * self.max_iter,
+            )
+        return pipe
+
+    # ------------------------------------------------------------------ predicting
+    def _check_X(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class of each row of ``X``."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Decision values of the chosen head (shape ``(n,)`` for two classes)."""
+        X = self._check_X(X)
+        return self.best_estimator_.decision_function(X)
+
+    def _has_proba(self) -> bool:
+        if hasattr(self, "best_estimator_"):
+            return hasattr(self.best_estimator_, "predict_proba")
+        try:
+            return bool(self.calibrate) or set(check_heads(self.heads)) == {"logreg"}
+        except ValueError:
+            return True
+
+    @available_if(_has_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in :attr:`classes_` order."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict_log_proba(X)
+
+    @property
+    def cv_results_frame_(self) -> Any:
+        """:attr:`cv_results_` as a pandas DataFrame, best candidates first."""
+        check_is_fitted(self)
+        return results_frame(self.cv_results_)
+
+
+def build_search(
+    heads: str | Sequence[str] | None = None,
+    *,
+    cv: Any = None,
+    scoring: Any = "accuracy",
+    class_weight: Any = None,
+    n_jobs: int | None = None,
+    random_state: int | None = 0,
+    y: Any = None,
+) -> EmbeddingClassifier:
+    """Return deepfeat's default hyperparameter search as an unfitted estimator on arrays.
+
+    Parameters
+    ----------
+    heads : str, sequence of str or None, default=None
+        ``None``: all heads (``"logreg"``, ``"linsvm"``, ``"rbfsvm"``).
+    cv : int, CV splitter, iterable or None, default=None
+        ``None``: folds from :func:`~deepfeat.classify.cv.small_data_cv`, drawn from
+        ``y`` here when given, else from the labels passed to ``fit``.
+    scoring : str or callable, default="accuracy"
+    class_weight : {"balanced"}, dict or None, default=None
+    n_jobs : int or None, default=None
+    random_state : int or None, default=0
+    y : array-like or None, default=None
+        Labels the search will be fitted on; used to choose the folds now. When some
+        class has a single example the folds are left to ``fit``, which then fits an
+        untuned fallback (see :class:`EmbeddingClassifier`).
+
+    Returns
+    -------
+    EmbeddingClassifier
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.r_[np.zeros((6, 2)), np.ones((6, 2))] + np.arange(12)[:, None] * 0.01
+    >>> y = np.r_[np.zeros(6), np.ones(6)]
+    >>> search = build_search(["logreg"], y=y)
+    >>> type(search.cv).__name__
+    'RepeatedStratifiedKFold'
+    >>> search.fit(X, y).predict([[0.9, 0.9]]).tolist()
+    [1.0]
+    """
+    if (
+        cv is None
+        and y is not None
+        and min(class_counts(y).values(), default=0) >= 2
+        and len(class_counts(y)) >= 2
+    ):
+        cv = small_data_cv(y, random_state=random_state)
+    return EmbeddingClassifier(
+        DEFAULT_HEADS if heads is None else heads,
+        cv=cv,
+        scoring=scoring,
+        class_weight=class_weight,
+        n_jobs=n_jobs,
+        random_state=random_state,
+    )
