@@ -28,12 +28,15 @@ attributes are read, and each is validated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import itertools
 import json
 import logging
 import os
 import shutil
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,6 +67,9 @@ MAX_DIM = 1 << 16
 #: plugin library, so datasets that use one are refused before any data is read.
 _BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
                     6: "scaleoffset", 32000: "lzf"}
+
+
+_TWIN_COUNTER = itertools.count()
 
 
 def _rows_per_chunk(dim: int, itemsize: int) -> int:
@@ -371,6 +377,34 @@ class FeatureCache:
             self._lock.release()
             self._lock = None
 
+    def fold_pending(self) -> bool:
+        """Fold rows that a killed run left in the journal into the ``.h5`` file, if possible.
+
+        For runs that compute nothing (and so never take the writer lock): afterwards plain
+        ``h5py`` sees every row. Never waits for another writer (it will fold them itself)
+        and never fails: a read-only folder or a full disk leaves the rows in the journal,
+        where :class:`FeatureCache` reads them anyway. Returns whether a fold happened.
+        """
+        if self._lock is not None:
+            return False
+        try:
+            if os.path.getsize(self.journal_path) == 0:
+                return False
+        except OSError:
+            return False
+        timeout, self.lock_timeout = self.lock_timeout, 0
+        try:
+            with self.writer():
+                pass
+        except CacheCorruptError:
+            raise
+        except (CacheError, OSError) as exc:
+            log.info("%s: journal rows not folded in now (%s)", self.path, exc)
+            return False
+        finally:
+            self.lock_timeout = timeout
+        return True
+
     def _cleanup_tmp(self) -> None:
         for tmp in glob.glob(glob.escape(self.path) + ".tmp-*"):
             with contextlib.suppress(OSError):
@@ -427,37 +461,37 @@ class FeatureCache:
         if not records:
             self._truncate_journal()
             return 0
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        added = 0
+        # a fresh name each time: after a failed write HDF5 may still hold the old one open
+        tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
         kill_point("checkpoint.begin")
         try:
+            # HDF5 copes badly with a full disk (errors surface late, from destructors), so
+            # make sure the copy fits before starting it.
+            _check_free_space(self.path, self._bytes_needed(records))
             if os.path.exists(self.path):
                 shutil.copyfile(self.path, tmp)
                 kill_point("checkpoint.copied")
-            with h5py.File(tmp, "a") as f:
-                if "format" not in f.attrs:
-                    f.attrs["format"] = FORMAT
-                    f.attrs["format_version"] = FORMAT_VERSION
-                spaces = f.require_group("spaces")
-                present: dict[str, set[str]] = {}
-                for rec in records:
-                    added += self._merge(spaces, rec, present)
-                    kill_point("checkpoint.merged")
-                f.flush()
+            added, grown = self._write_twin(tmp, records)
             kill_point("checkpoint.written")
+            _read_back(tmp, grown)  # HDF5 may report a failed write only when an id is freed
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path)
         except BaseException as exc:
+            # Free the HDF5 objects of the failed twin now: left to the garbage collector,
+            # ids of a file whose close failed can crash the interpreter.
+            _clear_frames(exc)
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            if not isinstance(exc, OSError):
+            if isinstance(exc, CacheError) or not isinstance(exc, (OSError, RuntimeError)):
                 raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            reason = " ".join(str(reason).split())  # HDF5 messages span lines; keep it one line
             raise CacheError(
-                f"{self.path}: checkpoint failed ({exc.strerror or exc}); the new rows are safe in "
+                f"{self.path}: checkpoint failed ({reason}); the new rows are safe in "
                 f"{self.journal_path}. Free disk space and run again."
-            ) from exc
+            ) from None
         kill_point("checkpoint.replaced")
         self._truncate_journal()
         kill_point("checkpoint.done")
@@ -465,7 +499,44 @@ class FeatureCache:
         log.debug("%s: checkpointed %d rows", self.path, added)
         return added
 
-    def _merge(self, spaces: h5py.Group, rec: Any, present: dict[str, set[str]]) -> int:
+    def _write_twin(self, tmp: str, records: list[Any]) -> tuple[int, dict[str, int]]:
+        """Append the journal's records to the temporary twin; return rows added, first new rows."""
+        added = 0
+        grown: dict[str, int] = {}
+        with h5py.File(tmp, "a") as f:
+            if "format" not in f.attrs:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+            try:
+                spaces = f.require_group("spaces")
+                present: dict[str, set[str]] = {}
+                for rec in records:
+                    added += self._merge(spaces, rec, present, grown)
+                    kill_point("checkpoint.merged")
+                f.flush()
+            except BaseException as exc:
+                # Release the datasets while the file is still open: freeing them after
+                # a close that failed (e.g. on a full disk) can crash HDF5.
+                spaces = None
+                _clear_frames(exc)
+                raise
+        return added, grown
+
+    def _bytes_needed(self, records: list[Any]) -> int:
+        """Generous estimate of the free space a checkpoint of ``records`` needs."""
+        need = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        spaces: dict[str, tuple[int, int, int]] = {}
+        for rec in records:
+            n, dim = rec.features.shape
+            rows, _, size = spaces.get(rec.space, (0, dim, rec.features.dtype.itemsize))
+            spaces[rec.space] = (rows + n, dim, size)
+        for rows, dim, size in spaces.values():
+            chunk = _rows_per_chunk(dim, size) * dim * size
+            need += rows * (dim * size + KEY_LENGTH) + 2 * chunk + 2 * 4096 * KEY_LENGTH
+        return need + (1 << 20)
+
+    def _merge(self, spaces: h5py.Group, rec: Any, present: dict[str, set[str]],
+               grown: dict[str, int] | None = None) -> int:
         n, dim = rec.features.shape
         if rec.space not in spaces:
             grp = spaces.create_group(rec.space)
@@ -496,11 +567,15 @@ class FeatureCache:
         if not take:
             return 0
         start = keys_ds.shape[0]
+        if grown is not None:
+            grown.setdefault(rec.space, start)
         keys_ds.resize((start + len(take),))
         feats_ds.resize((start + len(take), dim))
         kill_point("checkpoint.resized")
         keys_ds[start:] = np.array([rec.keys[i] for i in take], dtype=f"S{KEY_LENGTH}")
         feats_ds[start:] = rec.features[take].astype(feats_ds.dtype)
+        keys_ds.flush()  # surface write errors (a full disk) here, not in a destructor
+        feats_ds.flush()
         return len(take)
 
     def _truncate_journal(self) -> None:
@@ -513,6 +588,44 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         return f"FeatureCache({self.path!r})"
+
+
+def _clear_frames(exc: BaseException | None) -> None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def _check_free_space(path: str, need: int) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: the checkpoint needs about {need / 1e6:.1f} MB in {folder}, "
+            f"{free / 1e6:.1f} MB are free",
+        )
+
+
+def _read_back(path: str, grown: dict[str, int]) -> None:
+    """Re-read the rows a checkpoint added (checksums verified) before it may replace the file."""
+    try:
+        with h5py.File(path, "r") as f:
+            for space, start in grown.items():
+                g = f["spaces"][space]
+                n = g["keys"].shape[0]
+                if g["features"].shape[0] != n:
+                    raise OSError(f"space {space!r}: {n} keys but {g['features'].shape[0]} rows written")
+                g["keys"][start:n]
+                g["features"][start:n]
+    except (OSError, KeyError, ValueError) as exc:
+        raise OSError(f"the rows just written do not read back ({exc})") from exc
 
 
 def _require_hard_link(group: h5py.Group, name: str, where: str) -> Any:

@@ -400,6 +400,8 @@ class Featurizer:
         in_cache = cache.contains(fp, unique) if cache is not None else np.zeros(len(unique), bool)
         todo = [k for k, c in zip(unique, in_cache) if not c]
         kill_point("featurize.hashed")
+        if not todo and cache is not None:
+            cache.fold_pending()  # rows a killed run left in the journal go into the .h5 file
         computed: dict[str, np.ndarray] = {}
         bad_keys: dict[str, str] = {}
         t_feat = 0.0
