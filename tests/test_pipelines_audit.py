@@ -88,3 +88,29 @@ def test_failures_and_imbalance_are_reported():
 def test_bad_threshold_is_refused():
     with pytest.raises(ValueError, match="threshold"):
         audit_dataset(["a"], ["x"], ["k"], np.ones((1, 2)), threshold=1.5)
+
+
+def test_pixel_check_separates_lookalikes_from_copies():
+    """Out of the backbone's domain, embeddings of different images can coincide."""
+    e = np.ones((4, 8))  # the CNN sees four identical images
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 64))
+    thumbs = np.vstack([base[0], base[0] * 0.9 + 0.05, base[1], base[2]])  # 0~1 are copies
+    calls = []
+
+    def thumbnails(idx):
+        calls.append(list(idx))
+        return thumbs[idx]
+
+    a = audit_dataset(list("abcd"), list("xxyy"), list("1234"), e, thumbnails=thumbnails)
+    assert a.pairs[["i", "j"]].values.tolist() == [[0, 1]]
+    assert a.pairs.pixel_correlation.iloc[0] > 0.99
+    assert a.similar_only == 5 and a.counts()["near_conflicting_labels"] == 0
+    assert calls == [[0, 1, 2, 3]]  # decoded once, candidates only
+    # Without the pixel check every pair counts, including four "conflicting labels".
+    assert (
+        audit_dataset(list("abcd"), list("xxyy"), list("1234"), e).counts()[
+            "near_conflicting_labels"
+        ]
+        == 4
+    )

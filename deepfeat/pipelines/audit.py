@@ -2,7 +2,11 @@
 
 Two images are *exact duplicates* when their content hashes (the feature-cache keys) are
 equal, and *near duplicates* when the cosine similarity of their embeddings exceeds a
-stated threshold. Each pair is classified as within one class (redundant), across classes
+stated threshold and -- when small pixel thumbnails are supplied -- the thumbnails also
+correlate above a second stated threshold. The pixel check matters outside the
+backbone's domain: an ImageNet CNN maps all 8×8 digits to nearly the same point, so
+embedding similarity alone would call a "4" and a "7" duplicates. Re-encoded or resized
+copies pass both checks; crops and flips of one photo may fail the pixel check. Each pair is classified as within one class (redundant), across classes
 (conflicting labels: the same picture with two labels) and across the train/test split
 (leakage: the test set contains an image the model may have trained on).
 """
@@ -10,19 +14,28 @@ stated threshold. Each pair is classified as within one class (redundant), acros
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["NEAR_DUPLICATE_THRESHOLD", "DataAudit", "audit_dataset", "near_duplicate_pairs"]
+__all__ = [
+    "NEAR_DUPLICATE_THRESHOLD",
+    "PIXEL_CORRELATION_THRESHOLD",
+    "DataAudit",
+    "audit_dataset",
+    "near_duplicate_pairs",
+    "pixel_correlation",
+]
 
 log = logging.getLogger(__name__)
 
 #: Default cosine-similarity threshold above which two embeddings are near duplicates.
 NEAR_DUPLICATE_THRESHOLD = 0.95
+#: Default correlation of pixel thumbnails that near duplicates must also exceed.
+PIXEL_CORRELATION_THRESHOLD = 0.95
 _MAX_PAIRS = 200_000
 _PAIR_COLUMNS = [
     "i",
@@ -35,6 +48,7 @@ _PAIR_COLUMNS = [
     "split_j",
     "match",
     "similarity",
+    "pixel_correlation",
     "conflicting_labels",
     "leak",
 ]
@@ -106,8 +120,9 @@ class DataAudit:
     ----------
     pairs : pandas.DataFrame
         One row per duplicate pair: ``i, j, path_i, path_j, label_i, label_j, split_i,
-        split_j, match`` ("exact" or "near"), ``similarity``, ``conflicting_labels``,
-        ``leak`` (the two sit on different sides of the train/test split).
+        split_j, match`` ("exact" or "near"), ``similarity`` (embedding cosine),
+        ``pixel_correlation`` (NaN when not checked), ``conflicting_labels``, ``leak``
+        (the two sit on different sides of the train/test split).
     class_counts : pandas.DataFrame
         Images per class (rows) and split (columns, ``"all"`` without a split), failures
         excluded.
@@ -117,6 +132,11 @@ class DataAudit:
         Files that were not taken as images (``path, reason``).
     threshold : float
         Cosine threshold used for near duplicates.
+    pixel_threshold : float or None
+        Thumbnail correlation near duplicates had to exceed (``None``: not checked).
+    similar_only : int
+        Pairs above the embedding threshold whose thumbnails differ: not counted as
+        duplicates (they look alike to the backbone only).
     """
 
     pairs: pd.DataFrame
@@ -124,6 +144,8 @@ class DataAudit:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = NEAR_DUPLICATE_THRESHOLD
+    pixel_threshold: float | None = None
+    similar_only: int = 0
 
     def counts(self) -> dict[str, int]:
         """Numbers of pairs by kind, failures and skipped files."""
@@ -138,6 +160,7 @@ class DataAudit:
             "near_leaks": int(((p.match == "near") & p.leak).sum()),
             "failed_decodes": len(self.failures),
             "skipped_files": len(self.skipped),
+            "similar_in_embedding_only": self.similar_only,
         }
 
     def leaked_test(self) -> np.ndarray:
@@ -202,6 +225,7 @@ class DataAudit:
         """A JSON-able summary."""
         return {
             "threshold": self.threshold,
+            "pixel_threshold": self.pixel_threshold,
             "counts": self.counts(),
             "warnings": self.warnings(),
             "class_counts": {
@@ -221,6 +245,8 @@ def audit_dataset(
     threshold: float = NEAR_DUPLICATE_THRESHOLD,
     failures: Sequence[dict[str, Any]] = (),
     skipped: Sequence[dict[str, Any]] = (),
+    thumbnails: Callable[[np.ndarray], np.ndarray] | None = None,
+    pixel_threshold: float = PIXEL_CORRELATION_THRESHOLD,
 ) -> DataAudit:
     """Find duplicates, conflicting labels, leakage and class imbalance in a labelled set.
 
@@ -241,6 +267,12 @@ def audit_dataset(
         Cosine similarity above which two images are near duplicates.
     failures, skipped : sequence of dict
         Decode failures and skipped files, passed through to the report.
+    thumbnails : callable, optional
+        ``thumbnails(indices) -> (len(indices), d)`` small pixel vectors of those images
+        (NaN rows when undecodable). Called once, for the near-duplicate candidates only;
+        a candidate is kept when its thumbnails correlate above ``pixel_threshold``.
+    pixel_threshold : float
+        See ``thumbnails``.
 
     Returns
     -------
@@ -267,11 +299,19 @@ def audit_dataset(
     exact = _exact_pairs([k if good else None for k, good in zip(keys, ok, strict=True)])
     exact_set = set(exact)
     ni, nj, ns = near_duplicate_pairs(embeddings, threshold)
-    rows = [(a, b, "exact", 1.0) for a, b in exact]
+    fresh = np.array([(int(a), int(b)) not in exact_set for a, b in zip(ni, nj, strict=True)], bool)
+    ni, nj, ns = ni[fresh], nj[fresh], ns[fresh]
+    nc = np.full(len(ni), np.nan)
+    similar_only = 0
+    if thumbnails is not None and len(ni):
+        nc = pixel_correlation(thumbnails, ni, nj)
+        keep = nc > pixel_threshold
+        similar_only = int((~keep).sum())
+        ni, nj, ns, nc = ni[keep], nj[keep], ns[keep], nc[keep]
+    rows = [(a, b, "exact", 1.0, np.nan) for a, b in exact]
     rows += [
-        (int(a), int(b), "near", float(s))
-        for a, b, s in zip(ni, nj, ns, strict=True)
-        if (int(a), int(b)) not in exact_set
+        (int(a), int(b), "near", float(s), float(c))
+        for a, b, s, c in zip(ni, nj, ns, nc, strict=True)
     ]
     records = [
         {
@@ -285,13 +325,21 @@ def audit_dataset(
             "split_j": split_arr[b],
             "match": m,
             "similarity": s,
+            "pixel_correlation": c,
             "conflicting_labels": bool(labels[a] != labels[b]),
             "leak": bool(split is not None and split_arr[a] != split_arr[b]),
         }
-        for a, b, m, s in rows
+        for a, b, m, s, c in rows
     ]
     pairs = pd.DataFrame(records, columns=_PAIR_COLUMNS).astype(
-        {"i": int, "j": int, "similarity": float, "conflicting_labels": bool, "leak": bool}
+        {
+            "i": int,
+            "j": int,
+            "similarity": float,
+            "pixel_correlation": float,
+            "conflicting_labels": bool,
+            "leak": bool,
+        }
     )
     pairs = pairs.sort_values(
         ["leak", "conflicting_labels", "match", "similarity"],
@@ -307,4 +355,26 @@ def audit_dataset(
         failures=list(failures),
         skipped=list(skipped),
         threshold=float(threshold),
+        pixel_threshold=None if thumbnails is None else float(pixel_threshold),
+        similar_only=similar_only,
     )
+
+
+def pixel_correlation(
+    thumbnails: Callable[[np.ndarray], np.ndarray], i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """Pearson correlation of the thumbnails of pairs ``(i[k], j[k])`` (NaN if undecodable).
+
+    Examples
+    --------
+    >>> t = np.array([[0.0, 1, 2, 3], [0, 2, 4, 6], [3, 2, 1, 0]])
+    >>> pixel_correlation(lambda idx: t[idx], np.array([0, 0]), np.array([1, 2])).round(3).tolist()
+    [1.0, -1.0]
+    """
+    uniq, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+    t = np.asarray(thumbnails(uniq), dtype=float)
+    t = t - t.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(t, axis=1, keepdims=True)
+    t = np.divide(t, norm, out=np.full_like(t, np.nan), where=norm > 1e-9)
+    a, b = t[inverse[: len(i)]], t[inverse[len(i) :]]
+    return (a * b).sum(axis=1)

@@ -158,8 +158,16 @@ class Extrapolation:
             "ceiling_accuracy": 1 - self.law.c,
             "bootstrap_fits": len(self.boot),
             "note": self.note,
-            "targets": [{**t.__dict__, "sentence": t.describe()} for t in self.targets],
+            "targets": [
+                {k: _finite(v) for k, v in t.__dict__.items()} | {"sentence": t.describe()}
+                for t in self.targets
+            ],
         }
+
+
+def _finite(value: object) -> object:
+    """JSON has no infinity: an unreachable count becomes ``None`` (the sentence says why)."""
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _status(labels: float, k_max: float) -> str:

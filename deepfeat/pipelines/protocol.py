@@ -9,10 +9,11 @@ held-out rows are only ever passed to ``predict``/``predict_proba``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,12 +150,13 @@ class ProtocolResult:
         One row per (space, draw): ``space, shots, k, repeat, seed, n_train, n_test,
         accuracy, balanced_accuracy, tuning, best_params, fit_seconds``.
     predictions : dict
-        For each space, the held-out predictions of its draw at the largest shot value,
-        repeat 0: ``{"test", "y_pred", "confidence", "shots"}``.
+        ``{(space, shots, repeat): {"test", "y_pred", "confidence"}}``: the held-out
+        indices of every draw, their predicted labels and the predicted class's
+        probability (NaN for heads without ``predict_proba``).
     """
 
     table: pd.DataFrame
-    predictions: dict[str, dict[str, Any]]
+    predictions: dict[tuple[str, str, int], dict[str, Any]]
 
 
 def _fit_one(X, y, draw: Draw, search_factory: SearchFactory):
@@ -168,6 +170,19 @@ def _fit_one(X, y, draw: Draw, search_factory: SearchFactory):
     seconds = time.perf_counter() - t0
     params = getattr(est, "best_params_", None)
     return est, tuning, params, seconds
+
+
+@contextlib.contextmanager
+def _quiet_search_logs() -> Iterator[None]:
+    """Silence the per-fit INFO lines of the head search (dozens per curve) unless at DEBUG."""
+    logger = logging.getLogger("deepfeat.classify")
+    level = logger.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _jsonable(params: Any) -> str:
@@ -198,7 +213,8 @@ def run_protocol(
         ``factory(y_train, seed) -> estimator`` choosing hyperparameters by CV inside the
         training draw; :func:`~deepfeat.pipelines.heads.default_search_factory` by default.
     progress : bool
-        Show a tqdm bar on stderr.
+        Show a tqdm bar on stderr (when it is a terminal). The head search's per-fit log
+        lines are shown only at DEBUG level.
 
     Returns
     -------
@@ -217,9 +233,11 @@ def run_protocol(
 
     y = np.asarray(y)
     factory = search_factory or default_search_factory
-    top = max(draws, key=lambda d: d.k)
     rows, predictions = [], {}
-    with tqdm(total=len(spaces) * len(draws), desc="training heads", disable=not progress) as bar:
+    bar = tqdm(
+        total=len(spaces) * len(draws), desc="training heads", disable=None if progress else True
+    )
+    with bar, _quiet_search_logs():
         for name, X in spaces.items():
             X = np.asarray(X)
             if len(X) != len(y):
@@ -244,18 +262,16 @@ def run_protocol(
                         "fit_seconds": seconds,
                     }
                 )
-                if draw.shots == top.shots and draw.repeat == 0:
-                    conf = (
-                        est.predict_proba(X[draw.test]).max(axis=1)
-                        if hasattr(est, "predict_proba")
-                        else np.full(len(draw.test), np.nan)
-                    )
-                    predictions[name] = {
-                        "test": draw.test,
-                        "y_pred": y_pred,
-                        "confidence": conf,
-                        "shots": str(draw.shots),
-                    }
+                conf = (
+                    est.predict_proba(X[draw.test]).max(axis=1)
+                    if hasattr(est, "predict_proba")
+                    else np.full(len(draw.test), np.nan)
+                )
+                predictions[(name, str(draw.shots), draw.repeat)] = {
+                    "test": draw.test,
+                    "y_pred": y_pred,
+                    "confidence": conf,
+                }
                 bar.update()
     table = pd.DataFrame(rows)
     return ProtocolResult(table=table, predictions=predictions)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["CI_METHOD", "t_interval", "summarize", "paired_gain"]
+__all__ = ["CI_METHOD", "t_interval", "summarize", "paired_gain", "reference_shots"]
 
 CI_METHOD = (
     "95% Student-t interval over repeats (random training draws), clipped to the metric's range"
@@ -117,3 +117,21 @@ def paired_gain(
             }
         )
     return pd.DataFrame(rows)
+
+
+def reference_shots(summary: pd.DataFrame) -> str:
+    """The shot value headlines are judged at: the largest k measured on several draws.
+
+    ``k=all`` is a single draw with no interval, so it is the reference only when no
+    other shot value has repeats.
+
+    Examples
+    --------
+    >>> s = pd.DataFrame({"shots": ["5", "20", "all"], "k": [5.0, 20.0, 50.0],
+    ...                   "repeats": [3, 3, 1]})
+    >>> reference_shots(s)
+    '20'
+    """
+    repeated = summary[summary.repeats >= 2]
+    pool = repeated if len(repeated) else summary
+    return str(pool.sort_values("k", kind="stable").shots.iloc[-1])

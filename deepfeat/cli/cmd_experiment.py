@@ -1,0 +1,174 @@
+"""``deepfeat experiment``: learning curves, layer sweep, baselines and an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+from typing import Any
+
+from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
+from deepfeat.pipelines.experiment import run_experiment
+from deepfeat.pipelines.heads import SEARCHES
+
+HELP = "small-data experiment: data audit, learning curves, layer sweep, baselines, HTML report"
+
+_D = {k: p.default for k, p in inspect.signature(run_experiment).parameters.items()}
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {value!r}"
+        ) from None
+
+
+def _test_size(value: str) -> int | float:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--test-size takes images per class (e.g. 40) or a fraction (e.g. 0.5), got {value!r}"
+        ) from None
+
+
+def _baselines(value: str) -> list[str]:
+    return [] if value.lower() == "none" else _csv(value)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="folder of class subfolders, or a CSV/parquet manifest")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<name of SRC>)")
+    g = p.add_argument_group("what to compare")
+    g.add_argument(
+        "--backbones",
+        type=_csv,
+        default=list(_D["backbones"]),
+        help="comma-separated backbones; the first is the main one (default: %(default)s)",
+    )
+    g.add_argument(
+        "--layers",
+        default="",
+        help="extra cut points of the first backbone for a layer sweep, comma-separated, "
+        "or 'auto' (one per stage); default: none",
+    )
+    g.add_argument(
+        "--baselines",
+        type=_baselines,
+        default=list(_D["baselines"]),
+        help="pixels, random (first backbone with random weights), both, or none",
+    )
+    g = p.add_argument_group("protocol")
+    g.add_argument(
+        "--shots",
+        default=",".join(map(str, _D["shots"])),
+        help="labelled images per class, comma-separated (default: %(default)s)",
+    )
+    g.add_argument(
+        "--repeats",
+        type=int,
+        default=_D["repeats"],
+        help="random draws per shot value (default: %(default)s)",
+    )
+    split = g.add_mutually_exclusive_group()
+    split.add_argument("--test-src", default=None, help="a separate labelled test set")
+    split.add_argument(
+        "--test-size",
+        type=_test_size,
+        default=None,
+        help="hold out N images per class (int) or a fraction of each class "
+        "(float) with a fixed-seed split; default: score each draw on the rest",
+    )
+    g.add_argument(
+        "--drop-leaked",
+        action="store_true",
+        help="drop test images that duplicate a training image",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=_D["near_duplicate_threshold"],
+        help="cosine similarity above which images are near duplicates (default: %(default)s)",
+    )
+    g.add_argument(
+        "--targets",
+        type=_floats,
+        default=list(_D["targets"]),
+        help="target accuracies for the extrapolation (default: 0.8,0.9,0.95)",
+    )
+    g.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="subsample each class to at most N images (fixed seed) to bound the run time",
+    )
+    g.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default=_D["search"],
+        help="hyperparameter search inside each training draw: fast (logistic regression, "
+        "C per decade) or full (every head and grid, several times slower); default: %(default)s",
+    )
+    g.add_argument("--seed", type=int, default=_D["seed"], help="base seed (default: %(default)s)")
+    add_runtime_options(p)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    fkw = featurizer_kwargs(args)
+    cache = fkw.pop("cache", None)
+    progress = fkw.pop("progress", False)
+    out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.src)))
+    res = run_experiment(
+        args.src,
+        out,
+        backbones=args.backbones,
+        layers=args.layers,
+        shots=args.shots,
+        repeats=args.repeats,
+        test_src=args.test_src,
+        test_size=args.test_size,
+        cache=cache,
+        drop_leaked=args.drop_leaked,
+        baselines=args.baselines,
+        near_duplicate_threshold=args.threshold,
+        targets=args.targets,
+        max_per_class=args.max_per_class,
+        search=args.search,
+        seed=args.seed,
+        featurizer_options=fkw,
+        verbose=progress,
+    )
+    return res.to_dict(), 0
+
+
+def format_text(r: dict[str, Any]) -> str:
+    ref = r["reference_shots"]
+    lines = [f"held-out accuracy at k={ref} (and with all training images, one draw):"]
+    for space, by_k in r["accuracy"].items():
+        a = by_k[ref]
+        ci = (
+            f" [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]"
+            if a["ci_low"] is not None
+            else ""
+        )
+        every = (
+            f"   all: {100 * by_k['all']['mean']:.1f}%" if "all" in by_k and ref != "all" else ""
+        )
+        lines.append(f"  {space:<40} {100 * a['mean']:5.1f}%{ci}{every}")
+    lines += [f"  {v}" for v in r["verdicts"]]
+    lines += [f"  audit: {w}" for w in r["audit"]["warnings"]]
+    main = r["extrapolation"].get(r["main_space"])
+    if main:
+        lines += [f"  {t['sentence']}" for t in main["targets"]]
+    lines.append(f"report: {r['report']}")
+    return "\n".join(lines)

@@ -1,0 +1,571 @@
+"""``run_experiment``: audit, learning curves, layer sweep, baselines and a report, in one call.
+
+The steps run in the order data flows: load the labelled images, featurize every feature
+space through one shared cache, audit the data (duplicates, conflicting labels, leakage),
+draw fixed-seed k-shot training sets, train nested-tuned heads, summarise with intervals,
+extrapolate, and write tables, figures and a self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepfeat.exceptions import InputError
+from deepfeat.pipelines.audit import NEAR_DUPLICATE_THRESHOLD, DataAudit, audit_dataset
+from deepfeat.pipelines.extrapolate import Extrapolation, extrapolate
+from deepfeat.pipelines.heads import SearchFactory, default_search_factory, describe_search
+from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
+from deepfeat.pipelines.protocol import make_draws, run_protocol
+from deepfeat.pipelines.sampling import class_permutation, parse_shots, stratified_split
+from deepfeat.pipelines.spaces import (
+    FeatureSpace,
+    compute_space,
+    plan_spaces,
+    suggest_layers,
+)
+from deepfeat.pipelines.summary import paired_gain, reference_shots, summarize
+
+__all__ = ["DEFAULT_SHOTS", "ExperimentResult", "run_experiment", "transfer_verdict", "versions"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHOTS = (1, 2, 5, 10, 20, "all")
+DEFAULT_TARGETS = (0.8, 0.9, 0.95)
+#: Side of the pixel thumbnails near-duplicate candidates are confirmed with.
+AUDIT_THUMBNAIL = 16
+
+
+@dataclass
+class ExperimentResult:
+    """Everything an experiment measured and where it was written.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The report folder.
+    config : dict
+        The arguments, as run.
+    spaces : list of FeatureSpace
+        Main space first.
+    table : pandas.DataFrame
+        Tidy per-draw results (one row per space, shot value and repeat).
+    summary : pandas.DataFrame
+        Mean and 95% t-interval per space and shot value.
+    gains : dict of str to pandas.DataFrame
+        Paired gain of the main space over each baseline space, per shot value.
+    verdicts : list of str
+        Plain sentences on transfer versus each baseline.
+    extrapolations : dict of str to Extrapolation
+        Power-law fits per space (where three or more k values were measured).
+    audit : DataAudit
+    featurization : dict of str to dict
+        Per space: images, cache hits, forward passes, failures, seconds.
+    best : dict
+        The space with the highest mean accuracy at the reference shot value (the
+        largest k measured on several draws) and the held-out predictions of all its
+        draws there (``test``, ``y_pred``, ``confidence``, ``repeat``, ``n_draws``).
+    data : dict
+        Counts of images, classes, pool and test set, and the protocol in words.
+    paths, labels, split : sequences
+        Every image of the run, its label and its side (``"train"``/``"test"``).
+    notes : list of str
+        Everything the run adjusted or skipped, and why.
+    timings : dict of str to float
+        Seconds per stage.
+    files : dict of str to str
+        Output files, relative to ``out``.
+    """
+
+    out: Path
+    config: dict[str, Any]
+    spaces: list[FeatureSpace]
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    gains: dict[str, pd.DataFrame]
+    verdicts: list[str]
+    extrapolations: dict[str, Extrapolation]
+    audit: DataAudit
+    featurization: dict[str, dict[str, Any]]
+    best: dict[str, Any]
+    data: dict[str, Any]
+    paths: list[str] = field(default_factory=list, repr=False)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str), repr=False)
+    split: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str), repr=False)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def report_html(self) -> Path:
+        """Path of the HTML report."""
+        return self.out / self.files.get("report", "report.html")
+
+    @property
+    def main(self) -> FeatureSpace:
+        return self.spaces[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able digest (the full tables are in the CSV files)."""
+
+        def cell(r: pd.Series) -> dict[str, Any]:
+            lo, hi = (None if not np.isfinite(v) else float(v) for v in (r.ci_low, r.ci_high))
+            return {
+                "k": float(r.k),
+                "draws": int(r.repeats),
+                "mean": float(r["mean"]),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+
+        accuracy = {
+            space: {str(r.shots): cell(r) for _, r in grp.iterrows()}
+            for space, grp in self.summary.groupby("space", sort=False)
+        }
+        return {
+            "report": str(self.report_html),
+            "out": str(self.out),
+            "data": self.data,
+            "main_space": self.main.name,
+            "reference_shots": self.best["shots"],
+            "accuracy": accuracy,
+            "verdicts": self.verdicts,
+            "extrapolation": {k: v.to_dict() for k, v in self.extrapolations.items()},
+            "audit": self.audit.to_dict(),
+            "cache": {
+                k: {x: v.get(x) for x in ("total", "cached", "featurized", "failed", "seconds")}
+                for k, v in self.featurization.items()
+            },
+            "notes": self.notes,
+            "timings": self.timings,
+            "files": self.files,
+        }
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape the numbers."""
+    import matplotlib
+    import sklearn
+    import torch
+
+    from deepfeat import __version__
+
+    out = {
+        "deepfeat": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "torch": torch.__version__,
+        "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(terse=True),
+    }
+    for mod in ("torchvision", "timm", "h5py"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:  # pragma: no cover
+            pass
+    return out
+
+
+def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -> str:
+    """One plain sentence: does the main space beat the baseline?
+
+    Judged at the largest k that has an interval (several paired draws; ``k=all`` is a
+    single draw), or at the largest k when none has one. Negative transfer is said
+    first and in capitals, so nobody misses it.
+
+    Examples
+    --------
+    >>> g = pd.DataFrame({"shots": ["5"], "k": [5.0], "pairs": [3], "gain": [-0.1],
+    ...                   "ci_low": [-0.15], "ci_high": [-0.05]})
+    >>> transfer_verdict(g, "cnn", "pixels").startswith("NEGATIVE TRANSFER")
+    True
+    """
+    ordered = gain.sort_values("k")
+    with_ci = ordered[np.isfinite(ordered.ci_low)]
+    last = (with_ci if len(with_ci) else ordered).iloc[-1]
+    g, lo, hi = last.gain * 100, last.ci_low * 100, last.ci_high * 100
+    at = f"at k={last.shots} ({int(last.pairs)} paired draw{'s' if last.pairs != 1 else ''})"
+    ci = f" (95% CI {lo:+.1f} to {hi:+.1f})" if np.isfinite(lo) else " (single draw: no interval)"
+    n_neg = int((gain.gain < 0).sum())
+    over = f"; {main_label} is behind at {n_neg} of {len(gain)} k values" if n_neg else ""
+    if np.isfinite(hi) and hi < 0 or not np.isfinite(hi) and g < 0:
+        return (
+            f"NEGATIVE TRANSFER: {main_label} is worse than the {baseline_label} {at}: "
+            f"{g:+.1f} accuracy points{ci}{over}. Its pretrained features do not help on this data."
+        )
+    if np.isfinite(lo) and lo > 0:
+        return (
+            f"{main_label} beats the {baseline_label} {at} by {g:+.1f} accuracy points{ci}{over}."
+        )
+    return (
+        f"NO CLEAR GAIN: {main_label} vs the {baseline_label} {at}: {g:+.1f} accuracy points{ci}; "
+        f"the difference is within the noise of the draws{over}."
+    )
+
+
+def _pooled(predictions: dict, space: str, shots: str) -> dict[str, Any]:
+    """Held-out predictions of every draw of ``space`` at ``shots``, concatenated."""
+    runs = [
+        v | {"repeat": r}
+        for (sp, sh, r), v in sorted(predictions.items())
+        if (sp, sh) == (space, shots)
+    ]
+    return {
+        "test": np.concatenate([v["test"] for v in runs]),
+        "y_pred": np.concatenate([v["y_pred"] for v in runs]),
+        "confidence": np.concatenate([v["confidence"] for v in runs]),
+        "repeat": np.concatenate([np.full(len(v["test"]), v["repeat"]) for v in runs]),
+        "n_draws": len(runs),
+    }
+
+
+def _describe_head(search: str, factory: SearchFactory | None) -> str:
+    if factory is not None:
+        return f"custom search factory {getattr(factory, '__name__', repr(factory))}"
+    return describe_search(search)
+
+
+def _subsample(labels: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
+    pool = np.arange(len(labels))
+    keep = [
+        class_permutation(labels, pool, c, seed + 104729)[:max_per_class] for c in np.unique(labels)
+    ]
+    return np.sort(np.concatenate(keep))
+
+
+def _load(src, test_src, max_per_class, seed, notes) -> dict[str, Any]:
+    from deepfeat.featurize.inputs import load_labeled
+
+    ds = load_labeled(src)
+    parts = [(ds, "train")]
+    if test_src is not None:
+        tds = load_labeled(test_src)
+        unknown = sorted(set(tds.labels) - set(ds.labels))
+        if unknown:
+            notes.append(
+                f"test classes absent from the training source were left out: {', '.join(unknown)}"
+            )
+        parts.append((tds, "test"))
+    paths, labels, split, skipped = [], [], [], []
+    for d, side in parts:
+        lab = np.asarray(d.labels, dtype=str)
+        keep = np.arange(len(lab)) if side == "train" else np.flatnonzero(np.isin(lab, ds.labels))
+        if max_per_class:
+            sub = _subsample(lab[keep], max_per_class, seed)
+            if len(sub) < len(keep):
+                notes.append(
+                    f"{side} source subsampled to at most {max_per_class} images per class "
+                    f"(fixed seed): {len(sub)} of {len(keep)} images"
+                )
+            keep = keep[sub]
+        paths += [d.paths[i] for i in keep]
+        labels += [str(lab[i]) for i in keep]
+        split += [side] * len(keep)
+        skipped += d.skipped
+    return {
+        "paths": paths,
+        "labels": np.asarray(labels),
+        "split": np.asarray(split),
+        "skipped": skipped,
+        "classes": sorted(set(labels)),
+    }
+
+
+def run_experiment(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    backbones: Sequence[str] = ("efficientnet_lite0",),
+    layers: Sequence[str] | str = (),
+    shots: Sequence[int | str] | str = DEFAULT_SHOTS,
+    repeats: int = 3,
+    test_src: str | os.PathLike | None = None,
+    test_size: int | float | None = None,
+    cache: str | os.PathLike | None = None,
+    drop_leaked: bool = False,
+    baselines: Sequence[str] = ("pixels", "random"),
+    near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    targets: Sequence[float] = DEFAULT_TARGETS,
+    max_per_class: int | None = None,
+    pixel_size: int = PIXEL_SIZE,
+    seed: int = 0,
+    search: str = "fast",
+    search_factory: SearchFactory | None = None,
+    featurizer_options: dict[str, Any] | None = None,
+    title: str | None = None,
+    verbose: bool = False,
+) -> ExperimentResult:
+    """Run a small-data transfer-learning experiment and write its report to ``out``.
+
+    Parameters
+    ----------
+    src : path-like
+        Folder of class subfolders (or a CSV/parquet manifest) of labelled images.
+    out : path-like
+        Report folder (created): ``report.html``, ``results.csv`` (and ``.parquet``),
+        ``summary.csv``, ``gains.csv``, ``audit_pairs.csv``, ``experiment.json``, PNGs.
+    backbones : sequence of str
+        Backbones compared at their penultimate layer; the first is the main space.
+    layers : sequence of str or "auto"
+        Extra cut points of the first backbone for a layer sweep; ``"auto"`` picks one
+        per stage (see :func:`~deepfeat.pipelines.spaces.suggest_layers`).
+    shots : sequence of int or "all", or str
+        Labelled images per class, e.g. ``"1,2,5,10,20,all"``.
+    repeats : int
+        Random draws per shot value (seeds ``seed .. seed+repeats-1``).
+    test_src : path-like, optional
+        A separate labelled test set. Without it and without ``test_size``, each draw is
+        scored on every image it did not train on ("rest held out").
+    test_size : int or float, optional
+        Hold out this many images per class (int) or this fraction of each class (float)
+        with a fixed-seed stratified split; training images are drawn from the rest.
+    cache : path-like, optional
+        HDF5 feature cache shared by all spaces (default: ``out/features.h5``).
+    drop_leaked : bool
+        Drop test images that duplicate a training image (exact or near). Without a fixed
+        test set, keep one image of each duplicate group instead.
+    baselines : sequence of {"pixels", "random"}
+        Raw pixels, and the first backbone with random weights, measured the same way.
+    near_duplicate_threshold : float
+        Cosine similarity of main-space embeddings above which images are near duplicates.
+    targets : sequence of float
+        Target accuracies for the power-law extrapolation.
+    max_per_class : int, optional
+        Subsample each class (fixed seed) to bound the run time; the report says so.
+    pixel_size : int
+        Side of the raw-pixel baseline's square.
+    seed : int
+        Base seed of splits and draws; the same seed gives the same tables.
+    search : {"fast", "full"}
+        The hyperparameter search run inside each training draw (see
+        :mod:`deepfeat.pipelines.heads`): ``"fast"`` tunes C of a logistic regression,
+        ``"full"`` is classify's complete search (several times slower).
+    search_factory : callable, optional
+        ``factory(y_train, seed) -> estimator`` for the tuned head (nested CV inside the
+        training draw); overrides ``search``.
+    featurizer_options : dict, optional
+        Extra :class:`~deepfeat.featurize.Featurizer` arguments (``device``, ``batch_size``...).
+    title : str, optional
+        Report title (default: the source folder's name).
+    verbose : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    ExperimentResult
+
+    Raises
+    ------
+    InputError
+        When the data cannot support any requested shot value, or a source is unusable.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = os.fspath(cache) if cache is not None else os.fspath(out / "features.h5")
+    shot_list = parse_shots(shots)
+    if test_src is not None and test_size is not None:
+        raise ValueError("give either test_src or test_size, not both")
+    if isinstance(layers, str):
+        layers = (
+            suggest_layers(backbones[0])
+            if layers == "auto"
+            else [x for x in layers.split(",") if x]
+        )
+    config = {
+        "src": os.fspath(src),
+        "out": os.fspath(out),
+        "backbones": list(backbones),
+        "layers": list(layers),
+        "shots": [str(s) for s in shot_list],
+        "repeats": repeats,
+        "test_src": None if test_src is None else os.fspath(test_src),
+        "test_size": test_size,
+        "cache": cache_path,
+        "drop_leaked": drop_leaked,
+        "baselines": list(baselines),
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "audit_thumbnail": AUDIT_THUMBNAIL,
+        "targets": list(targets),
+        "max_per_class": max_per_class,
+        "pixel_size": pixel_size,
+        "seed": seed,
+        "search": search if search_factory is None else "custom search_factory",
+        "head": _describe_head(search, search_factory),
+        "featurizer_options": featurizer_options or {},
+    }
+
+    t0 = time.perf_counter()
+    data = _load(src, test_src, max_per_class, seed, notes)
+    paths, labels, split = data["paths"], data["labels"], data["split"]
+    if len(data["classes"]) < 2:
+        raise InputError(
+            f"{src}: an experiment needs at least two classes, found {data['classes']}"
+        )
+    spaces = plan_spaces(backbones, layers, baselines, pixel_size=pixel_size)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    computed = {
+        s.name: compute_space(
+            s,
+            paths,
+            cache=cache_path,
+            featurizer_options=featurizer_options,
+            pixel_size=pixel_size,
+            progress=verbose,
+        )
+        for s in spaces
+    }
+    timings["featurize"] = time.perf_counter() - t0
+    main = computed[spaces[0].name]
+    valid = np.logical_and.reduce([c.ok for c in computed.values()])
+
+    if test_size is not None:
+        ok_idx = np.flatnonzero(valid)
+        _, te = stratified_split(labels[ok_idx], test_size, seed=seed)
+        split = np.full(len(labels), "train", dtype=object)
+        split[ok_idx[te]] = "test"
+    fixed_test = test_src is not None or test_size is not None
+
+    t0 = time.perf_counter()
+    audit = audit_dataset(
+        paths,
+        labels,
+        main.keys or [None] * len(paths),
+        np.where(valid[:, None], main.features, np.nan),
+        split=split if fixed_test else None,
+        threshold=near_duplicate_threshold,
+        failures=main.failures,
+        skipped=data["skipped"],
+        thumbnails=lambda idx: pixel_features([paths[i] for i in idx], AUDIT_THUMBNAIL),
+    )
+    dropped = np.zeros(0, dtype=int)
+    if drop_leaked:
+        dropped = audit.leaked_test() if fixed_test else audit.redundant()
+        notes.append(
+            f"--drop-leaked: {len(dropped)} image(s) dropped "
+            + (
+                "(test images duplicating a training image)"
+                if fixed_test
+                else "(all but one image of each duplicate group, as there is no fixed test set)"
+            )
+        )
+    timings["audit"] = time.perf_counter() - t0
+
+    usable = valid.copy()
+    usable[dropped] = False
+    pool = np.flatnonzero(usable & (np.asarray(split) == "train"))
+    test = np.flatnonzero(usable & (np.asarray(split) == "test")) if fixed_test else None
+    draws, draw_notes = make_draws(
+        labels, shot_list, repeats, seed=seed, train_pool=pool, test=test
+    )
+    notes += draw_notes
+
+    t0 = time.perf_counter()
+    proto = run_protocol(
+        {name: c.features for name, c in computed.items()},
+        labels,
+        draws,
+        search_factory=search_factory or partial(default_search_factory, search=search),
+        progress=verbose,
+    )
+    timings["train_and_score"] = time.perf_counter() - t0
+
+    meta = pd.DataFrame([{**s.to_dict(), "space": s.name} for s in spaces]).drop(columns="name")
+    table = proto.table.merge(meta, on="space", how="left")
+    summary = summarize(table).merge(meta, on="space", how="left")
+    main_space = spaces[0]
+    gains, verdicts = {}, []
+    for s in spaces:
+        if s.is_baseline:
+            gains[s.name] = paired_gain(table, main_space.name, s.name)
+            verdicts.append(transfer_verdict(gains[s.name], main_space.label, s.label))
+    extrapolations = {}
+    for s in spaces:
+        rows = table[table.space == s.name]
+        if rows.k.nunique() >= 3:
+            extrapolations[s.name] = extrapolate(
+                rows.k, rows.accuracy, rows.repeat, targets=targets, seed=seed
+            )
+    if main_space.name not in extrapolations:
+        notes.append("no power-law extrapolation: it needs at least three distinct k values")
+
+    ref = reference_shots(summary)
+    at_ref = summary[summary.shots == ref].sort_values("mean", ascending=False, kind="stable")
+    best_name = str(at_ref.space.iloc[0])
+    best = {"space": best_name, "shots": ref, **_pooled(proto.predictions, best_name, ref)}
+
+    featurization = {
+        name: {k: v for k, v in c.summary.items() if k != "spec"} | {"spec": c.summary.get("spec")}
+        for name, c in computed.items()
+    }
+    n_classes = len(np.unique(labels[usable]))
+    data_info = {
+        "images": len(paths),
+        "usable": int(usable.sum()),
+        "classes": n_classes,
+        "class_names": data["classes"],
+        "train_pool": len(pool),
+        "test": None if test is None else len(test),
+        "protocol": (
+            "given test set"
+            if test_src is not None
+            else f"fixed-seed stratified split, {test_size} per class held out"
+            if isinstance(test_size, int)
+            else f"fixed-seed stratified split, {test_size:.0%} of each class held out"
+            if test_size
+            else "rest held out: each draw is scored on every usable image it did not train on"
+        ),
+        "n_draws": len(draws),
+    }
+    result = ExperimentResult(
+        out=out,
+        config=config,
+        spaces=spaces,
+        table=table,
+        summary=summary,
+        gains=gains,
+        verdicts=verdicts,
+        extrapolations=extrapolations,
+        audit=audit,
+        featurization=featurization,
+        best=best,
+        data=data_info,
+        paths=paths,
+        labels=labels,
+        split=np.asarray(split),
+        notes=notes,
+        timings=timings,
+    )
+
+    from deepfeat.pipelines.report import write_outputs
+
+    t0 = time.perf_counter()
+    timings["total"] = time.perf_counter() - t_start  # provisional, for the report
+    write_outputs(result, title=title or Path(os.fspath(src)).name)
+    timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    with open(out / "experiment.json", "w") as fh:
+        json.dump({"config": config, **_jsonable(result.to_dict())}, fh, indent=1)
+    log.info("report written to %s", result.report_html)
+    return result
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -1,0 +1,225 @@
+"""Feature spaces an experiment compares, and computing them through the shared cache.
+
+A feature space is one way of turning an image into a vector: a backbone cut at a layer
+with given weights, or the raw pixels. Each backbone space has exactly one
+:class:`~deepfeat.featurize.Featurizer` writing to the experiment's cache file, so the whole
+sweep costs one forward pass per image per space, and a rerun costs none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
+
+__all__ = [
+    "TRANSFER",
+    "LAYER",
+    "RANDOM_BASELINE",
+    "PIXEL_BASELINE",
+    "BASELINE_ROLES",
+    "FeatureSpace",
+    "SpaceFeatures",
+    "plan_spaces",
+    "suggest_layers",
+    "compute_space",
+]
+
+log = logging.getLogger(__name__)
+
+TRANSFER = "pretrained backbone"
+LAYER = "layer sweep"
+RANDOM_BASELINE = "random-weights baseline"
+PIXEL_BASELINE = "raw-pixel baseline"
+BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE)
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """One way of turning images into vectors.
+
+    Attributes
+    ----------
+    name : str
+        Unique id used in tables (``backbone``, ``backbone@layer``, ``backbone[random]``,
+        ``pixels32``).
+    role : str
+        ``TRANSFER``, ``LAYER``, ``RANDOM_BASELINE`` or ``PIXEL_BASELINE``.
+    backbone : str or None
+        Registry name; ``None`` for raw pixels.
+    layer : str
+        Cut point (``"penultimate"`` or a layer name); ``""`` for raw pixels.
+    weights : str or None
+        ``"DEFAULT"`` or ``None`` (random weights).
+    label : str
+        Human-readable legend label.
+    """
+
+    name: str
+    role: str
+    backbone: str | None
+    layer: str
+    weights: str | None
+    label: str
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.role in BASELINE_ROLES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _backbone_space(
+    backbone: str, layer: str | None, weights: str | None, role: str
+) -> FeatureSpace:
+    layer = layer or "penultimate"
+    name = backbone if layer == "penultimate" else f"{backbone}@{layer}"
+    label = f"{backbone} ({layer})" if layer != "penultimate" else backbone
+    if weights is None:
+        name, label = f"{name}[random]", f"{label}, random weights"
+    return FeatureSpace(name, role, backbone, layer, weights, label)
+
+
+def plan_spaces(
+    backbones: Sequence[str],
+    layers: Sequence[str] = (),
+    baselines: Sequence[str] = ("pixels", "random"),
+    *,
+    pixel_size: int = PIXEL_SIZE,
+) -> list[FeatureSpace]:
+    """List the spaces of an experiment, the main one first.
+
+    Parameters
+    ----------
+    backbones : sequence of str
+        Backbones compared at their penultimate layer with pretrained weights; the first
+        is the main space (the one whose transfer gain and extrapolation are reported).
+    layers : sequence of str
+        Extra cut points of the first backbone (layer sweep).
+    baselines : sequence of {"pixels", "random"}
+        Raw pixels + the same head; the first backbone with random weights.
+    pixel_size : int
+        Side of the raw-pixel square.
+
+    Examples
+    --------
+    >>> [s.name for s in plan_spaces(["efficientnet_lite0"], ["blocks.4"])]
+    ['efficientnet_lite0', 'efficientnet_lite0@blocks.4', 'efficientnet_lite0[random]', 'pixels32']
+    """
+    if not backbones:
+        raise ValueError("backbones: give at least one backbone name")
+    unknown = set(baselines) - {"pixels", "random"}
+    if unknown:
+        raise ValueError(f"baselines must be among 'pixels' and 'random', got {sorted(unknown)}")
+    spaces = [_backbone_space(b, None, "DEFAULT", TRANSFER) for b in dict.fromkeys(backbones)]
+    spaces += [
+        _backbone_space(backbones[0], layer, "DEFAULT", LAYER)
+        for layer in dict.fromkeys(layers)
+        if layer not in ("penultimate", "")
+    ]
+    if "random" in baselines:
+        spaces.append(_backbone_space(backbones[0], None, None, RANDOM_BASELINE))
+    if "pixels" in baselines:
+        spaces.append(
+            FeatureSpace(
+                f"pixels{pixel_size}",
+                PIXEL_BASELINE,
+                None,
+                "",
+                None,
+                f"raw pixels {pixel_size}×{pixel_size} RGB",
+            )
+        )
+    return spaces
+
+
+def suggest_layers(backbone: str) -> list[str]:
+    """Suggest intermediate cut points of ``backbone``, early to late, for a layer sweep.
+
+    One layer per spatial resolution between the stem and the last stage (the output of
+    each stage), preferring the shallowest module name. The penultimate embedding is not
+    included (it is always measured).
+    """
+    from deepfeat.featurize.backbones import resolve_backbone
+    from deepfeat.featurize.truncate import list_layers
+
+    resolved = resolve_backbone(backbone, weights=None)
+    rows = list_layers(resolved.build(), resolved.family, tuple(resolved.preprocess.crop))
+    by_res: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if len(row["shape"]) == 3:
+            by_res.setdefault(int(row["shape"][1]), []).append(row)
+    resolutions = sorted(by_res, reverse=True)[1:-1]  # drop the stem and the last stage
+    out = []
+    for res in resolutions:
+        depth = min(r["layer"].count(".") for r in by_res[res])
+        shallow = [r["layer"] for r in by_res[res] if r["layer"].count(".") == depth]
+        out.append(shallow[-1])
+    return out
+
+
+@dataclass
+class SpaceFeatures:
+    """Features of one space for all images, with what computing them cost."""
+
+    space: FeatureSpace
+    features: np.ndarray
+    ok: np.ndarray
+    keys: list[str | None] | None
+    failures: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def compute_space(
+    space: FeatureSpace,
+    paths: Sequence[str],
+    *,
+    cache: str | None,
+    featurizer_options: dict[str, Any] | None = None,
+    pixel_size: int = PIXEL_SIZE,
+    progress: bool = False,
+) -> SpaceFeatures:
+    """Compute (or read from the cache) the features of ``paths`` in ``space``."""
+    t0 = time.perf_counter()
+    if space.backbone is None:
+        feats = pixel_features(paths, pixel_size, progress=progress)
+        ok = np.isfinite(feats).all(axis=1)
+        summary = {
+            "total": len(paths),
+            "featurized": 0,
+            "cached": 0,
+            "failed": int((~ok).sum()),
+            "seconds": time.perf_counter() - t0,
+            "forward_passes": 0,
+        }
+        return SpaceFeatures(space, feats, ok, None, [], summary)
+    from deepfeat.featurize import Featurizer
+
+    layer = None if space.layer == "penultimate" else space.layer
+    f = Featurizer(
+        space.backbone,
+        layer=layer,
+        weights=space.weights,
+        cache=cache,
+        progress=progress,
+        **(featurizer_options or {}),
+    )
+    res = f.featurize(list(paths))
+    summary = {**res.summary, "forward_passes": f.forward_passes, "spec": f.spec}
+    log.info(
+        "%s: %d images, %d from the cache, %d computed, %d failed (%.1f s)",
+        space.name,
+        res.summary.get("total", len(paths)),
+        res.summary.get("cached", 0),
+        res.summary.get("featurized", 0),
+        res.summary.get("failed", 0),
+        res.summary.get("seconds", time.perf_counter() - t0),
+    )
+    return SpaceFeatures(space, res.features, np.asarray(res.ok), res.keys, res.failures, summary)
