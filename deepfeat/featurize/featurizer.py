@@ -10,12 +10,15 @@ killed run loses at most the batch in flight.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +33,7 @@ from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
-from deepfeat.featurize.runtime import Runtime, cpu_count, resolve_runtime
+from deepfeat.featurize.runtime import Runtime, cpu_count, optimize_for_inference, resolve_runtime
 from deepfeat.featurize.truncate import PENULTIMATE, POOLINGS, truncate
 
 __all__ = ["Featurizer", "FeaturizeResult"]
@@ -38,6 +41,8 @@ __all__ = ["Featurizer", "FeaturizeResult"]
 log = logging.getLogger(__name__)
 
 STORAGE_DTYPES = ("float32", "float16")
+#: Images per forward call on a CPU (a loader batch is split into slices of this size).
+CPU_FORWARD_ROWS = 16
 
 
 @dataclass
@@ -109,7 +114,10 @@ class _DecodeDataset(torch.utils.data.Dataset):
 
 def _collate(batch: list[tuple[int, torch.Tensor, str]]) -> tuple[list[int], torch.Tensor, list[str]]:
     idx = [b[0] for b in batch]
-    return idx, torch.stack([b[1] for b in batch]), [b[2] for b in batch]
+    # Stack as (N, H, W, C) and view as (N, C, H, W): the channels_last layout the model
+    # prefers, with no layout conversion of the float batch later.
+    x = torch.stack([b[1].permute(1, 2, 0) for b in batch]).permute(0, 3, 1, 2)
+    return idx, x, [b[2] for b in batch]
 
 
 def _worker_init(_: int) -> None:
@@ -142,9 +150,16 @@ class Featurizer:
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         ``auto`` uses bf16/fp16 only where the hardware runs it natively.
     channels_last : bool or "auto", default="auto"
+        NHWC layout; ``auto`` uses it on CPU and CUDA (faster there), not on MPS.
     batch_size : int, default=32
+        Images decoded, embedded and written to the cache together.
     num_workers : int or "auto", default="auto"
-        Decoding processes; ``0`` decodes in the calling process.
+        ``auto`` on a CPU runs one stream per core, each decoding whole batches and
+        running their forward pass single-threaded (no intra-op barriers; the fastest
+        setting measured on a shared 2-core machine); on a GPU, decoding processes
+        (``min(8, cores)``) feed the device. An integer asks for that many decoding
+        processes with the forward pass in the calling thread; ``0`` decodes in the
+        calling process.
     storage_dtype : {"float32", "float16"}, default="float32"
         Dtype of the rows in the cache (and of the returned values, upcast to float32).
     max_pixels : int
@@ -293,7 +308,9 @@ class Featurizer:
             net = net.eval().to(self.runtime.device)
             if self.runtime.channels_last:
                 net = net.to(memory_format=torch.channels_last)
-            self._model = net
+            h, w = self.preprocess.crop
+            example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+            self._model = optimize_for_inference(net, self._layout(example.to(self.runtime.device)))
             log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
         return self._model
 
@@ -319,6 +336,15 @@ class Featurizer:
             self._cache = FeatureCache(self.cache_path, lock_timeout=self.lock_timeout)
         return self._cache
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
+
+    def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """A uint8 ``(N, 3, H, W)`` batch from the loader as the model's input on its device."""
+        x = batch.to(self.runtime.device, non_blocking=True)
+        return self._layout(self.preprocess.normalize(x))
+
     def _space_attrs(self) -> dict[str, Any]:
         import h5py
         import timm
@@ -343,6 +369,12 @@ class Featurizer:
         }
 
     # ------------------------------------------------------------------ running
+    def _n_streams(self, n_todo: int) -> int:
+        """Threads that each decode and forward whole batches (CPU with ``num_workers="auto"``)."""
+        if self.num_workers != "auto" or self.runtime.device.type != "cpu":
+            return 0
+        return max(1, min(cpu_count(), -(-n_todo // self.batch_size)))
+
     def _n_workers(self, n_todo: int) -> int:
         if self.num_workers != "auto":
             return int(self.num_workers)
@@ -484,39 +516,21 @@ class Featurizer:
         from tqdm.auto import tqdm
 
         items = [inputs[first[k]] for k in todo]
-        ds = _DecodeDataset(items, self.preprocess, self.max_pixels)
-        workers = self._n_workers(len(items))
-        rt = self.runtime
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-            collate_fn=_collate, pin_memory=rt.device.type == "cuda",
-            worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=4 if workers else None, persistent_workers=False,
-            multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
-        )
-        model = None  # built on the first good batch: a run of only broken files never loads it
         attrs = self._space_attrs() if cache is not None else {}
         store = np.dtype(self.storage_dtype)
+        streams = self._n_streams(len(items))
+        batches = self._stream_batches(items, streams) if streams else self._loader_batches(items)
         done = 0
         bar = tqdm(total=len(items), unit="img", desc="featurize", file=sys.stderr,
                    disable=not (self.progress and sys.stderr.isatty()), leave=False)
         try:
-            for idx, batch, reasons in loader:
+            for idx, reasons, out in batches:
                 good = [j for j, r in enumerate(reasons) if not r]
                 for j, r in enumerate(reasons):
                     if r:
                         bad[todo[idx[j]]] = r
                 if good:
-                    x = batch[good] if len(good) < len(idx) else batch
-                    x = x.to(rt.device, non_blocking=True)
-                    x = self.preprocess.normalize(x)
-                    if rt.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    if model is None:
-                        model = self.model
-                    with rt.autocast():
-                        out = model(x)
-                    feats = out.float().cpu().numpy().astype(store, copy=False)
+                    feats = out.numpy().astype(store, copy=False)
                     self._dim = feats.shape[1]
                     bkeys = [todo[idx[j]] for j in good]
                     self.forward_passes += len(good)
@@ -531,4 +545,77 @@ class Featurizer:
                 bar.update(len(idx))
         finally:
             bar.close()
+            batches.close()
         return done
+
+    def _forward(self, batch: torch.Tensor, reasons: list[str]) -> torch.Tensor | None:
+        """Embeddings (float32, on the CPU) of the decodable images of a uint8 batch."""
+        good = [j for j, r in enumerate(reasons) if not r]
+        if not good:
+            return None
+        return self._infer(self._model_input(batch[good] if len(good) < len(reasons) else batch))
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward a model-ready batch; float32 embeddings on the CPU.
+
+        On a CPU the batch goes through in slices of :data:`CPU_FORWARD_ROWS` images, whose
+        activations stay in cache (about 10 % faster per image than 32 at a time).
+        """
+        model = self.model  # built on the first good batch: a run of only broken files never loads it
+        step = CPU_FORWARD_ROWS if self.runtime.device.type == "cpu" else len(x)
+        with self.runtime.autocast():
+            outs = [model(x[s : s + step]) for s in range(0, len(x), step)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.float().cpu()
+
+    def _loader_batches(self, items: list[Any]) -> Iterator[tuple[list[int], list[str], torch.Tensor | None]]:
+        """Decode in DataLoader worker processes, forward in this thread (GPUs, explicit workers)."""
+        ds = _DecodeDataset(items, self.preprocess, self.max_pixels)
+        workers = self._n_workers(len(items))
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=self.batch_size, shuffle=False, num_workers=workers,
+            collate_fn=_collate, pin_memory=self.runtime.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None, persistent_workers=False,
+            multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
+        )
+        for idx, batch, reasons in loader:
+            yield idx, reasons, self._forward(batch, reasons)
+
+    def _stream_batches(self, items: list[Any], streams: int
+                        ) -> Iterator[tuple[list[int], list[str], torch.Tensor | None]]:
+        """CPU: ``streams`` threads, each decoding whole batches and running their forward.
+
+        Every thread runs single-threaded kernels on its own batch, so all cores stay busy
+        with no intra-op barriers to wait at: on a 2-core machine shared with other
+        processes, two intra-op threads spend most of their time waiting for each other.
+        Pillow and PyTorch release the GIL while they decode, resample and compute.
+        Results come back in input order; at most ``2 * streams`` batches are in flight.
+        """
+        ds = _DecodeDataset(items, self.preprocess, self.max_pixels)
+        bs = self.batch_size
+        lock = threading.Lock()
+
+        def work(start: int) -> tuple[list[int], list[str], torch.Tensor | None]:
+            idx = list(range(start, min(start + bs, len(items))))
+            idx, batch, reasons = _collate([ds[i] for i in idx])
+            if self._model is None and any(not r for r in reasons):
+                with lock:
+                    self.model  # noqa: B018 - build once, not in every thread
+            return idx, reasons, self._forward(batch, reasons)
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        ex = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="deepfeat-stream")
+        try:
+            starts = iter(range(0, len(items), bs))
+            pending = deque(ex.submit(work, s) for s in itertools.islice(starts, 2 * streams))
+            while pending:
+                res = pending.popleft().result()
+                nxt = next(starts, None)
+                if nxt is not None:
+                    pending.append(ex.submit(work, nxt))
+                yield res
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads_before)

