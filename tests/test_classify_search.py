@@ -33,8 +33,10 @@ SMALL_GRID = {
 @parametrize_with_checks(
     [
         TemperatureScaledClassifier(),
-        EmbeddingClassifier(param_grid=SMALL_GRID),
-        EmbeddingClassifier("rbfsvm", param_grid=SMALL_GRID),  # always a calibrated SVM head
+        EmbeddingClassifier(preprocessing="standardize", param_grid=SMALL_GRID),
+        EmbeddingClassifier(
+            "rbfsvm", preprocessing="l2", param_grid=SMALL_GRID
+        ),  # calibrated SVM head
     ]
 )
 def test_sklearn_checks(estimator, check):
@@ -224,3 +226,19 @@ def test_temperature_scaling_improves_svm_probabilities_and_keeps_predictions():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert make_preprocess("pca_whiten").fit_transform(Xtr).shape[0] == 200
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy"])
+def test_fast_metrics_equal_sklearn_scorers(metric):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, make_scorer
+
+    X, y = make_classification(
+        150, n_features=30, n_classes=3, n_informative=6, weights=[0.6, 0.3, 0.1], random_state=0
+    )
+    fn = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score}[metric]
+    fast = EmbeddingClassifier(param_grid=SMALL_GRID, scoring=metric).fit(X, y)
+    slow = EmbeddingClassifier(param_grid=SMALL_GRID, scoring=make_scorer(fn)).fit(X, y)
+    np.testing.assert_allclose(
+        fast.cv_results_["mean_test_score"], slow.cv_results_["mean_test_score"]
+    )
+    assert fast.best_params_ == slow.best_params_

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -121,13 +122,16 @@ def as_image_list(X: Any) -> list[Any]:
     Raises
     ------
     InputError
-        A 2-d numeric array (embeddings, not images), a single image, or no images.
+        A 2-d numeric array (embeddings, not images), sparse input, a single image, or
+        no images.
 
     Examples
     --------
     >>> len(as_image_list(np.zeros((3, 8, 8), np.uint8)))
     3
     """
+    if sparse.issparse(X):
+        raise InputError("sparse input is not supported: expected a sequence of images")
     if isinstance(X, (str, os.PathLike, Image.Image)):
         raise InputError("expected a sequence of images; wrap a single image in a list")
     if isinstance(X, np.ndarray):

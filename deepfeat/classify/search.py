@@ -42,7 +42,7 @@ from deepfeat.classify.candidates import (
     resolve_grid,
 )
 from deepfeat.classify.cv import class_counts, small_data_cv
-from deepfeat.classify.fold_scores import score_fold
+from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
 
 __all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "build_search", "results_frame"]
 
@@ -256,7 +256,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         heads, preps, grid = self._check_params()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         counts = class_counts(y)
@@ -349,6 +349,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                 p,
                 [cands[i] for i in by_prep[p]],
                 scorer,
+                metric=self.scoring if self.scoring in FAST_METRICS else None,
                 class_weight=self.class_weight,
                 max_iter=self.max_iter,
                 tol=self.tol,
@@ -446,7 +447,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predicting
     def _check_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return validate_data(self, X, reset=False, dtype=np.float64)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each row of ``X``."""

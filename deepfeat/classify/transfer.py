@@ -203,14 +203,18 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             Fewer than two classes, a class with a single (readable) image, no readable
             image at all, or ``X`` and ``y`` of different lengths.
         """
-        items = as_image_list(X)
+        if y is None:
+            raise InputError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         y = column_or_1d(np.asarray(y), warn=True)
-        if len(items) != len(y):
-            raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
         check_classification_targets(y)
         default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
         if default_cv:
             check_cv_possible(y)
+        items = as_image_list(X)
+        if len(items) != len(y):
+            raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
         self.embedder_ = ImageEmbedder(**self._embedder_params(), on_error="nan").fit(items)
         self.featurizer_spec_ = self.embedder_.featurizer_spec_
         res = self.embedder_.embed(items)
@@ -239,11 +243,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predicting
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each image."""
-        return self.search_.predict(self._embeddings(X))
+        E = self._embeddings(X)
+        return self.search_.predict(E)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Decision values of the chosen head."""
-        return self.search_.decision_function(self._embeddings(X))
+        E = self._embeddings(X)
+        return self.search_.decision_function(E)
 
     def _has_proba(self) -> bool:
         if hasattr(self, "search_"):
@@ -253,7 +259,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     @available_if(_has_proba)
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in :attr:`classes_` order."""
-        return self.search_.predict_proba(self._embeddings(X))
+        E = self._embeddings(X)
+        return self.search_.predict_proba(E)
 
     def predict_table(self, X: Any, *, paths: Sequence[str] | None = None) -> Any:
         """Predictions as a table that keeps going past unreadable images.
