@@ -1,0 +1,121 @@
+"""``deepfeat predict``: label images with a saved model, one CSV row per input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from deepfeat.classify.persistence import load
+from deepfeat.classify.transfer import TransferClassifier
+from deepfeat.exceptions import InputError
+from deepfeat.featurize.inputs import scan_images
+from deepfeat.featurize.runtime import PRECISIONS
+
+HELP = "predict labels and class probabilities for images with a model saved by `deepfeat fit`"
+
+log = logging.getLogger(__name__)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared with ``deepfeat evaluate``: trust and runtime overrides."""
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="load a .joblib model this machine did not save (unpickling can run code)",
+    )
+    g = p.add_argument_group("featurization (default: as saved in the model)")
+    g.add_argument("--cache", default=None, help="HDF5 embedding cache to use")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    g.add_argument("--precision", default=None, choices=PRECISIONS)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--workers", default=None, type=lambda v: v if v == "auto" else int(v))
+
+
+def load_image_model(args: argparse.Namespace) -> TransferClassifier:
+    """Load ``args.model`` and apply the runtime overrides given on the command line."""
+    model = load(args.model, trusted=args.trust)
+    if not isinstance(model, TransferClassifier):
+        raise InputError(
+            f"{args.model} holds a {type(model).__name__}, not an image classifier; "
+            f"predicting on images needs a model saved by `deepfeat fit`"
+        )
+    over = {
+        "device": args.device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+    }
+    over = {k: v for k, v in over.items() if v is not None}
+    if args.cache is not None:
+        over["cache"] = args.cache
+    elif model.cache is not None and not os.path.isdir(
+        os.path.dirname(os.path.abspath(model.cache))
+    ):
+        log.info(
+            "the model's cache %s is not on this machine; using a temporary cache", model.cache
+        )
+        over["cache"] = None
+    over["verbose"] = 0 if args.quiet else 1
+    return model.set_params(**over)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model file (.joblib or .skops) written by `deepfeat fit`")
+    p.add_argument("src", help="image folder (recursive), image file, .txt listing, or manifest")
+    p.add_argument(
+        "--out", required=True, help="CSV to write: path, label, proba_<class>..., status"
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit non-zero if any input could not be labelled"
+    )
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    model = load_image_model(args)
+    paths, skipped = scan_images(args.src)
+    if not paths and not skipped:
+        raise InputError(f"{args.src}: no images found")
+    import pandas as pd
+
+    parts = [model.predict_table(paths)] if paths else []
+    if skipped:
+        parts.append(
+            pd.DataFrame(
+                {
+                    "path": [s["path"] for s in skipped],
+                    "status": [f"skipped: {s['reason']}" for s in skipped],
+                }
+            )
+        )
+    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    cols = ["path", "label"] + [c for c in table.columns if c.startswith("proba_")] + ["status"]
+    table = table.reindex(columns=cols)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    table.to_csv(args.out, index=False)
+    bad = table[table["status"] != "ok"]
+    ok = table[table["status"] == "ok"]
+    result = {
+        "model": args.model,
+        "out": args.out,
+        "n_inputs": len(table),
+        "n_ok": len(ok),
+        "n_failed": len(bad),
+        "label_counts": {
+            str(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()
+        },
+        "failures": [{"path": p, "reason": s} for p, s in zip(bad["path"], bad["status"])],
+    }
+    return result, 1 if args.strict and len(bad) else 0
+
+
+def format_text(r: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k}: {v}" for k, v in r["label_counts"].items())
+    lines = [f"labelled {r['n_ok']} of {r['n_inputs']} inputs ({counts}); wrote {r['out']}"]
+    for f in r["failures"][:20]:
+        lines.append(f"  FAILED  {f['path']}: {f['reason']}")
+    if len(r["failures"]) > 20:
+        lines.append(f"  ... and {len(r['failures']) - 20} more (see the status column)")
+    return "\n".join(lines)

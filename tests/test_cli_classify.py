@@ -1,0 +1,209 @@
+"""``deepfeat fit``, ``predict`` and ``evaluate`` driven on folders of real images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+from test_classify_images import shared_cache_path, write_lfw
+
+from deepfeat.cli.main import main
+
+FIT_FAST = ["--heads", "logreg", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_trust_store(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path_factory.mktemp("trust") / "trusted.txt"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train/ (12 faces, 12 non-faces), test/ (10 + 10, plus a broken file and a Thumbs.db)."""
+    lfw = write_lfw(tmp_path_factory.mktemp("lfw"))
+    root = tmp_path_factory.mktemp("cli")
+    for cls in ("face", "nonface"):
+        files = sorted((lfw / cls).iterdir())
+        for split, chunk in (("train", files[:12]), ("test", files[12:22])):
+            (root / split / cls).mkdir(parents=True)
+            for f in chunk:
+                shutil.copy(f, root / split / cls / f.name)
+    (root / "test" / "face" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "test" / "nonface" / "Thumbs.db").write_bytes(b"\0" * 64)
+    return {
+        "train": root / "train",
+        "test": root / "test",
+        "cache": Path(shared_cache_path(tmp_path_factory)),
+    }
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def model(folders, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "faces.joblib"
+    code = main(
+        [
+            "fit",
+            str(folders["train"]),
+            "--cache",
+            str(folders["cache"]),
+            "--out",
+            str(path),
+            "-q",
+            *FIT_FAST,
+        ]
+    )
+    assert code == 0
+    return path
+
+
+def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
+    out_model = tmp_path / "m.joblib"
+    args = [
+        "fit",
+        str(folders["train"]),
+        "--cache",
+        str(folders["cache"]),
+        "--out",
+        str(out_model),
+        *FIT_FAST,
+    ]
+    code, out, err = _run(
+        [*args, "--json", "--class-weight", "balanced", "--scoring", "balanced_accuracy"], capsys
+    )
+    assert code == 0, err
+    r = json.loads(out)
+    assert out_model.is_file() and r["model"] == str(out_model)
+    assert r["classes"] == {"face": 12, "nonface": 12} and r["n_candidates"] == 90
+    assert r["cv_score"] >= 0.9 and 0 <= r["cv_std"] <= 0.2  # measured 1.0 +/- 0.0
+    assert r["best_params"]["head"] == "logreg" and "logreg" in r["best_pipeline"]
+    assert "search" in err  # progress on stderr, not stdout
+    code, out, _ = _run([*args, "-q"], capsys)
+    assert (
+        code == 0
+        and out.startswith("best: efficientnet_lite0")
+        and "CV balanced_accuracy" not in out
+    )
+    assert "CV accuracy" in out and "std" in out
+
+
+def test_predict_writes_one_row_per_input_with_status(model, folders, tmp_path, capsys):
+    csv = tmp_path / "pred.csv"
+    code, out, err = _run(
+        ["predict", str(model), str(folders["test"]), "--out", str(csv), "-q"], capsys
+    )
+    assert code == 0, err
+    df = pd.read_csv(csv)
+    assert list(df.columns) == ["path", "label", "proba_face", "proba_nonface", "status"]
+    assert len(df) == 22  # 20 images + a broken PNG + a Thumbs.db
+    status = dict(zip(df["path"].map(lambda p: Path(p).name), df["status"]))
+    assert status["broken.png"] != "ok" and status["Thumbs.db"].startswith("skipped")
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 20
+    truth = ok["path"].map(lambda p: Path(p).parent.name)
+    assert (ok["label"] == truth).mean() >= 0.9  # measured 1.0 on these 20 held-out images
+    assert ((ok["proba_face"] > 0.5) == (ok["label"] == "face")).all()
+    code, _, err = _run(
+        ["predict", str(model), str(folders["test"]), "--out", str(csv), "--strict", "-q"], capsys
+    )
+    assert code != 0
+    code, _, _ = _run(
+        ["predict", str(model), str(folders["test"] / "nonface"), "--out", str(csv), "--strict"],
+        capsys,
+    )
+    assert code != 0  # the Thumbs.db is an input that got no label
+    code, _, _ = _run(
+        [
+            "predict",
+            str(model),
+            str(folders["test"] / "face" / "012.png"),
+            "--out",
+            str(csv),
+            "--strict",
+        ],
+        capsys,
+    )
+    assert code == 0 and len(pd.read_csv(csv)) == 1
+
+
+def test_evaluate_reports_the_metrics(model, folders, capsys):
+    code, out, err = _run(["evaluate", str(model), str(folders["test"]), "--json", "-q"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert {
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "per_class",
+        "confusion_matrix",
+        "labels",
+    } <= set(r)
+    assert r["labels"] == ["face", "nonface"] and r["n"] == 20 and r["n_failed"] == 1
+    assert r["accuracy"] >= 0.9 and r["balanced_accuracy"] >= 0.9 and r["macro_f1"] >= 0.9
+    assert sum(map(sum, r["confusion_matrix"])) == 20
+    assert set(r["per_class"]["face"]) == {"precision", "recall", "f1", "support"}
+    code, out, _ = _run(["evaluate", str(model), str(folders["test"]), "-q"], capsys)
+    assert code == 0 and "confusion matrix" in out and "broken.png" in out
+
+
+def test_untrusted_pickle_needs_trust(model, folders, tmp_path, capsys):
+    foreign = tmp_path / "downloaded.joblib"
+    joblib.dump(joblib.load(model), foreign)
+    csv = tmp_path / "p.csv"
+    code, _, err = _run(
+        ["predict", str(foreign), str(folders["test"] / "face"), "--out", str(csv)], capsys
+    )
+    assert code == 1 and "arbitrary code" in err and "Traceback" not in err
+    code, _, err = _run(
+        [
+            "predict",
+            str(foreign),
+            str(folders["test"] / "face"),
+            "--out",
+            str(csv),
+            "--trust",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_skops_model_and_clear_errors(folders, tmp_path, capsys):
+    path = tmp_path / "m.skops"
+    code, _, err = _run(
+        [
+            "fit",
+            str(folders["train"]),
+            "--cache",
+            str(folders["cache"]),
+            "--out",
+            str(path),
+            "-q",
+            *FIT_FAST,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    code, out, err = _run(["evaluate", str(path), str(folders["test"]), "--json", "-q"], capsys)
+    assert code == 0 and json.loads(out)["accuracy"] >= 0.9
+    lonely = tmp_path / "lonely"
+    shutil.copytree(folders["train"], lonely)
+    for f in sorted((lonely / "nonface").iterdir())[1:]:
+        f.unlink()
+    code, out, err = _run(
+        ["fit", str(lonely), "--out", str(tmp_path / "x.joblib"), "--json", *FIT_FAST], capsys
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "single example" in json.loads(out)["error"] and "'nonface'" in err
