@@ -78,11 +78,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     return parser, mods
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is *now* (it may be swapped, e.g. by pytest)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.INFO
     if args.verbose:
         level = logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("deepfeat")
     root.handlers[:] = [handler]
