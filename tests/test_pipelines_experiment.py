@@ -121,6 +121,8 @@ def test_rerun_hits_the_cache_drops_the_leak_and_repeats_the_numbers(folders, fi
     assert copy in leaked
     assert again.data["test"] == 10 - len(leaked)
     assert any("drop-leaked" in n for n in again.notes)
+    assert "were dropped before training" in " ".join(again.audit.warnings())
+    assert "optimistic unless" in " ".join(first_run.audit.warnings())
     # Same seeds, same training draws: the training side of both runs is identical.
     cols = ["space", "shots", "repeat", "seed", "n_train", "best_params"]
     pd.testing.assert_frame_equal(first_run.table[cols], again.table[cols])

@@ -54,7 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backbones",
         type=_csv,
         default=list(_D["backbones"]),
-        help="comma-separated backbones; the first is the main one (default: %(default)s)",
+        help="comma-separated backbones; the first is the main, pretrained one; add "
+        "'[random]' to a name to measure it with random weights, e.g. "
+        "'efficientnet_lite0,torchvision:resnet18[random]' (default: efficientnet_lite0)",
     )
     g.add_argument(
         "--layers",

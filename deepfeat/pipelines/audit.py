@@ -137,6 +137,9 @@ class DataAudit:
     similar_only : int
         Pairs above the embedding threshold whose thumbnails differ: not counted as
         duplicates (they look alike to the backbone only).
+    dropped : int
+        Images the caller dropped because of this audit (``--drop-leaked``); set by the
+        caller, it changes the wording of :meth:`warnings`.
     """
 
     pairs: pd.DataFrame
@@ -146,6 +149,7 @@ class DataAudit:
     threshold: float = NEAR_DUPLICATE_THRESHOLD
     pixel_threshold: float | None = None
     similar_only: int = 0
+    dropped: int = 0
 
     def counts(self) -> dict[str, int]:
         """Numbers of pairs by kind, failures and skipped files."""
@@ -195,11 +199,20 @@ class DataAudit:
         c = self.counts()
         out = []
         if c["exact_leaks"] or c["near_leaks"]:
-            out.append(
+            pairs = (
                 f"Leakage: {c['exact_leaks']} exact and {c['near_leaks']} near-duplicate pair(s) "
-                f"straddle the train/test split; held-out accuracy is optimistic unless they are "
-                f"dropped (--drop-leaked)."
+                f"straddle the train/test split"
             )
+            if self.dropped:
+                out.append(
+                    f"{pairs}; the {self.dropped} leaked test image(s) were dropped before "
+                    f"training and scoring (--drop-leaked)."
+                )
+            else:
+                out.append(
+                    f"{pairs}; held-out accuracy is optimistic unless they are dropped "
+                    f"(--drop-leaked)."
+                )
         if c["exact_conflicting_labels"] or c["near_conflicting_labels"]:
             out.append(
                 f"Conflicting labels: {c['exact_conflicting_labels']} exact and "

@@ -1,7 +1,8 @@
 """Built-in real data for the demo, exported as ordinary class folders of PNG files.
 
 * ``lfw_subset`` -- scikit-image's 200 grey 25×25 crops from Labeled Faces in the Wild:
-  100 faces and 100 non-faces (classes ``face`` and ``not_face``).
+  100 faces and 100 non-faces cut from the photos' backgrounds (classes ``face`` and
+  ``not_face``).
 * ``digits`` -- scikit-learn's 8×8 handwritten digits (classes ``0`` … ``9``), a fixed-seed
   subset of ``per_class`` images per class, written dark-on-light and enlarged ×4 with
   nearest-neighbour so the files stay faithful to the 64 original pixels.
@@ -52,8 +53,9 @@ def export_lfw_subset(root: str | os.PathLike = "data") -> Path:
     folder = Path(root) / "lfw_subset"
     if _complete(folder, 200):
         return folder
-    imgs = lfw_subset()  # (200, 25, 25) floats in [0, 1]; first 100 are faces
-    arr = np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8)
+    from skimage.util import img_as_ubyte
+
+    arr = img_as_ubyte(lfw_subset())  # (200, 25, 25); the first 100 are faces
     labels = ["face"] * 100 + ["not_face"] * 100
     _write(arr, labels, folder)
     log.info("exported lfw_subset (200 images) to %s", folder)

@@ -22,22 +22,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import WeightsUnavailableError
 from deepfeat.pipelines.audit import NEAR_DUPLICATE_THRESHOLD, DataAudit, audit_dataset
+from deepfeat.pipelines.data import load_experiment_data
 from deepfeat.pipelines.extrapolate import Extrapolation, extrapolate
 from deepfeat.pipelines.heads import SearchFactory, default_search_factory, describe_search
 from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 from deepfeat.pipelines.protocol import make_draws, run_protocol
-from deepfeat.pipelines.sampling import class_permutation, parse_shots, stratified_split
+from deepfeat.pipelines.sampling import parse_shots, stratified_split
 from deepfeat.pipelines.spaces import (
     FeatureSpace,
     compute_space,
     plan_spaces,
     suggest_layers,
 )
-from deepfeat.pipelines.summary import paired_gain, reference_shots, summarize
+from deepfeat.pipelines.summary import paired_gain, reference_shots, summarize, transfer_verdict
 
-__all__ = ["DEFAULT_SHOTS", "ExperimentResult", "run_experiment", "transfer_verdict", "versions"]
+__all__ = ["DEFAULT_SHOTS", "ExperimentResult", "run_experiment", "versions"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ DEFAULT_SHOTS = (1, 2, 5, 10, 20, "all")
 DEFAULT_TARGETS = (0.8, 0.9, 0.95)
 #: Side of the pixel thumbnails near-duplicate candidates are confirmed with.
 AUDIT_THUMBNAIL = 16
+_SPACE_COLUMNS = ["role", "backbone", "layer", "weights", "label"]
 
 
 @dataclass
@@ -179,43 +181,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -> str:
-    """One plain sentence: does the main space beat the baseline?
-
-    Judged at the largest k that has an interval (several paired draws; ``k=all`` is a
-    single draw), or at the largest k when none has one. Negative transfer is said
-    first and in capitals, so nobody misses it.
-
-    Examples
-    --------
-    >>> g = pd.DataFrame({"shots": ["5"], "k": [5.0], "pairs": [3], "gain": [-0.1],
-    ...                   "ci_low": [-0.15], "ci_high": [-0.05]})
-    >>> transfer_verdict(g, "cnn", "pixels").startswith("NEGATIVE TRANSFER")
-    True
-    """
-    ordered = gain.sort_values("k")
-    with_ci = ordered[np.isfinite(ordered.ci_low)]
-    last = (with_ci if len(with_ci) else ordered).iloc[-1]
-    g, lo, hi = last.gain * 100, last.ci_low * 100, last.ci_high * 100
-    at = f"at k={last.shots} ({int(last.pairs)} paired draw{'s' if last.pairs != 1 else ''})"
-    ci = f" (95% CI {lo:+.1f} to {hi:+.1f})" if np.isfinite(lo) else " (single draw: no interval)"
-    n_neg = int((gain.gain < 0).sum())
-    over = f"; {main_label} is behind at {n_neg} of {len(gain)} k values" if n_neg else ""
-    if np.isfinite(hi) and hi < 0 or not np.isfinite(hi) and g < 0:
-        return (
-            f"NEGATIVE TRANSFER: {main_label} is worse than the {baseline_label} {at}: "
-            f"{g:+.1f} accuracy points{ci}{over}. Its pretrained features do not help on this data."
-        )
-    if np.isfinite(lo) and lo > 0:
-        return (
-            f"{main_label} beats the {baseline_label} {at} by {g:+.1f} accuracy points{ci}{over}."
-        )
-    return (
-        f"NO CLEAR GAIN: {main_label} vs the {baseline_label} {at}: {g:+.1f} accuracy points{ci}; "
-        f"the difference is within the noise of the draws{over}."
-    )
-
-
 def _pooled(predictions: dict, space: str, shots: str) -> dict[str, Any]:
     """Held-out predictions of every draw of ``space`` at ``shots``, concatenated."""
     runs = [
@@ -238,50 +203,98 @@ def _describe_head(search: str, factory: SearchFactory | None) -> str:
     return describe_search(search)
 
 
-def _subsample(labels: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
-    pool = np.arange(len(labels))
-    keep = [
-        class_permutation(labels, pool, c, seed + 104729)[:max_per_class] for c in np.unique(labels)
-    ]
-    return np.sort(np.concatenate(keep))
-
-
-def _load(src, test_src, max_per_class, seed, notes) -> dict[str, Any]:
-    from deepfeat.featurize.inputs import load_labeled
-
-    ds = load_labeled(src)
-    parts = [(ds, "train")]
-    if test_src is not None:
-        tds = load_labeled(test_src)
-        unknown = sorted(set(tds.labels) - set(ds.labels))
-        if unknown:
-            notes.append(
-                f"test classes absent from the training source were left out: {', '.join(unknown)}"
+def _featurize(
+    spaces: list[FeatureSpace],
+    paths: list[str],
+    cache: str,
+    options: dict | None,
+    pixel_size: int,
+    progress: bool,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Features of every space; a comparison space whose weights cannot be had is dropped."""
+    computed = {}
+    for space in list(spaces):
+        try:
+            computed[space.name] = compute_space(
+                space,
+                paths,
+                cache=cache,
+                featurizer_options=options,
+                pixel_size=pixel_size,
+                progress=progress,
             )
-        parts.append((tds, "test"))
-    paths, labels, split, skipped = [], [], [], []
-    for d, side in parts:
-        lab = np.asarray(d.labels, dtype=str)
-        keep = np.arange(len(lab)) if side == "train" else np.flatnonzero(np.isin(lab, ds.labels))
-        if max_per_class:
-            sub = _subsample(lab[keep], max_per_class, seed)
-            if len(sub) < len(keep):
-                notes.append(
-                    f"{side} source subsampled to at most {max_per_class} images per class "
-                    f"(fixed seed): {len(sub)} of {len(keep)} images"
-                )
-            keep = keep[sub]
-        paths += [d.paths[i] for i in keep]
-        labels += [str(lab[i]) for i in keep]
-        split += [side] * len(keep)
-        skipped += d.skipped
-    return {
-        "paths": paths,
-        "labels": np.asarray(labels),
-        "split": np.asarray(split),
-        "skipped": skipped,
-        "classes": sorted(set(labels)),
-    }
+        except WeightsUnavailableError as exc:
+            if space is spaces[0]:
+                raise
+            # One comparison lost is no reason to lose the rest of the experiment.
+            spaces.remove(space)
+            notes.append(f"{space.label} left out: {exc}")
+            log.warning("%s left out: %s", space.label, exc)
+    return computed
+
+
+def _analyse(
+    table: pd.DataFrame,
+    spaces: list[FeatureSpace],
+    targets: Sequence[float],
+    seed: int,
+    notes: list[str],
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str], dict[str, Extrapolation]]:
+    """Summary with intervals, paired gains and verdicts, power-law extrapolations.
+
+    ``table`` is the per-draw table with the space description columns.
+    """
+    meta = table[["space", *_SPACE_COLUMNS]].drop_duplicates("space")
+    summary = summarize(table).merge(meta, on="space", how="left")
+    main = spaces[0]
+    gains, verdicts = {}, []
+    for s in spaces:
+        if s.is_baseline:
+            gains[s.name] = paired_gain(table, main.name, s.name)
+            verdicts.append(transfer_verdict(gains[s.name], main.label, s.label))
+    extrapolations = {}
+    for s in spaces:
+        rows = table[table.space == s.name]
+        if rows.k.nunique() >= 3:
+            extrapolations[s.name] = extrapolate(
+                rows.k, rows.accuracy, rows.repeat, targets=targets, seed=seed
+            )
+    if main.name not in extrapolations:
+        notes.append("no power-law extrapolation: it needs at least three distinct k values")
+    return summary, gains, verdicts, extrapolations
+
+
+def _stratified_sides(
+    labels: np.ndarray, valid: np.ndarray, test_size: int | float, seed: int
+) -> np.ndarray:
+    """``"train"``/``"test"`` per image from a fixed-seed split of the usable images."""
+    ok_idx = np.flatnonzero(valid)
+    _, te = stratified_split(labels[ok_idx], test_size, seed=seed)
+    split = np.full(len(labels), "train", dtype=object)
+    split[ok_idx[te]] = "test"
+    return split
+
+
+def _dropped(audit: DataAudit, fixed_test: bool, notes: list[str]) -> np.ndarray:
+    """What --drop-leaked removes: leaked test images, or all but one of each duplicate group."""
+    if fixed_test:
+        dropped, why = audit.leaked_test(), "test images duplicating a training image"
+    else:
+        dropped = audit.redundant()
+        why = "all but one image of each duplicate group, as there is no fixed test set"
+    notes.append(f"--drop-leaked: {len(dropped)} image(s) dropped ({why})")
+    return dropped
+
+
+def _describe_protocol(test_src: Any, test_size: int | float | None) -> str:
+    if test_src is not None:
+        return "given test set"
+    if isinstance(test_size, int):
+        return f"fixed-seed stratified split, {test_size} per class held out"
+    if test_size:
+        return f"fixed-seed stratified split, {test_size:.0%} of each class held out"
+    return "rest held out: each draw is scored on every usable image it did not train on"
 
 
 def run_experiment(
@@ -411,36 +424,20 @@ def run_experiment(
     }
 
     t0 = time.perf_counter()
-    data = _load(src, test_src, max_per_class, seed, notes)
-    paths, labels, split = data["paths"], data["labels"], data["split"]
-    if len(data["classes"]) < 2:
-        raise InputError(
-            f"{src}: an experiment needs at least two classes, found {data['classes']}"
-        )
+    data = load_experiment_data(src, test_src, max_per_class=max_per_class, seed=seed)
+    notes += data.notes
+    paths, labels, split = data.paths, data.labels, data.split
     spaces = plan_spaces(backbones, layers, baselines, pixel_size=pixel_size)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    computed = {
-        s.name: compute_space(
-            s,
-            paths,
-            cache=cache_path,
-            featurizer_options=featurizer_options,
-            pixel_size=pixel_size,
-            progress=verbose,
-        )
-        for s in spaces
-    }
+    computed = _featurize(spaces, paths, cache_path, featurizer_options, pixel_size, verbose, notes)
     timings["featurize"] = time.perf_counter() - t0
     main = computed[spaces[0].name]
     valid = np.logical_and.reduce([c.ok for c in computed.values()])
 
     if test_size is not None:
-        ok_idx = np.flatnonzero(valid)
-        _, te = stratified_split(labels[ok_idx], test_size, seed=seed)
-        split = np.full(len(labels), "train", dtype=object)
-        split[ok_idx[te]] = "test"
+        split = _stratified_sides(labels, valid, test_size, seed)
     fixed_test = test_src is not None or test_size is not None
 
     t0 = time.perf_counter()
@@ -452,20 +449,11 @@ def run_experiment(
         split=split if fixed_test else None,
         threshold=near_duplicate_threshold,
         failures=main.failures,
-        skipped=data["skipped"],
+        skipped=data.skipped,
         thumbnails=lambda idx: pixel_features([paths[i] for i in idx], AUDIT_THUMBNAIL),
     )
-    dropped = np.zeros(0, dtype=int)
-    if drop_leaked:
-        dropped = audit.leaked_test() if fixed_test else audit.redundant()
-        notes.append(
-            f"--drop-leaked: {len(dropped)} image(s) dropped "
-            + (
-                "(test images duplicating a training image)"
-                if fixed_test
-                else "(all but one image of each duplicate group, as there is no fixed test set)"
-            )
-        )
+    dropped = _dropped(audit, fixed_test, notes) if drop_leaked else np.zeros(0, dtype=int)
+    audit.dropped = len(dropped)
     timings["audit"] = time.perf_counter() - t0
 
     usable = valid.copy()
@@ -489,49 +477,23 @@ def run_experiment(
 
     meta = pd.DataFrame([{**s.to_dict(), "space": s.name} for s in spaces]).drop(columns="name")
     table = proto.table.merge(meta, on="space", how="left")
-    summary = summarize(table).merge(meta, on="space", how="left")
-    main_space = spaces[0]
-    gains, verdicts = {}, []
-    for s in spaces:
-        if s.is_baseline:
-            gains[s.name] = paired_gain(table, main_space.name, s.name)
-            verdicts.append(transfer_verdict(gains[s.name], main_space.label, s.label))
-    extrapolations = {}
-    for s in spaces:
-        rows = table[table.space == s.name]
-        if rows.k.nunique() >= 3:
-            extrapolations[s.name] = extrapolate(
-                rows.k, rows.accuracy, rows.repeat, targets=targets, seed=seed
-            )
-    if main_space.name not in extrapolations:
-        notes.append("no power-law extrapolation: it needs at least three distinct k values")
+    summary, gains, verdicts, extrapolations = _analyse(table, spaces, targets, seed, notes)
 
     ref = reference_shots(summary)
     at_ref = summary[summary.shots == ref].sort_values("mean", ascending=False, kind="stable")
     best_name = str(at_ref.space.iloc[0])
     best = {"space": best_name, "shots": ref, **_pooled(proto.predictions, best_name, ref)}
 
-    featurization = {
-        name: {k: v for k, v in c.summary.items() if k != "spec"} | {"spec": c.summary.get("spec")}
-        for name, c in computed.items()
-    }
+    featurization = {name: c.summary for name, c in computed.items()}
     n_classes = len(np.unique(labels[usable]))
     data_info = {
         "images": len(paths),
         "usable": int(usable.sum()),
         "classes": n_classes,
-        "class_names": data["classes"],
+        "class_names": data.classes,
         "train_pool": len(pool),
         "test": None if test is None else len(test),
-        "protocol": (
-            "given test set"
-            if test_src is not None
-            else f"fixed-seed stratified split, {test_size} per class held out"
-            if isinstance(test_size, int)
-            else f"fixed-seed stratified split, {test_size:.0%} of each class held out"
-            if test_size
-            else "rest held out: each draw is scored on every usable image it did not train on"
-        ),
+        "protocol": _describe_protocol(test_src, test_size),
         "n_draws": len(draws),
     }
     result = ExperimentResult(

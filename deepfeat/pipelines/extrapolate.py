@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_METHOD = "bootstrap over repeats (resampled within each k), 95% percentile range"
 UNREACHABLE = "not reachable within the fitted model"
+#: Beyond this multiple of the largest k measured, a label count is not reported.
+MEANINGFUL_RATIO = 100
 _BOUNDS = ([0.0, 0.01, 0.0], [10.0, 3.0, 1.0])
 
 
@@ -112,6 +114,24 @@ class TargetEstimate:
     high: float
     p_unreachable: float
     status: str
+    k_max: float = float("nan")
+
+    def format_labels(self, value: float) -> str:
+        """A label count for reports: ``"not reachable"``, ``"> N"`` past the meaningful
+        range (``MEANINGFUL_RATIO`` times the largest k measured), else the rounded count.
+
+        Examples
+        --------
+        >>> t = TargetEstimate(0.9, 12.3, 9.0, 2e6, 0.0, "", k_max=20.0)
+        >>> t.format_labels(t.labels), t.format_labels(t.high)
+        ('12', '> 2,000')
+        """
+        if not np.isfinite(value):
+            return "not reachable"
+        limit = MEANINGFUL_RATIO * self.k_max
+        if np.isfinite(limit) and value > limit:
+            return f"> {limit:,.0f}"
+        return f"{value:,.0f}"
 
     def describe(self) -> str:
         """One honest sentence for reports."""
@@ -125,9 +145,16 @@ class TargetEstimate:
             return f"{pct} accuracy: {UNREACHABLE}{tail}."
         rng = ""
         if np.isfinite(self.low):
-            hi = "not reachable" if not np.isfinite(self.high) else f"{self.high:,.0f}"
-            rng = f" (bootstrap range {self.low:,.0f}–{hi})"
-        return f"{pct} accuracy: about {self.labels:,.0f} labels per class{rng}; {self.status}."
+            rng = (
+                f" (bootstrap range {self.format_labels(self.low)}–{self.format_labels(self.high)})"
+            )
+        count = self.format_labels(self.labels)
+        about = (
+            f"{count} labels per class"
+            if count.startswith(">")
+            else f"about {count} labels per class"
+        )
+        return f"{pct} accuracy: {about}{rng}; {self.status}."
 
 
 @dataclass
@@ -176,8 +203,10 @@ def _status(labels: float, k_max: float) -> str:
     if labels <= k_max:
         return "within the measured range"
     ratio = labels / k_max
+    if ratio > MEANINGFUL_RATIO:
+        return f"more than {MEANINGFUL_RATIO}× the largest k measured: no meaningful estimate"
     if ratio > 10:
-        return f"{ratio:,.0f}× beyond the largest k measured: a far extrapolation, treat as a rough guess"
+        return f"far extrapolation ({ratio:,.0f}× the largest k measured): a rough guess"
     return f"extrapolated {ratio:.1f}× beyond the largest k measured"
 
 
@@ -260,6 +289,7 @@ def extrapolate(
                 high=high,
                 p_unreachable=p_unreach,
                 status=_status(labels, k_max),
+                k_max=k_max,
             )
         )
     return Extrapolation(law=law, k_measured=levels, boot=boot, targets=estimates, note=note)

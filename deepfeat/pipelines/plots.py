@@ -117,22 +117,11 @@ def plot_learning_curves(
             ex.law.accuracy(grid),
             ":",
             color="gray",
-            label=f"power-law fit to {labels.get(name, name)}",
+            label=f"power-law fit to {labels.get(name, name)} (ceiling {1 - ex.law.c:.1%})",
         )
         if ex.boot:
             lo, hi = ex.band(grid)
             ax.fill_between(grid, lo, hi, color="gray", alpha=0.12, linewidth=0)
-        ax.axhline(1 - ex.law.c, color="gray", linewidth=0.6)
-        ax.annotate(
-            f"fitted ceiling {1 - ex.law.c:.1%}",
-            (grid[-1], 1 - ex.law.c),
-            fontsize=8,
-            color="gray",
-            va="top",
-            ha="right",
-            xytext=(0, -3),
-            textcoords="offset points",
-        )
     ax.set_xscale("log")
     ticks = summary.drop_duplicates("shots").sort_values("k")
     ax.set_xticks(

@@ -41,8 +41,8 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-b
 .good{background:#e8f5e9;border-left:5px solid #2e7d32} .bad{background:#fdecea;border-left:5px solid #c62828}
 .neutral{background:#fff8e1;border-left:5px solid #f9a825} .info{background:#f3f6fa;border-left:5px solid #5c7fa3}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap} th{background:#f5f5f5}
-td.l,th.l{text-align:left;white-space:normal}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right} td{white-space:nowrap} th{background:#f5f5f5}
+td.l,th.l{text-align:left;white-space:normal} td.w{white-space:normal;text-align:left;min-width:16em}
 img{max-width:100%;border:1px solid #eee} figure{margin:1em 0} figcaption{font-size:.85em;color:#555}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px} small{color:#666}
 """
@@ -78,13 +78,13 @@ def _labels(result: ExperimentResult) -> dict[str, str]:
     return {s.name: s.label for s in result.spaces}
 
 
-def _table(df: pd.DataFrame, left: int = 1) -> str:
-    head = "".join(
-        f'<th class="{"l" if i < left else ""}">{_e(c)}</th>' for i, c in enumerate(df.columns)
-    )
+def _table(df: pd.DataFrame, left: int = 1, wrap: tuple[str, ...] = ()) -> str:
+    """An HTML table: the first ``left`` columns left-aligned, ``wrap`` columns as prose."""
+    cls = ["l" if i < left else "w" if c in wrap else "" for i, c in enumerate(df.columns)]
+    head = "".join(f'<th class="{k}">{_e(c)}</th>' for k, c in zip(cls, df.columns, strict=True))
     body = "".join(
         "<tr>"
-        + "".join(f'<td class="{"l" if i < left else ""}">{_e(v)}</td>' for i, v in enumerate(row))
+        + "".join(f'<td class="{k}">{_e(v)}</td>' for k, v in zip(cls, row, strict=True))
         + "</tr>"
         for row in df.itertuples(index=False)
     )
@@ -432,26 +432,29 @@ def _extrapolation_section(result: ExperimentResult) -> str:
         "with unlimited labels, so 1−c is its ceiling. Extrapolating a handful of noisy points is "
         "rough: read the ranges, not the point estimates. The ranges reflect draw-to-draw noise "
         "only, not whether a power law is the right shape, so they are if anything too narrow. "
+        "Baselines are left out here (their fits are in experiment.json). "
         f"Uncertainty: {_e(BOOTSTRAP_METHOD)}.</p>"
     )
     labels, rows = _labels(result), []
+    baselines = {sp.name for sp in result.spaces if sp.is_baseline}
     for name, ex in result.extrapolations.items():
+        if name in baselines:
+            continue  # their curves are far below the targets: counts of no use
         for t in ex.targets:
-            high = "not reachable" if not np.isfinite(t.high) else f"{t.high:,.0f}"
             rows.append(
                 {
                     "feature space": labels[name],
                     "fitted ceiling": _pct(1 - ex.law.c),
                     "target": f"{t.target:.0%}",
-                    "labels per class": "not reachable"
-                    if not np.isfinite(t.labels)
-                    else f"{t.labels:,.0f}",
-                    "bootstrap range": "–" if not np.isfinite(t.low) else f"{t.low:,.0f} – {high}",
+                    "labels per class": t.format_labels(t.labels),
+                    "bootstrap range": "–"
+                    if not np.isfinite(t.low)
+                    else f"{t.format_labels(t.low)} – {t.format_labels(t.high)}",
                     "refits never reaching it": f"{t.p_unreachable:.0%}",
                     "status": t.status,
                 }
             )
-    parts.append(_table(pd.DataFrame(rows)))
+    parts.append(_table(pd.DataFrame(rows), wrap=("status",)))
     parts += [
         f"<p><small>{_e(n)}</small></p>"
         for n in {e.note for e in result.extrapolations.values() if e.note}

@@ -24,6 +24,7 @@ __all__ = [
     "RANDOM_BASELINE",
     "PIXEL_BASELINE",
     "BASELINE_ROLES",
+    "RANDOM_SUFFIX",
     "FeatureSpace",
     "SpaceFeatures",
     "plan_spaces",
@@ -38,6 +39,8 @@ LAYER = "layer sweep"
 RANDOM_BASELINE = "random-weights baseline"
 PIXEL_BASELINE = "raw-pixel baseline"
 BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE)
+#: Suffix of a backbone name asking for random weights.
+RANDOM_SUFFIX = "[random]"
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _backbone_space(
     name = backbone if layer == "penultimate" else f"{backbone}@{layer}"
     label = f"{backbone} ({layer})" if layer != "penultimate" else backbone
     if weights is None:
-        name, label = f"{name}[random]", f"{label}, random weights"
+        name, label = f"{name}{RANDOM_SUFFIX}", f"{label}, random weights"
     return FeatureSpace(name, role, backbone, layer, weights, label)
 
 
@@ -101,6 +104,9 @@ def plan_spaces(
     backbones : sequence of str
         Backbones compared at their penultimate layer with pretrained weights; the first
         is the main space (the one whose transfer gain and extrapolation are reported).
+        A name ending in ``[random]`` (``"torchvision:resnet18[random]"``) is measured with
+        random weights, as a baseline: the way to compare architectures whose pretrained
+        weights cannot be downloaded.
     layers : sequence of str
         Extra cut points of the first backbone (layer sweep).
     baselines : sequence of {"pixels", "random"}
@@ -112,19 +118,31 @@ def plan_spaces(
     --------
     >>> [s.name for s in plan_spaces(["efficientnet_lite0"], ["blocks.4"])]
     ['efficientnet_lite0', 'efficientnet_lite0@blocks.4', 'efficientnet_lite0[random]', 'pixels32']
+    >>> [s.role for s in plan_spaces(["efficientnet_lite0", "torchvision:resnet18[random]"], [], [])]
+    ['pretrained backbone', 'random-weights baseline']
     """
     if not backbones:
         raise ValueError("backbones: give at least one backbone name")
     unknown = set(baselines) - {"pixels", "random"}
     if unknown:
         raise ValueError(f"baselines must be among 'pixels' and 'random', got {sorted(unknown)}")
-    spaces = [_backbone_space(b, None, "DEFAULT", TRANSFER) for b in dict.fromkeys(backbones)]
+    if backbones[0].endswith(RANDOM_SUFFIX):
+        raise ValueError(
+            f"the first backbone is the main, pretrained one; got {backbones[0]!r} "
+            f"(list random-weight backbones after it)"
+        )
+    spaces = []
+    for b in dict.fromkeys(backbones):
+        if b.endswith(RANDOM_SUFFIX):
+            spaces.append(_backbone_space(b[: -len(RANDOM_SUFFIX)], None, None, RANDOM_BASELINE))
+        else:
+            spaces.append(_backbone_space(b, None, "DEFAULT", TRANSFER))
     spaces += [
         _backbone_space(backbones[0], layer, "DEFAULT", LAYER)
         for layer in dict.fromkeys(layers)
         if layer not in ("penultimate", "")
     ]
-    if "random" in baselines:
+    if "random" in baselines and f"{backbones[0]}{RANDOM_SUFFIX}" not in backbones:
         spaces.append(_backbone_space(backbones[0], None, None, RANDOM_BASELINE))
     if "pixels" in baselines:
         spaces.append(
@@ -146,6 +164,11 @@ def suggest_layers(backbone: str) -> list[str]:
     One layer per spatial resolution between the stem and the last stage (the output of
     each stage), preferring the shallowest module name. The penultimate embedding is not
     included (it is always measured).
+
+    Examples
+    --------
+    >>> suggest_layers("torchvision:resnet18")
+    ['layer1', 'layer2', 'layer3']
     """
     from deepfeat.featurize.backbones import resolve_backbone
     from deepfeat.featurize.truncate import list_layers
@@ -156,7 +179,9 @@ def suggest_layers(backbone: str) -> list[str]:
     for row in rows:
         if len(row["shape"]) == 3:
             by_res.setdefault(int(row["shape"][1]), []).append(row)
-    resolutions = sorted(by_res, reverse=True)[1:-1]  # drop the stem and the last stage
+    # Drop pooled (1x1) outputs, the stem (largest maps) and the last stage (what the
+    # penultimate embedding pools anyway).
+    resolutions = sorted((r for r in by_res if r > 1), reverse=True)[1:-1]
     out = []
     for res in resolutions:
         depth = min(r["layer"].count(".") for r in by_res[res])

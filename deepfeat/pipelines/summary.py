@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["CI_METHOD", "t_interval", "summarize", "paired_gain", "reference_shots"]
+__all__ = [
+    "CI_METHOD",
+    "t_interval",
+    "summarize",
+    "paired_gain",
+    "reference_shots",
+    "transfer_verdict",
+]
 
 CI_METHOD = (
     "95% Student-t interval over repeats (random training draws), clipped to the metric's range"
@@ -135,3 +142,40 @@ def reference_shots(summary: pd.DataFrame) -> str:
     repeated = summary[summary.repeats >= 2]
     pool = repeated if len(repeated) else summary
     return str(pool.sort_values("k", kind="stable").shots.iloc[-1])
+
+
+def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -> str:
+    """One plain sentence: does the main space beat the baseline?
+
+    Judged at the largest k that has an interval (several paired draws; ``k=all`` is a
+    single draw), or at the largest k when none has one. Negative transfer is said
+    first and in capitals, so nobody misses it.
+
+    Examples
+    --------
+    >>> g = pd.DataFrame({"shots": ["5"], "k": [5.0], "pairs": [3], "gain": [-0.1],
+    ...                   "ci_low": [-0.15], "ci_high": [-0.05]})
+    >>> transfer_verdict(g, "cnn", "pixels").startswith("NEGATIVE TRANSFER")
+    True
+    """
+    ordered = gain.sort_values("k")
+    with_ci = ordered[np.isfinite(ordered.ci_low)]
+    last = (with_ci if len(with_ci) else ordered).iloc[-1]
+    g, lo, hi = last.gain * 100, last.ci_low * 100, last.ci_high * 100
+    at = f"at k={last.shots} ({int(last.pairs)} paired draw{'s' if last.pairs != 1 else ''})"
+    ci = f" (95% CI {lo:+.1f} to {hi:+.1f})" if np.isfinite(lo) else " (single draw: no interval)"
+    n_neg = int((gain.gain < 0).sum())
+    over = f"; {main_label} is behind at {n_neg} of {len(gain)} k values" if n_neg else ""
+    if np.isfinite(hi) and hi < 0 or not np.isfinite(hi) and g < 0:
+        return (
+            f"NEGATIVE TRANSFER: {main_label} is worse than the {baseline_label} {at}: "
+            f"{g:+.1f} accuracy points{ci}{over}. Its pretrained features do not help on this data."
+        )
+    if np.isfinite(lo) and lo > 0:
+        return (
+            f"{main_label} beats the {baseline_label} {at} by {g:+.1f} accuracy points{ci}{over}."
+        )
+    return (
+        f"NO CLEAR GAIN: {main_label} vs the {baseline_label} {at}: {g:+.1f} accuracy points{ci}; "
+        f"the difference is within the noise of the draws{over}."
+    )
