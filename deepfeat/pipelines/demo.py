@@ -47,6 +47,13 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     },
 }
 DIGITS_PER_CLASS = 30
+#: What each demo experiment is there to show (the index page says it).
+DEMO_PURPOSE = {
+    "lfw_subset": "Grey photo crops, faces vs not faces: close to ImageNet's domain. Look at how "
+    "the pretrained features compare with raw pixels at small k, and at the layer sweep.",
+    "digits": "8×8 handwritten digits: far from ImageNet's domain, where raw pixels are a strong "
+    "baseline. The report says plainly when transfer loses.",
+}
 
 
 def run_demo(
@@ -123,6 +130,7 @@ def _index_html(results: dict[str, Any]) -> str:
         verdicts = "".join(f"<li>{html.escape(v)}</li>" for v in r.verdicts)
         items.append(
             f'<h2><a href="{name}/report.html">{html.escape(name)}</a></h2>'
+            f"<p>{html.escape(DEMO_PURPOSE.get(name, ''))}</p>"
             f"<p>{r.data['images']} images, {r.data['classes']} classes. "
             f"Mean held-out accuracy at k={html.escape(ref)} labels per class: {accs}.</p>"
             f"<ul>{verdicts}</ul>"
