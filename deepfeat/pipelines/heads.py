@@ -38,7 +38,6 @@ __all__ = [
     "FIXED_HEAD_DESCRIPTION",
     "default_search_factory",
     "fixed_head",
-    "min_class_count",
 ]
 
 SearchFactory = Callable[[np.ndarray, int], BaseEstimator]
@@ -55,12 +54,6 @@ FIXED_HEAD_DESCRIPTION = (
     f"{FALLBACK_PARAMS['preprocess']} + {FALLBACK_PARAMS['head']} "
     f"(C={FALLBACK_PARAMS['C']}), fixed hyperparameters, no tuning"
 )
-
-
-def min_class_count(y: np.ndarray) -> int:
-    """Return the size of the smallest class in ``y`` (0 when empty)."""
-    _, counts = np.unique(y, return_counts=True)
-    return int(counts.min()) if counts.size else 0
 
 
 def fixed_head(seed: int = 0) -> BaseEstimator:

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+from deepfeat.classify.cv import class_counts
 from deepfeat.exceptions import InputError
 from deepfeat.pipelines.heads import (
     SearchFactory,
     default_search_factory,
     fixed_head,
-    min_class_count,
 )
 from deepfeat.pipelines.sampling import ALL, sample_k_shot
 
@@ -161,7 +161,7 @@ class ProtocolResult:
 
 def _fit_one(X, y, draw: Draw, search_factory: SearchFactory):
     y_train = y[draw.train]
-    if min_class_count(y_train) < 2:
+    if min(class_counts(y_train).values()) < 2:
         est, tuning = fixed_head(draw.seed), "fixed (1 image in a class: no CV possible)"
     else:
         est, tuning = search_factory(y_train, draw.seed), "nested CV on the training draw"
