@@ -67,6 +67,8 @@ def _no_network_weights(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytes
     """Tests never download: an empty torch hub dir and no Hugging Face access."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # saved models are recorded in a trust list: keep it out of the real home folder
+    monkeypatch.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path_factory.getbasetemp() / "trusted-models.txt"))
 
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -127,13 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"deepfeat {args.command}: interrupted; work done so far is kept", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, default=_json_default))
-    else:
-        fmt = getattr(mod, "format_text", _default_text)
-        text = fmt(result)
-        if text:
-            print(text)
+    try:
+        if args.json:
+            print(json.dumps(result, default=_json_default))
+        else:
+            fmt = getattr(mod, "format_text", _default_text)
+            text = fmt(result)
+            if text:
+                print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `deepfeat ... | head`: the reader left, not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return code
 
 
