@@ -106,13 +106,20 @@ def read_records(path: str) -> Iterator[JournalRecord]:
                 n, dim, dtype = int(header["n"]), int(header["dim"]), str(header["dtype"])
                 if dtype not in ALLOWED_DTYPES:
                     raise ValueError(dtype)
+                # the header must describe exactly the payload (a forged count would
+                # otherwise make the key list below absurdly long)
+                if n < 0 or dim < 1 or plen != n * (KEY_LENGTH + dim * np.dtype(dtype).itemsize):
+                    raise ValueError("header does not match payload")
                 kb = body[hlen : hlen + n * KEY_LENGTH].decode("ascii")
                 keys = [kb[i * KEY_LENGTH : (i + 1) * KEY_LENGTH] for i in range(n)]
                 feats = np.frombuffer(body, dtype=np.dtype(dtype).newbyteorder("<"),
                                       offset=hlen + n * KEY_LENGTH, count=n * dim)
                 feats = feats.reshape(n, dim).astype(dtype)
+                space, attrs = str(header["space"]), header.get("attrs") or {}
+                if not isinstance(attrs, dict):
+                    raise ValueError("attrs must be a JSON object")
             except (ValueError, KeyError, UnicodeDecodeError, TypeError):
                 log.warning("%s: unreadable record at byte %d; ignoring the rest", path, offset)
                 return
             offset += _PREFIX.size + hlen + plen
-            yield JournalRecord(str(header["space"]), dict(header.get("attrs") or {}), keys, feats, offset)
+            yield JournalRecord(space, attrs, keys, feats, offset)

@@ -31,6 +31,7 @@ import numpy as np
 
 from deepfeat.exceptions import CacheCorruptError, CacheError
 from deepfeat.featurize.cache import (
+    _H5_ERRORS,
     FORMAT,
     FORMAT_VERSION,
     MAX_DIM,
@@ -216,7 +217,7 @@ def _blocks(
         try:
             yield s, e, keys[s:e], feats[s:e], ""
             continue
-        except (OSError, ValueError) as exc:
+        except _H5_ERRORS as exc:
             if span == step:
                 yield s, e, None, None, str(exc)
                 continue
@@ -224,7 +225,7 @@ def _blocks(
             e2 = min(e, s2 + step)
             try:
                 k, f = keys[s2:e2], feats[s2:e2]
-            except (OSError, ValueError) as exc:
+            except _H5_ERRORS as exc:
                 yield s2, e2, None, None, str(exc)
                 continue
             yield s2, e2, k, f, ""
@@ -244,7 +245,7 @@ def _salvage_blocks(
         try:
             k, ok_k = _read_surviving(keys, s, e, surviving)
             x, ok_x = _read_surviving(feats, s, e, surviving)
-        except (OSError, ValueError) as exc:
+        except _H5_ERRORS as exc:
             yield s, e, None, None, np.zeros(e - s, dtype=bool), str(exc)
             continue
         yield s, e, k, x, ok_k & ok_x, ""
@@ -265,7 +266,7 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
     problems = res["problems"]
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         hint = " (the file is truncated)" if "truncated" in str(exc) else ""
         problems.append(f"not a readable HDF5 file{hint}: {exc}")
         return
@@ -273,7 +274,7 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
         try:
             fmt = f.attrs.get("format")
             version = f.attrs.get("format_version")
-        except (OSError, TypeError, ValueError) as exc:
+        except _H5_ERRORS as exc:
             problems.append(f"unreadable root attributes: {exc}")
             return
         if isinstance(fmt, bytes):
@@ -310,7 +311,7 @@ def _verify_space(
     except CacheCorruptError as exc:
         problems.append(str(exc).replace(f"{cache.path}: ", ""))
         return info
-    except (OSError, ValueError, TypeError) as exc:
+    except _H5_ERRORS as exc:
         problems.append(f"{where}: unreadable datasets ({exc})")
         return info
     attrs, odd = _plain_attrs(group)
@@ -484,7 +485,7 @@ def _open_salvageable(
     """
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         eof = _stored_eof(path) if os.path.isfile(path) else None
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         if eof is None or eof <= size or eof > size + (1 << 36):
@@ -534,7 +535,7 @@ def _salvage_space(
             return info
         keys = _require_hard_link(group, "keys", name)
         feats = _require_hard_link(group, "features", name)
-    except (CacheCorruptError, OSError, KeyError, ValueError) as exc:
+    except _H5_ERRORS as exc:
         notes.append(f"unreadable ({exc})")
         return info
     if not (
@@ -558,7 +559,7 @@ def _salvage_space(
         _refuse_plugin_filters(keys, feats)
         declared = max(keys.shape[0], feats.shape[0])
         n = min(_allocated_rows(keys), _allocated_rows(feats))
-    except (CacheCorruptError, OSError, ValueError, KeyError) as exc:
+    except _H5_ERRORS as exc:
         notes.append(f"unreadable ({exc})")
         return info
     info["declared_rows"] = declared
@@ -664,7 +665,7 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
                 if f is not None:
                     try:
                         groups = [(n, g) for n, g in _salvage_groups(f, res["source_notes"])]
-                    except (OSError, KeyError, ValueError) as exc:
+                    except _H5_ERRORS as exc:
                         res["source_notes"].append(f"cannot list the feature spaces ({exc})")
                         groups = []
                     for name, group in groups:
@@ -721,6 +722,11 @@ def _salvage_groups(f: h5py.File, notes: list[str]) -> Iterator[tuple[str, Any]]
         notes.append("/spaces is not a group")
         return
     for name in list(spaces):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            notes.append(f"space {name!r} skipped: its name is not valid UTF-8")
+            continue
         try:
             yield name, _require_hard_link(spaces, name, "/spaces")
         except CacheCorruptError as exc:
