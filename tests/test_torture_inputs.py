@@ -482,3 +482,107 @@ def test_manifest_relative_paths_duplicates_and_bad_files(
     reasons = {os.path.basename(f["path"]): f["reason"] for f in out["failures"]}
     assert reasons == {"zero.jpg": "empty file (0 bytes)", "missing.png": "file not found"}
     assert [s["reason"] for s in out["skipped_files"]] == ["duplicate row in manifest"]
+
+
+# ----------------------------------------------------------------------------- predict
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny red-vs-blue classifier on random test_resnet features, saved by `deepfeat fit`."""
+    root = tmp_path_factory.mktemp("fit")
+    for cls, base, channel in (("red", 0, 0), ("blue", 50, 2)):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(6):
+            a = photo(base + i).copy()
+            a[..., channel] = 255
+            Image.fromarray(a).save(root / "train" / cls / f"{i}.png")
+    out = root / "m.joblib"
+    with pytest.MonkeyPatch.context() as mp:  # the trust list conftest gives every test
+        mp.setenv(
+            "DEEPFEAT_TRUST_STORE", str(tmp_path_factory.getbasetemp() / "trusted-models.txt")
+        )
+        code = main(
+            [
+                "fit",
+                str(root / "train"),
+                "--out",
+                str(out),
+                "--backbone",
+                "timm:test_resnet",
+                "--weights",
+                "none",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "--heads",
+                "logreg",
+                "--cv",
+                "2",
+                "-q",
+            ]
+        )
+    assert code == 0
+    return out
+
+
+def _escaped(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def test_predict_status_column_for_every_kind(bad_inputs, model_file, tmp_path, capsys):
+    kinds = list(EXPECTED)
+    listing = tmp_path / "all.txt"  # a listing keeps the missing file and the directory as inputs
+    listing.write_bytes(b"\n".join(os.fsencode(bad_inputs[k]) for k in kinds))
+    out = tmp_path / "pred.csv"
+    argv = [
+        "predict",
+        str(model_file),
+        str(listing),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "-q",
+        "--json",
+    ]
+    assert main(argv) == 0  # failures are reported, not fatal...
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == ["path", "label", "proba_blue", "proba_red", "status"]
+    assert len(table) == len(kinds) == summary["n_inputs"]
+    rows = {r["path"]: r for r in table.to_dict("records")}
+    for k in kinds:
+        r = rows[_escaped(bad_inputs[k])]
+        if EXPECTED[k] is None:
+            assert r["status"] == "ok" and r["label"] in ("red", "blue"), (k, r)
+            assert abs(float(r["proba_red"]) + float(r["proba_blue"]) - 1) < 1e-6
+        else:
+            assert EXPECTED[k] in r["status"] and r["label"] == "" and r["proba_red"] == "", (k, r)
+    n_bad = sum(v is not None for v in EXPECTED.values())
+    assert (summary["n_ok"], summary["n_failed"]) == (len(kinds) - n_bad, n_bad)
+    assert main([*argv, "--strict"]) == 1  # ...unless --strict
+    capsys.readouterr()
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"\n".join(os.fsencode(bad_inputs[k]) for k in kinds if EXPECTED[k] is None))
+    assert (
+        main(
+            [
+                "predict",
+                str(model_file),
+                str(good),
+                "--out",
+                str(tmp_path / "g.csv"),
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "-q",
+                "--json",
+                "--strict",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["n_failed"] == 0

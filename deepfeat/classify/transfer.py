@@ -293,7 +293,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         status = np.full(n, "ok", dtype=object)
         for f in res.failures:
             status[f["index"]] = f["reason"]
-        df = pd.DataFrame({"path": list(paths)})
+        # file names that are not valid UTF-8 (lone surrogates) as \xNN escapes: pandas'
+        # string columns (and the CSV written from them) cannot hold the raw bytes
+        paths = [p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in paths]
+        df = pd.DataFrame({"path": paths})
         ok = res.ok
         if ok.any():
             labels[ok] = self.search_.predict(res.features[ok])
