@@ -243,3 +243,25 @@ def test_checkpoint_that_cannot_grow_the_hdf5_file(tiny_fs, preflight):
     got, found = FeatureCache(cache.path).read("s", keys)
     assert found.all()
     np.testing.assert_array_equal(got, rows)
+
+
+def test_a_cache_on_read_only_media_is_read_without_error(tiny_fs, images):
+    """A finished run never needs to write: with a killed run's journal left on a read-only
+    mount, a run whose images are all cached reads them (journal included) and succeeds."""
+    from deepfeat.featurize.journal import encode_record
+
+    paths, clean = images
+    cache = tiny_fs / "c.h5"
+    f = Featurizer(cache=cache, **KW)
+    f.featurize(paths[:6])
+    record = encode_record(f.fingerprint, f._space_attrs(), clean.keys[6:8], clean.features[6:8])
+    Path(str(cache) + ".journal").write_bytes(record)  # as a killed run leaves it
+    r = subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {r.stderr.strip()}")
+    res = Featurizer(cache=cache, **KW).featurize(paths[:8])
+    assert res.ok.all() and res.summary["cached"] == 8 and res.summary["featurized"] == 0
+    np.testing.assert_allclose(res.features, clean.features[:8], rtol=1e-5, atol=1e-6)
+    assert verify_cache(cache)["journal"]["rows"] == 2  # left for a writer with write access
+    with pytest.raises(OSError):  # (the mount really is read-only)
+        (tiny_fs / "probe").write_bytes(b"x")
