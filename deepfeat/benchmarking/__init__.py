@@ -1,0 +1,12 @@
+"""The performance benchmark behind ``deepfeat bench`` (see :mod:`deepfeat.benchmarking.suite`)."""
+
+from deepfeat.benchmarking.suite import (
+    PARTS,
+    TARGETS,
+    BenchConfig,
+    check_targets,
+    format_table,
+    run_benchmark,
+)
+
+__all__ = ["PARTS", "TARGETS", "BenchConfig", "check_targets", "format_table", "run_benchmark"]

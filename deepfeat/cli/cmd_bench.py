@@ -1,0 +1,98 @@
+"""``deepfeat bench``: measure featurizing speed against a model-only ceiling and the
+usual hand-written pipelines, bf16 agreement, peak memory, cache reads and head search."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from deepfeat.benchmarking.suite import PARTS, BenchConfig, format_table, run_benchmark
+
+HELP = "benchmark: images/s vs model-only ceiling, naive loop and DataLoader tutorial; bf16; memory; cache reads"
+
+
+def _ints(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v.strip()]
+
+
+def _parts(value: str) -> tuple[str, ...]:
+    parts = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}"
+        )
+    return parts
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    tier = p.add_mutually_exclusive_group()
+    tier.add_argument("--quick", action="store_true", help="smoke-test sizes (about a minute)")
+    tier.add_argument(
+        "--full",
+        action="store_true",
+        help="the sizes the targets are stated for (1,360 photos, 20,000 images for memory, "
+        "search up to 10,000 rows); long",
+    )
+    p.add_argument(
+        "--parts", type=_parts, default=PARTS, help=f"comma-separated subset of {','.join(PARTS)}"
+    )
+    p.add_argument(
+        "--backbones",
+        default="efficientnet_lite0,torchvision:resnet50",
+        help="comma-separated backbones for the throughput part (the first one gives the headline)",
+    )
+    p.add_argument(
+        "--images", type=int, default=None, help="photos for the first backbone's throughput runs"
+    )
+    p.add_argument("--images-second", type=int, default=None, help="photos for the other backbones")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="alternating rounds (medians are reported)"
+    )
+    p.add_argument(
+        "--memory",
+        type=_ints,
+        default=None,
+        metavar="SMALL,LARGE",
+        help="image counts of the two peak-memory runs",
+    )
+    p.add_argument("--cache-rows", type=int, default=None, help="rows of the cache-read test")
+    p.add_argument(
+        "--search-sizes", type=_ints, default=None, metavar="N,N,...", help="head-search sizes"
+    )
+    p.add_argument(
+        "--workdir", default=None, help="keep images and caches here (default: a temporary folder)"
+    )
+    p.add_argument(
+        "--datasets", default=None, help="folder holding oxford17 (default: ../shared/datasets)"
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use re-encoded scikit-image photos even when Oxford 17 is present",
+    )
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    mem = tuple(args.memory) if args.memory else None
+    if mem is not None and len(mem) != 2:
+        raise SystemExit("deepfeat bench: --memory takes two counts, SMALL,LARGE")
+    cfg = BenchConfig(
+        tier="quick" if args.quick else "full" if args.full else "default",
+        parts=args.parts,
+        backbones=tuple(b.strip() for b in args.backbones.split(",") if b.strip()),
+        images=args.images,
+        images_second=args.images_second,
+        repeats=args.repeats,
+        memory=mem,
+        cache_rows=args.cache_rows,
+        search_sizes=args.search_sizes,
+        workdir=args.workdir,
+        datasets=args.datasets,
+        synthetic=args.synthetic,
+    )
+    return run_benchmark(cfg), 0
+
+
+def format_text(result: dict[str, Any]) -> str:
+    return format_table(result)
