@@ -62,13 +62,22 @@ def shared_dataset(name: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_trust_store(tmp_path_factory: pytest.TempPathFactory):
+    """Saved models are recorded in a trust list: keep it out of the real home folder.
+
+    Session-wide, so module fixtures that save models see it; tests may still set their own.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path_factory.getbasetemp() / "trusted-models.txt"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_network_weights(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests never download: an empty torch hub dir and no Hugging Face access."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # saved models are recorded in a trust list: keep it out of the real home folder
-    monkeypatch.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path_factory.getbasetemp() / "trusted-models.txt"))
 
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
