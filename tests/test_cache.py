@@ -79,6 +79,27 @@ def test_damaged_journal_tail_is_ignored_and_folded_in_by_next_writer(tmp_path):
     assert found.tolist() == [True, True, False, False]
 
 
+def test_reader_indexed_before_a_checkpoint_still_finds_journal_rows(tmp_path):
+    """Journal rows are read from disk on demand: a fold by a writer in between is followed."""
+    path = tmp_path / "c.h5"
+    _fill(path, n=4, dim=3)
+    c = FeatureCache(path)
+    c._lock = object()  # journal-only append, as a writer that is still running
+    c.append("s", {}, _keys(3, 50), np.full((3, 3), 7, np.float32))
+    c._jfh.close()
+    c._lock = None
+    reader = FeatureCache(path)
+    assert reader.spaces()["s"]["rows"] == 7  # index taken while 3 rows are journal-only
+    with FeatureCache(path).writer():  # the next writer folds the journal into the .h5
+        pass
+    assert not os.path.exists(str(path) + ".journal")
+    got, found = reader.read("s", _keys(3, 50) + _keys(1))
+    assert found.all()
+    np.testing.assert_array_equal(got[:3], np.full((3, 3), 7, np.float32))
+    seen = [k for keys, _ in reader.iter_space("s") for k in keys]
+    assert sorted(seen) == sorted(_keys(4) + _keys(3, 50))  # each row once, none lost
+
+
 def _hold_lock(path, ready, release):
     c = FeatureCache(path)
     with c.writer():

@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import h5py
@@ -87,13 +87,28 @@ class _Space:
         self.dim = dim
         self.dtype = dtype
         self.h5_rows: dict[str, int] = {}
-        self.j_rows: dict[str, np.ndarray] = {}
+        # keys of rows that are still only in the journal; the rows stay on disk (read back
+        # on demand), so memory does not grow with the journal
+        self.j_rows: set[str] = set()
 
     def __contains__(self, key: str) -> bool:
         return key in self.h5_rows or key in self.j_rows
 
     def __len__(self) -> int:
         return len(self.h5_rows) + sum(1 for k in self.j_rows if k not in self.h5_rows)
+
+
+class _JournalRecords:
+    """The journal's intact records, read from disk again on every iteration."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[Any]:
+        return read_records(self.path)
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
 
 
 class FeatureCache:
@@ -229,8 +244,7 @@ class FeatureCache:
             sp = spaces.get(rec.space)
             if sp is None:
                 sp = spaces[rec.space] = _Space(rec.attrs, rec.features.shape[1], str(rec.features.dtype))
-            for k, row in zip(rec.keys, rec.features):
-                sp.j_rows.setdefault(k, row)
+            sp.j_rows.update(rec.keys)
         f = self._open_h5()
         if f is not None:
             with f, _reading(self.path):
@@ -290,6 +304,22 @@ class FeatureCache:
             NaN rows where a key is absent.
         found : ndarray of bool
         """
+        return self._read(space, keys)
+
+    def _journal_rows(self, space: str, wanted: set[str]) -> dict[str, np.ndarray]:
+        """Rows of ``wanted`` keys still in the journal (first occurrence), one record at a time."""
+        got: dict[str, np.ndarray] = {}
+        for rec in read_records(self.journal_path):
+            if rec.space != space:
+                continue
+            for i, k in enumerate(rec.keys):
+                if k in wanted and k not in got:
+                    got[k] = rec.features[i].astype(np.float32)
+            if len(got) == len(wanted):
+                break
+        return got
+
+    def _read(self, space: str, keys: Sequence[str], _retried: bool = False) -> tuple[np.ndarray, np.ndarray]:
         sp = self._index.get(space)
         n = len(keys)
         if sp is None:
@@ -297,16 +327,25 @@ class FeatureCache:
         out = np.empty((n, sp.dim), dtype=np.float32)
         found = np.zeros(n, bool)
         rows = np.full(n, -1, dtype=np.int64)
+        in_journal: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             r = sp.h5_rows.get(k)
             if r is not None:
                 rows[i] = r
                 found[i] = True
-            else:
-                jr = sp.j_rows.get(k)
-                if jr is not None:
-                    out[i] = jr
-                    found[i] = True
+            elif k in sp.j_rows:
+                in_journal.setdefault(k, []).append(i)
+        if in_journal:
+            got = self._journal_rows(space, set(in_journal))
+            if len(got) < len(in_journal) and not _retried:
+                # another writer folded the journal into the file since the index was read
+                self.refresh()
+                return self._read(space, keys, _retried=True)
+            for k, where in in_journal.items():
+                row = got.get(k)
+                if row is not None:
+                    out[where] = row
+                    found[where] = True
         out[~found] = np.nan
         sel = np.flatnonzero(rows >= 0)
         if sel.size:
@@ -352,6 +391,7 @@ class FeatureCache:
 
     def iter_space(self, space: str, batch_rows: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(keys, features)`` blocks of a space (file rows, then journal rows)."""
+        in_file: set[str] = set()
         f = self._open_h5()
         if f is not None:
             with f, _reading(self.path):
@@ -359,12 +399,19 @@ class FeatureCache:
                 if grp is not None:
                     keys, feats = self._validate_space(space, grp)
                     for s in range(0, keys.shape[0], batch_rows):
-                        yield [k.decode() for k in keys[s : s + batch_rows]], feats[s : s + batch_rows].astype(np.float32)
+                        block = [k.decode() for k in keys[s : s + batch_rows]]
+                        in_file.update(block)
+                        yield block, feats[s : s + batch_rows].astype(np.float32)
         sp = self._index.get(space)
         if sp is not None:
-            extra = [(k, v) for k, v in sp.j_rows.items() if k not in sp.h5_rows]
+            # journal rows not in the file as read just now (a writer may have folded some in)
+            extra = sp.j_rows - in_file
             if extra:
-                yield [k for k, _ in extra], np.stack([v for _, v in extra]).astype(np.float32)
+                rows = self._journal_rows(space, extra)
+                order = list(rows)
+                for s in range(0, len(order), batch_rows):
+                    block = order[s : s + batch_rows]
+                    yield block, np.stack([rows[k] for k in block])
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
@@ -466,8 +513,7 @@ class FeatureCache:
         kill_point("journal.appended")
         if sp is None:
             sp = self._index[space] = _Space(attrs, features.shape[1], str(features.dtype))
-        for k, row in zip(keys, features):
-            sp.j_rows.setdefault(k, row)
+        sp.j_rows.update(keys)
         self.rows_written += len(keys)
         if self._jend >= JOURNAL_CHECKPOINT_BYTES:
             self.checkpoint()
@@ -476,7 +522,7 @@ class FeatureCache:
         """Fold the journal into the ``.h5`` file atomically; return rows added."""
         if self._lock is None:
             raise CacheError("checkpoint needs the writer lock")
-        records = list(read_records(self.journal_path))
+        records = _JournalRecords(self.journal_path)  # re-read per pass: one record in memory
         if not records:
             self._truncate_journal()
             return 0
@@ -518,7 +564,7 @@ class FeatureCache:
         log.debug("%s: checkpointed %d rows", self.path, added)
         return added
 
-    def _write_twin(self, tmp: str, records: list[Any]) -> tuple[int, dict[str, int]]:
+    def _write_twin(self, tmp: str, records: Iterable[Any]) -> tuple[int, dict[str, int]]:
         """Append the journal's records to the temporary twin; return rows added, first new rows."""
         added = 0
         grown: dict[str, int] = {}
@@ -541,7 +587,7 @@ class FeatureCache:
                 raise
         return added, grown
 
-    def _bytes_needed(self, records: list[Any]) -> int:
+    def _bytes_needed(self, records: Iterable[Any]) -> int:
         """Generous estimate of the free space a checkpoint of ``records`` needs."""
         need = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         spaces: dict[str, tuple[int, int, int]] = {}
