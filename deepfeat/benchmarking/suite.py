@@ -287,6 +287,7 @@ def _headline(out: dict[str, Any]) -> dict[str, Any]:
     cr = out.get("cache_read")
     if cr:
         h["cache_read_vs_h5py_sequential"] = cr["cache_read_vs_h5py_sequential"]
+        h["cache_read_float32_vs_h5py_sequential"] = cr["cache_read_float32_vs_h5py_sequential"]
     return h
 
 
@@ -367,15 +368,16 @@ def format_table(out: dict[str, Any]) -> str:
             f"Cache read: {cr['rows']:,} rows x {cr['dim']} {cr['dtype']} ({cr['stored_mb']} MB stored), "
             f"requested in random order; rows correct and aligned: {cr['rows_correct_and_aligned']}",
         ]
-        for name in ("h5py_sequential", "cache_read", "cache_read_warm"):
+        for name in ("h5py_sequential", "cache_read", "cache_read_float32", "cache_read_warm"):
             c = cr[name]
             lines.append(
                 f"  {name:<18} {c['seconds']:7.3f} s  {c['rows_per_second']:>9,} rows/s  "
                 f"{c['mb_per_second']:7.1f} MB/s"
             )
         lines.append(
-            f"  FeatureCache.read / h5py sequential: {cr['cache_read_vs_h5py_sequential']:.3f} "
-            f"(index already loaded: {cr['cache_read_warm_vs_h5py_sequential']:.3f})"
+            f"  FeatureCache.read / h5py sequential: {cr['cache_read_vs_h5py_sequential']:.3f} as stored "
+            f"(float16, like for like); {cr['cache_read_float32_vs_h5py_sequential']:.3f} widened to float32; "
+            f"{cr['cache_read_warm_vs_h5py_sequential']:.3f} with the index already loaded"
         )
     se = out.get("search")
     if se:

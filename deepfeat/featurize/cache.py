@@ -38,15 +38,18 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from deepfeat.exceptions import CacheCorruptError, CacheError
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import KEY_LENGTH
 from deepfeat.featurize.journal import ALLOWED_DTYPES, append_record, encode_record, read_records
+from deepfeat.featurize.keyindex import KeyIndex
 from deepfeat.featurize.lock import WriterLock
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FeatureCache"]
@@ -59,8 +62,8 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20
 #: Checkpoint automatically once the journal holds this many bytes.
 JOURNAL_CHECKPOINT_BYTES = 256 << 20
-_READ_SPAN_BYTES = 64 << 20
-_SCATTER_ROWS = 4096
+_READ_SPAN_BYTES = 16 << 20
+_SCATTER_ROWS = 512
 #: Widest embedding a cache may hold; wider claims are refused as implausible (a forged
 #: width would otherwise make readers allocate absurd arrays).
 MAX_DIM = 1 << 16
@@ -70,6 +73,8 @@ _BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "
                     6: "scaleoffset", 32000: "lzf"}
 
 
+_IS_HEX = np.zeros(256, dtype=bool)
+_IS_HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
 _TWIN_COUNTER = itertools.count()
 #: What h5py raises for a damaged file (RuntimeError too: e.g. a corrupt local heap).
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
@@ -86,16 +91,24 @@ class _Space:
         self.attrs = attrs
         self.dim = dim
         self.dtype = dtype
-        self.h5_rows: dict[str, int] = {}
+        self.h5_rows = KeyIndex()  # key -> row of the .h5 file's datasets
         # keys of rows that are still only in the journal; the rows stay on disk (read back
         # on demand), so memory does not grow with the journal
         self.j_rows: set[str] = set()
 
     def __contains__(self, key: str) -> bool:
-        return key in self.h5_rows or key in self.j_rows
+        return key in self.j_rows or key in self.h5_rows
 
     def __len__(self) -> int:
-        return len(self.h5_rows) + sum(1 for k in self.j_rows if k not in self.h5_rows)
+        journal_only = int((self.h5_rows.lookup(list(self.j_rows)) < 0).sum()) if self.j_rows else 0
+        return len(self.h5_rows) + journal_only
+
+    def contains(self, keys: Sequence[str]) -> np.ndarray:
+        found = self.h5_rows.lookup(keys) >= 0
+        if self.j_rows:
+            for i in np.flatnonzero(~found).tolist():
+                found[i] = keys[i] in self.j_rows
+        return found
 
 
 class _JournalRecords:
@@ -262,12 +275,11 @@ class FeatureCache:
                                 f"but {sp.dim} in the journal"
                             )
                     raw = keys[...]
-                    try:
-                        sp.h5_rows = {k.decode("ascii"): i for i, k in enumerate(raw)}
-                    except UnicodeDecodeError:
+                    if not _IS_HEX[np.ascontiguousarray(raw).view(np.uint8)].all():
                         raise CacheCorruptError(
                             f"{self.path}: feature space {name!r} has keys that are not hex digests"
-                        ) from None
+                        )
+                    sp.h5_rows = KeyIndex(raw)
         return spaces
 
     @property
@@ -293,18 +305,30 @@ class FeatureCache:
         sp = self._index.get(space)
         if sp is None:
             return np.zeros(len(keys), dtype=bool)
-        return np.fromiter((k in sp for k in keys), dtype=bool, count=len(keys))
+        return sp.contains(keys)
 
-    def read(self, space: str, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, space: str, keys: Sequence[str], *, dtype: npt.DTypeLike = np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Read rows aligned with ``keys``.
+
+        Parameters
+        ----------
+        space : str
+            Feature-space fingerprint.
+        keys : sequence of str
+            Content hashes, in the order wanted; repeats and absent keys are allowed.
+        dtype : dtype, default float32
+            Floating dtype of the result. ``None`` keeps the stored dtype (float16 caches
+            then read at half the memory, with no widening pass).
 
         Returns
         -------
-        features : ndarray of shape (len(keys), dim), float32
+        features : ndarray of shape (len(keys), dim)
             NaN rows where a key is absent.
         found : ndarray of bool
         """
-        return self._read(space, keys)
+        return self._read(space, keys, dtype)
 
     def _journal_rows(self, space: str, wanted: set[str]) -> dict[str, np.ndarray]:
         """Rows of ``wanted`` keys still in the journal (first occurrence), one record at a time."""
@@ -319,35 +343,38 @@ class FeatureCache:
                 break
         return got
 
-    def _read(self, space: str, keys: Sequence[str], _retried: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _read(
+        self, space: str, keys: Sequence[str], dtype: npt.DTypeLike, _retried: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         sp = self._index.get(space)
         n = len(keys)
+        out_dtype = np.dtype(sp.dtype if (dtype is None and sp is not None) else (dtype or np.float32))
+        if out_dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating dtype, got {out_dtype}")
         if sp is None:
-            return np.full((n, 0), np.nan, np.float32), np.zeros(n, bool)
-        out = np.empty((n, sp.dim), dtype=np.float32)
-        found = np.zeros(n, bool)
-        rows = np.full(n, -1, dtype=np.int64)
+            return np.full((n, 0), np.nan, out_dtype), np.zeros(n, bool)
+        out = np.empty((n, sp.dim), dtype=out_dtype)
+        rows = sp.h5_rows.lookup(keys)
+        found = rows >= 0
         in_journal: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            r = sp.h5_rows.get(k)
-            if r is not None:
-                rows[i] = r
-                found[i] = True
-            elif k in sp.j_rows:
-                in_journal.setdefault(k, []).append(i)
+        if sp.j_rows:
+            for i in np.flatnonzero(~found).tolist():
+                k = keys[i]
+                if k in sp.j_rows:
+                    in_journal.setdefault(k, []).append(i)
         if in_journal:
             got = self._journal_rows(space, set(in_journal))
             if len(got) < len(in_journal) and not _retried:
                 # another writer folded the journal into the file since the index was read
                 self.refresh()
-                return self._read(space, keys, _retried=True)
+                return self._read(space, keys, dtype, _retried=True)
             for k, where in in_journal.items():
                 row = got.get(k)
                 if row is not None:
                     out[where] = row
                     found[where] = True
-        out[~found] = np.nan
         sel = np.flatnonzero(rows >= 0)
+        out[~found] = np.nan
         if sel.size:
             f = self._open_h5()
             if f is None:
@@ -362,9 +389,11 @@ class FeatureCache:
         """``out[pos] = ds[rows]`` for rows in any order, reading the file sequentially.
 
         The wanted rows are sorted; each span of whole chunks that holds some of them
-        (at most ``_READ_SPAN_BYTES``) is read once into a reused buffer, and its rows are
-        gathered, widened to float32 and scattered to their places in ``out`` with
-        PyTorch's kernels (several times faster than NumPy's float16 casts).
+        (at most ``_READ_SPAN_BYTES``) is read once into one of two reused buffers, and
+        its rows are gathered, cast to ``out``'s dtype and scattered to their places with
+        PyTorch's kernels (several times faster than NumPy's float16 casts) on a second
+        thread while the next span is read: file reading holds the GIL, the PyTorch
+        kernels release it, so the two overlap on two cores.
         """
         import torch
 
@@ -373,21 +402,45 @@ class FeatureCache:
         n_rows, dim = ds.shape
         chunk = ds.chunks[0] if ds.chunks else 4096
         span_rows = max(chunk, (_READ_SPAN_BYTES // max(1, dim * ds.dtype.itemsize)) // chunk * chunk)
-        buf = np.empty((min(span_rows, n_rows), dim), dtype=ds.dtype)
-        src, dst = torch.from_numpy(buf), torch.from_numpy(out)
+        span_rows = min(span_rows, n_rows)
+        dst = torch.from_numpy(out)
         rows_t, pos_t = torch.from_numpy(rows), torch.from_numpy(pos.astype(np.int64, copy=False))
+
+        def scatter(src: torch.Tensor, i: int, j: int, start: int) -> None:
+            for a in range(i, j, _SCATTER_ROWS):
+                b = min(j, a + _SCATTER_ROWS)
+                lo, hi = int(rows[a]), int(rows[b - 1])
+                if hi - lo == b - a - 1:
+                    # the block is a run of consecutive rows, each wanted once (the usual case
+                    # when most of a space is read): scatter straight from the buffer
+                    block = src[lo - start : hi - start + 1]
+                else:
+                    block = src.index_select(0, rows_t[a:b] - start)
+                dst.index_copy_(0, pos_t[a:b], block.to(dst.dtype))
+
+        spans = []
         i = 0
         while i < rows.size:
             start = int(rows[i]) // chunk * chunk
             j = int(np.searchsorted(rows, min(start + span_rows, n_rows), side="left"))
-            # shrink the span to the last needed chunk
-            stop = min(n_rows, (int(rows[j - 1]) // chunk + 1) * chunk)
-            ds.read_direct(buf, np.s_[start:stop], np.s_[0 : stop - start])
-            for a in range(i, j, _SCATTER_ROWS):
-                b = min(j, a + _SCATTER_ROWS)
-                rows_here = src.index_select(0, rows_t[a:b] - start)
-                dst.index_copy_(0, pos_t[a:b], rows_here.to(torch.float32))
+            stop = min(n_rows, (int(rows[j - 1]) // chunk + 1) * chunk)  # up to the last needed chunk
+            spans.append((i, j, start, stop))
             i = j
+        bufs = [np.empty((span_rows, dim), dtype=ds.dtype) for _ in range(min(2, len(spans)))]
+        if len(spans) == 1:
+            i, j, start, stop = spans[0]
+            ds.read_direct(bufs[0], np.s_[start:stop], np.s_[0 : stop - start])
+            scatter(torch.from_numpy(bufs[0]), i, j, start)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="deepfeat-read") as pool:
+            pending = None
+            for n, (i, j, start, stop) in enumerate(spans):
+                buf = bufs[n % 2]  # the buffer the scatter before last used: finished below
+                ds.read_direct(buf, np.s_[start:stop], np.s_[0 : stop - start])
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(scatter, torch.from_numpy(buf), i, j, start)
+            pending.result()
 
     def iter_space(self, space: str, batch_rows: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(keys, features)`` blocks of a space (file rows, then journal rows)."""
