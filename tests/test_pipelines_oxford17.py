@@ -18,7 +18,9 @@ def test_oxford17_subset_shows_positive_transfer(tmp_path):
         max_per_class=12,
         test_size=6,
         shots="1,3,6",
-        repeats=2,
+        # three draws: with two, the t-interval (t = 12.7 at one degree of freedom) makes
+        # the lower bound swing with package versions' tiny changes to the draws' scores
+        repeats=3,
         baselines=("pixels",),
         targets=(0.8,),
     )
