@@ -18,6 +18,13 @@ def _weights(value: str) -> str | None:
     return None if value.lower() in ("none", "random") else value
 
 
+def _jit(value: str) -> bool | str:
+    choices = {"auto": "auto", "on": True, "off": False}
+    if value not in choices:
+        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose from auto, on, off)")
+    return choices[value]
+
+
 def add_backbone_options(p: argparse.ArgumentParser) -> None:
     """``--backbone --weights --checkpoint --layer --pool``."""
     g = p.add_argument_group("backbone")
@@ -31,12 +38,14 @@ def add_backbone_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """``--cache --device --precision --batch-size --workers --storage-dtype --lock-timeout``."""
+    """``--cache --device --precision --jit --batch-size --workers --storage-dtype --lock-timeout``."""
     g = p.add_argument_group("featurization")
     g.add_argument("--cache", default=None, help="HDF5 embedding cache file (created if missing)")
     g.add_argument("--device", default=_DEFAULTS["device"], help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS,
                    help="auto uses bf16/fp16 only where the hardware runs it natively")
+    g.add_argument("--jit", default=_DEFAULTS["jit"], type=_jit, metavar="{auto,on,off}",
+                   help="CPU: trace and fuse the network (auto: for jobs of 1,000+ images)")
     g.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"])
     g.add_argument("--workers", default=_DEFAULTS["num_workers"],
                    type=lambda v: v if v == "auto" else int(v), help="decoding processes (auto or N)")
@@ -49,7 +58,7 @@ def featurizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Featurizer keyword arguments from parsed options (only those the parser declared)."""
     mapping = {
         "backbone": "backbone", "weights": "weights", "checkpoint": "checkpoint", "layer": "layer",
-        "pool": "pool", "cache": "cache", "device": "device", "precision": "precision",
+        "pool": "pool", "cache": "cache", "device": "device", "precision": "precision", "jit": "jit",
         "batch_size": "batch_size", "workers": "num_workers", "storage_dtype": "storage_dtype",
         "lock_timeout": "lock_timeout",
     }

@@ -33,7 +33,13 @@ from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
-from deepfeat.featurize.runtime import Runtime, cpu_count, optimize_for_inference, resolve_runtime
+from deepfeat.featurize.runtime import (
+    Runtime,
+    cpu_count,
+    optimize_for_inference,
+    resolve_runtime,
+    trace_for_cpu,
+)
 from deepfeat.featurize.truncate import PENULTIMATE, POOLINGS, truncate
 
 __all__ = ["Featurizer", "FeaturizeResult"]
@@ -43,6 +49,11 @@ log = logging.getLogger(__name__)
 STORAGE_DTYPES = ("float32", "float16")
 #: Images per forward call on a CPU (a loader batch is split into slices of this size).
 CPU_FORWARD_ROWS = 16
+#: With ``jit="auto"``, jobs of at least this many images to featurize on a CPU run a
+#: traced, oneDNN-fused copy of the network. Building it takes about 2 s; the faster
+#: forward pass (1.4-2x here) repays that after roughly a thousand images.
+JIT_MIN_IMAGES = 1000
+JIT_CHOICES = ("auto", True, False)
 
 
 @dataclass
@@ -151,6 +162,12 @@ class Featurizer:
         ``auto`` uses bf16/fp16 only where the hardware runs it natively.
     channels_last : bool or "auto", default="auto"
         NHWC layout; ``auto`` uses it on CPU and CUDA (faster there), not on MPS.
+    jit : bool or "auto", default="auto"
+        On a CPU, run a traced, frozen TorchScript copy of the network whose layers oneDNN
+        fuses (checked against the eager network before use; see
+        :func:`~deepfeat.featurize.runtime.trace_for_cpu`). ``auto`` does it for jobs of
+        at least :data:`JIT_MIN_IMAGES` images, where the ~2 s it takes to build pays
+        off; ``True`` always, ``False`` never. Ignored on GPUs.
     batch_size : int, default=32
         Images decoded, embedded and written to the cache together.
     num_workers : int or "auto", default="auto"
@@ -197,6 +214,7 @@ class Featurizer:
         device: str = "auto",
         precision: str = "auto",
         channels_last: bool | str = "auto",
+        jit: bool | str = "auto",
         batch_size: int = 32,
         num_workers: int | str = "auto",
         storage_dtype: str = "float32",
@@ -210,6 +228,8 @@ class Featurizer:
             raise ValueError(
                 f"pool={pool!r} needs a named layer: the penultimate embedding uses the model's own pooling"
             )
+        if not any(jit is c or (isinstance(c, str) and jit == c) for c in JIT_CHOICES):
+            raise ValueError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -223,6 +243,7 @@ class Featurizer:
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         self.cache_path = None if cache is None else os.fspath(cache)
         self.runtime: Runtime = resolve_runtime(device, precision, channels_last)
+        self.jit = jit
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.storage_dtype = storage_dtype
@@ -232,6 +253,9 @@ class Featurizer:
         self.resolved: ResolvedBackbone = resolve_backbone(backbone, weights=weights, checkpoint=self.checkpoint)
         self.forward_passes = 0
         self._model: torch.nn.Module | None = None
+        self._traced: torch.nn.Module | None = None
+        self._want_trace = False
+        self._trace_tried = False
         self._dim: int | None = None
         self._cache: FeatureCache | None = None
 
@@ -295,6 +319,8 @@ class Featurizer:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_model"] = None
+        state["_traced"] = None
+        state["_trace_tried"] = False
         state["_cache"] = None
         return state
 
@@ -313,6 +339,39 @@ class Featurizer:
             self._model = optimize_for_inference(net, self._layout(example.to(self.runtime.device)))
             log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
         return self._model
+
+    def prepare(self, n_images: int | None = None) -> None:
+        """Build the network now, as a job of ``n_images`` images would run it.
+
+        Featurizing builds it on first use anyway; call this to keep the build out of a
+        timed run. With ``jit="auto"`` the traced CPU network is built when ``n_images``
+        reaches :data:`JIT_MIN_IMAGES` (``None``: only when ``jit=True``).
+        """
+        self._want_trace = self._use_trace(n_images)
+        self._network()
+
+    def _use_trace(self, n_images: int | None) -> bool:
+        if self.runtime.device.type != "cpu" or self.jit is False:
+            return False
+        return self.jit is True or (n_images is not None and n_images >= JIT_MIN_IMAGES)
+
+    def _network_ready(self) -> bool:
+        return self._model is not None and (self._trace_tried or not self._want_trace)
+
+    def _network(self) -> torch.nn.Module:
+        """The network to run: the traced copy once one was built, else the eager one."""
+        model = self.model
+        if self._want_trace and not self._trace_tried:
+            self._trace_tried = True
+            t0 = time.perf_counter()
+            h, w = self.preprocess.crop
+            gen = torch.Generator().manual_seed(0)
+            example = self._layout(torch.randn(CPU_FORWARD_ROWS, 3, h, w, generator=gen))
+            check = self._layout(torch.randn(3, 3, h, w, generator=gen))
+            self._traced = trace_for_cpu(model, example, self.runtime, check)
+            if self._traced is not None:
+                log.info("traced and fused the network for the CPU in %.1f s", time.perf_counter() - t0)
+        return model if self._traced is None else self._traced
 
     @property
     def dim(self) -> int:
@@ -519,6 +578,7 @@ class Featurizer:
         attrs = self._space_attrs() if cache is not None else {}
         store = np.dtype(self.storage_dtype)
         streams = self._n_streams(len(items))
+        self._want_trace = self._want_trace or self._use_trace(len(items))
         batches = self._stream_batches(items, streams) if streams else self._loader_batches(items)
         done = 0
         bar = tqdm(total=len(items), unit="img", desc="featurize", file=sys.stderr,
@@ -561,9 +621,11 @@ class Featurizer:
         On a CPU the batch goes through in slices of :data:`CPU_FORWARD_ROWS` images, whose
         activations stay in cache (about 10 % faster per image than 32 at a time).
         """
-        model = self.model  # built on the first good batch: a run of only broken files never loads it
+        model = self._network()  # built on the first good batch: a run of only broken files never loads it
         step = CPU_FORWARD_ROWS if self.runtime.device.type == "cpu" else len(x)
-        with self.runtime.autocast():
+        # the traced network casts internally; autocast would only add dispatch overhead
+        ctx = torch.inference_mode() if model is self._traced else self.runtime.autocast()
+        with ctx:
             outs = [model(x[s : s + step]) for s in range(0, len(x), step)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.float().cpu()
@@ -599,9 +661,9 @@ class Featurizer:
         def work(start: int) -> tuple[list[int], list[str], torch.Tensor | None]:
             idx = list(range(start, min(start + bs, len(items))))
             idx, batch, reasons = _collate([ds[i] for i in idx])
-            if self._model is None and any(not r for r in reasons):
+            if not self._network_ready() and any(not r for r in reasons):
                 with lock:
-                    self.model  # noqa: B018 - build once, not in every thread
+                    self._network()  # build once, not in every thread
             return idx, reasons, self._forward(batch, reasons)
 
         threads_before = torch.get_num_threads()

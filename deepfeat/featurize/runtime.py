@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DEVICES", "PRECISIONS", "Runtime", "resolve_runtime", "cpu_has_native_bf16"]
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "Runtime",
+    "resolve_runtime",
+    "cpu_has_native_bf16",
+    "optimize_for_inference",
+    "trace_for_cpu",
+]
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +272,83 @@ def optimize_for_inference(model: torch.nn.Module, example: torch.Tensor) -> tor
         return model
     log.debug("folded %d batch norms into convolutions", n)
     return fast
+
+
+class _CastIO(torch.nn.Module):
+    """Run ``net`` (already converted to ``dtype``) on float32 input; return float32."""
+
+    def __init__(self, net: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net = net
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.dtype)).float()
+
+
+def trace_for_cpu(
+    model: torch.nn.Module, example: torch.Tensor, runtime: Runtime, check: torch.Tensor
+) -> torch.nn.Module | None:
+    """A frozen TorchScript copy of ``model`` whose convolutions oneDNN fuses; CPU only.
+
+    The eager network runs each convolution, activation and residual add as a separate
+    oneDNN call under autocast, casting weights on every call. Tracing it at the
+    runtime's dtype, freezing the weights in, and letting oneDNN Graph fuse the traced
+    graph removes those casts and memory passes: EfficientNet-Lite0 on one core of a
+    2-core AVX-512 CPU went from ~45 to ~65 images/s in fp32 and from ~63-80 to
+    ~115-130 in bf16 (batch of 16). Building takes about 2 s, so
+    :class:`~deepfeat.featurize.Featurizer` only does it for jobs large enough to repay it.
+
+    The traced copy is used only if it reproduces ``model`` (under the runtime's autocast)
+    on ``check``, a batch of another size than ``example``: every row's cosine similarity
+    at least 0.999 and the same shape. Otherwise, or on any error, ``None`` is returned and
+    the eager network stays in use. oneDNN Graph fusion is switched on while tracing and
+    warming up (the fused kernels are built then) and restored afterwards; a graph it
+    cannot take is traced and frozen without it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The eval-mode network, on the CPU, in the runtime's memory layout.
+    example : Tensor
+        A float32 batch of the shape most calls will have (it is traced and warmed on).
+    runtime : Runtime
+    check : Tensor
+        A float32 batch of another size, for the comparison with the eager network.
+    """
+    if runtime.device.type != "cpu":
+        return None
+    import copy
+    import warnings
+
+    fusion_before = torch._C._jit_llga_enabled()
+    got = None
+    for fuse in (True, False):  # oneDNN Graph cannot take every op (GeM's pow): then plain
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values
+                torch.jit.enable_onednn_fusion(fuse)
+                net = _CastIO(copy.deepcopy(model).to(runtime.dtype), runtime.dtype).eval()
+                with torch.no_grad():
+                    traced = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+                    for _ in range(3):  # profile, then optimise (fuse) for this shape
+                        traced(example)
+                    got = traced(check)
+            break
+        except Exception as exc:  # noqa: BLE001 - an optimisation must never break featurizing
+            log.info("traced CPU forward (oneDNN fusion %s) skipped: %s: %s",
+                     "on" if fuse else "off", type(exc).__name__, exc)
+        finally:
+            torch.jit.enable_onednn_fusion(fusion_before)
+    if got is None:
+        return None
+    with torch.no_grad(), runtime.autocast():
+        ref = model(check).float()
+    if got.shape != ref.shape:
+        log.warning("the traced network gave shape %s, not %s; using it eagerly", tuple(got.shape), tuple(ref.shape))
+        return None
+    cos = torch.nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1), dim=1, eps=1e-12)
+    if not bool(torch.isfinite(got).all()) or float(cos.min()) < 0.999:
+        log.warning("the traced network's output differs (min cosine %.5f); using it eagerly", float(cos.min()))
+        return None
+    return traced
