@@ -35,6 +35,8 @@ UNREACHABLE = "not reachable within the fitted model"
 #: Beyond this multiple of the largest k measured, a label count is not reported.
 MEANINGFUL_RATIO = 100
 _BOUNDS = ([0.0, 0.01, 0.0], [10.0, 3.0, 1.0])
+#: A fitted error floor this small is the fit's lower bound (0), not a measured ceiling.
+_NO_CEILING = 1e-6
 
 
 def _law(k: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -48,6 +50,16 @@ class PowerLaw:
     a: float
     b: float
     c: float
+
+    def ceiling_text(self) -> str:
+        """``1 - c`` as a percentage, or ``"none seen"`` when the fit put ``c`` at its bound 0.
+
+        Examples
+        --------
+        >>> PowerLaw(a=0.5, b=1.0, c=0.05).ceiling_text(), PowerLaw(a=0.5, b=1.0, c=0.0).ceiling_text()
+        ('95.0%', 'none seen')
+        """
+        return "none seen" if self.c <= _NO_CEILING else f"{1 - self.c:.1%}"
 
     def accuracy(self, k: np.ndarray | float) -> np.ndarray:
         """Predicted accuracy ``1 - err(k)``."""

@@ -117,7 +117,7 @@ def plot_learning_curves(
             ex.law.accuracy(grid),
             ":",
             color="gray",
-            label=f"power-law fit to {labels.get(name, name)} (ceiling {1 - ex.law.c:.1%})",
+            label=f"power-law fit to {labels.get(name, name)} (ceiling: {ex.law.ceiling_text()})",
         )
         if ex.boot:
             lo, hi = ex.band(grid)

@@ -432,7 +432,9 @@ def _extrapolation_section(result: ExperimentResult) -> str:
         "with unlimited labels, so 1−c is its ceiling. Extrapolating a handful of noisy points is "
         "rough: read the ranges, not the point estimates. The ranges reflect draw-to-draw noise "
         "only, not whether a power law is the right shape, so they are if anything too narrow. "
-        "Baselines are left out here (their fits are in experiment.json). "
+        "Baselines are left out here (their fits are in experiment.json). A ceiling of "
+        "'none seen' means the fit put c at its bound 0: the curve shows no plateau yet, so "
+        "every target looks reachable only because the power law is extended. "
         f"Uncertainty: {_e(BOOTSTRAP_METHOD)}.</p>"
     )
     labels, rows = _labels(result), []
@@ -444,7 +446,7 @@ def _extrapolation_section(result: ExperimentResult) -> str:
             rows.append(
                 {
                     "feature space": labels[name],
-                    "fitted ceiling": _pct(1 - ex.law.c),
+                    "fitted ceiling": ex.law.ceiling_text(),
                     "target": f"{t.target:.0%}",
                     "labels per class": t.format_labels(t.labels),
                     "bootstrap range": "–"
