@@ -228,7 +228,7 @@ class Featurizer:
             raise ValueError(
                 f"pool={pool!r} needs a named layer: the penultimate embedding uses the model's own pooling"
             )
-        if not any(jit is c or (isinstance(c, str) and jit == c) for c in JIT_CHOICES):
+        if not (isinstance(jit, bool) or jit == "auto"):
             raise ValueError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
