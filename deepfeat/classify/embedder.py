@@ -5,10 +5,21 @@ on a ``clone`` of the embedder. Clones are cheap (``__init__`` only stores setti
 the network runs once per unique image however many clones there are, for two reasons:
 
 * embeddings go to an HDF5 cache keyed by image content (with ``cache=None``, a
-  temporary cache private to the process, deleted when it exits);
+  temporary cache created by the first process that needs one and deleted when that
+  process exits);
 * the :class:`~deepfeat.featurize.Featurizer` built in ``fit`` is shared by every
   estimator of the process with the same feature space and runtime settings, so the
   network is built once too.
+
+Parallel searches (``GridSearchCV(..., n_jobs=2)``, loky or multiprocessing workers)
+share the temporary cache too: an ``ImageEmbedder`` with ``cache=None`` carries the path
+of its process's temporary cache when it is pickled, and a worker that unpickles it uses
+that cache (while its directory exists) instead of making its own. Workers then write
+one file under its writer lock (``lock_timeout``), and an image one worker computed is
+read, not recomputed, by the others. This holds for embedders pickled by the process
+that owns the temporary cache; a :class:`~deepfeat.classify.TransferClassifier` builds
+its embedder inside ``fit``, so inside a parallel *outer* search each worker process
+featurizes into its own temporary cache unless ``cache`` names a file.
 """
 
 from __future__ import annotations
@@ -35,10 +46,14 @@ from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
 __all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
 
 ON_ERROR = ("raise", "nan")
-#: Settings that say how to compute, not what: they may change after fitting.
-RUNTIME_PARAMS = ("cache", "device", "precision", "batch_size", "num_workers", "progress")
+#: Settings that say how to compute, not what: they may change after fitting. ``precision``
+#: is resolved into the feature space's identity, so changing it reads another space.
+RUNTIME_PARAMS = (
+    "cache", "device", "precision", "jit", "batch_size", "num_workers", "storage_dtype",
+    "lock_timeout", "progress",
+)
 #: Settings that define the feature space.
-SPACE_PARAMS = ("backbone", "layer", "pool", "weights", "checkpoint")
+SPACE_PARAMS = ("backbone", "layer", "pool", "weights", "checkpoint", "tta")
 _MAX_SHARED = 8
 
 _shared: OrderedDict[tuple, Featurizer] = OrderedDict()
@@ -59,6 +74,13 @@ def process_cache_path() -> str:
             _tmp_cache["pid"] = os.getpid()
             atexit.register(_remove_tmp, _tmp_cache["dir"], os.getpid())
         return os.path.join(_tmp_cache["dir"], "features.h5")
+
+
+def _usable_carried(path: str | None) -> str | None:
+    """A temporary cache path carried in from another process, if it is still there."""
+    if path and os.path.isdir(os.path.dirname(path)):
+        return path
+    return None
 
 
 def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Featurizer:
@@ -84,8 +106,11 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         "cache": process_cache_path() if cache is None else os.fspath(cache),
         "device": params.get("device", "auto"),
         "precision": params.get("precision", "auto"),
+        "jit": params.get("jit", "auto"),
         "batch_size": params.get("batch_size", 32),
         "num_workers": params.get("num_workers", "auto"),
+        "storage_dtype": params.get("storage_dtype", "float32"),
+        "lock_timeout": params.get("lock_timeout", 30.0),
         "progress": bool(params.get("progress", False)),
     }
     if spec is None:
@@ -186,12 +211,24 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Pretrained weights, or ``None`` for random (seeded) weights.
     checkpoint : str or None, default=None
         Local state-dict file.
+    tta : {"none", "flip"}, default="none"
+        ``"flip"``: each embedding is the mean of the image's and its mirror's (a
+        feature space of its own).
     cache : str, path-like or None, default=None
-        HDF5 feature cache. ``None``: a temporary cache private to this process.
+        HDF5 feature cache. ``None``: a temporary cache, shared with the worker
+        processes of a parallel search (see the module docstring).
     device : {"auto", "cpu", "cuda", "mps"}, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        The resolved precision is part of the feature space.
+    jit : bool or "auto", default="auto"
+        Traced CPU network (see :class:`~deepfeat.featurize.Featurizer`).
     batch_size : int, default=32
     num_workers : int or "auto", default="auto"
+    storage_dtype : {"float32", "float16"}, default="float32"
+        Dtype of the rows of a new space in the cache; an existing space keeps its own.
+    lock_timeout : float or None, default=30
+        Seconds to wait for another process writing the same cache (e.g. the other
+        workers of a parallel search); ``None`` waits as long as it takes.
     on_error : {"raise", "nan"}, default="raise"
         An image that cannot be read raises :class:`~deepfeat.exceptions.InputError`
         naming it, or gives a row of NaN.
@@ -220,11 +257,15 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         pool: str = "avg",
         weights: str | None = "DEFAULT",
         checkpoint: str | None = None,
+        tta: str = "none",
         cache: str | os.PathLike | None = None,
         device: str = "auto",
         precision: str = "auto",
+        jit: bool | str = "auto",
         batch_size: int = 32,
         num_workers: int | str = "auto",
+        storage_dtype: str = "float32",
+        lock_timeout: float | None = 30.0,
         on_error: str = "raise",
         progress: bool = False,
     ) -> None:
@@ -233,11 +274,15 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.pool = pool
         self.weights = weights
         self.checkpoint = checkpoint
+        self.tta = tta
         self.cache = cache
         self.device = device
         self.precision = precision
+        self.jit = jit
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.storage_dtype = storage_dtype
+        self.lock_timeout = lock_timeout
         self.on_error = on_error
         self.progress = progress
 
@@ -250,7 +295,18 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("featurizer_", None)  # a torch module: rebuilt from featurizer_spec_
+        if self.cache is None:
+            # Carry the temporary cache to the process that unpickles this (a worker of a
+            # parallel search), so that every worker fills and reads one cache.
+            state["_carried_cache"] = _usable_carried(state.get("_carried_cache")) or process_cache_path()
         return state
+
+    def _runtime_params(self) -> dict[str, Any]:
+        """``get_params()`` with ``cache=None`` replaced by a temporary cache carried in, if any."""
+        params = self.get_params()
+        if params["cache"] is None:
+            params["cache"] = _usable_carried(getattr(self, "_carried_cache", None))
+        return params
 
     def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
         """Resolve the backbone and take its featurizer; nothing is learned from ``X``.
@@ -267,14 +323,14 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         as_image_list(X)
-        self.featurizer_ = shared_featurizer(None, self.get_params())
+        self.featurizer_ = shared_featurizer(None, self._runtime_params())
         self.featurizer_spec_ = self.featurizer_.spec
         return self
 
     def _featurizer(self) -> Featurizer:
         """The featurizer for the fitted space and the *current* runtime settings."""
         check_is_fitted(self, "featurizer_spec_")
-        f = shared_featurizer(self.featurizer_spec_, self.get_params())
+        f = shared_featurizer(self.featurizer_spec_, self._runtime_params())
         return f
 
     def embed(self, X: Any) -> FeaturizeResult:

@@ -15,7 +15,7 @@ HELP = "embed images (folder, CSV/parquet manifest, .txt listing, or files) into
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", nargs="+", help="folder, manifest (.csv/.parquet), .txt listing, or image files")
-    add_backbone_options(p)
+    add_backbone_options(p, tta=True)
     add_runtime_options(p)
     p.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
 

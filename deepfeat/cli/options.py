@@ -8,6 +8,7 @@ from typing import Any
 
 from deepfeat.featurize.backbones import DEFAULT_BACKBONE
 from deepfeat.featurize.featurizer import Featurizer
+from deepfeat.featurize.identity import TTA_CHOICES
 from deepfeat.featurize.runtime import PRECISIONS
 from deepfeat.featurize.truncate import POOLINGS
 
@@ -25,8 +26,12 @@ def _jit(value: str) -> bool | str:
     return choices[value]
 
 
-def add_backbone_options(p: argparse.ArgumentParser) -> None:
-    """``--backbone --weights --checkpoint --layer --pool``."""
+def add_backbone_options(p: argparse.ArgumentParser, *, tta: bool = False) -> None:
+    """``--backbone --weights --checkpoint --layer --pool`` (and ``--tta`` where ``tta``).
+
+    ``--tta`` is offered only by commands that pass it on (``tta=True``), never accepted
+    and then ignored.
+    """
     g = p.add_argument_group("backbone")
     g.add_argument("--backbone", default=DEFAULT_BACKBONE,
                    help=f"registry name (default: {DEFAULT_BACKBONE}, works offline); see `deepfeat backbones`")
@@ -35,6 +40,10 @@ def add_backbone_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", default=None, help="local state-dict file to load")
     g.add_argument("--layer", default=None, help="graph node to cut at (default: penultimate)")
     g.add_argument("--pool", default=_DEFAULTS["pool"], choices=POOLINGS, help="pooling for a named layer")
+    if tta:
+        g.add_argument("--tta", default=_DEFAULTS["tta"], choices=TTA_CHOICES,
+                       help="test-time augmentation: 'flip' averages each image's and its mirror's "
+                            "embedding (a feature space of its own)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -58,7 +67,7 @@ def featurizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Featurizer keyword arguments from parsed options (only those the parser declared)."""
     mapping = {
         "backbone": "backbone", "weights": "weights", "checkpoint": "checkpoint", "layer": "layer",
-        "pool": "pool", "cache": "cache", "device": "device", "precision": "precision", "jit": "jit",
+        "pool": "pool", "tta": "tta", "cache": "cache", "device": "device", "precision": "precision", "jit": "jit",
         "batch_size": "batch_size", "workers": "num_workers", "storage_dtype": "storage_dtype",
         "lock_timeout": "lock_timeout",
     }

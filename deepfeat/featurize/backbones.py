@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from deepfeat.exceptions import UnknownBackboneError, WeightsUnavailableError
+from deepfeat.featurize.hashing import file_digest
 from deepfeat.featurize.preprocess import Preprocess
 
 __all__ = [
@@ -75,7 +75,12 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class ResolvedBackbone:
-    """A backbone spec with its weights identifier and preprocessing known (model not built)."""
+    """A backbone spec with its weights identifier and preprocessing known (model not built).
+
+    ``legacy_weights_ids`` are identifiers that older deepfeat versions gave these same
+    weights (e.g. a package version string before identifiers became content hashes):
+    models saved and cache spaces written under them stay usable.
+    """
 
     spec: BackboneSpec
     family: str
@@ -84,6 +89,7 @@ class ResolvedBackbone:
     preprocess: Preprocess
     offline: bool
     builder: Callable[[], nn.Module] = field(repr=False, compare=False)
+    legacy_weights_ids: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
         """Build the full classification model (head included) with its weights, in eval mode."""
@@ -112,10 +118,11 @@ class BackboneFamily(Protocol):
 class _Entry:
     name: str
     build: Callable[[str | None], nn.Module]
-    preprocess: Preprocess
+    preprocess: Preprocess | Callable[[], Preprocess]
     weights_id: Callable[[str | None], str]
     offline: bool
     description: str
+    legacy_weights_ids: Callable[[str | None], tuple[str, ...]] | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -123,15 +130,23 @@ _FAMILIES: dict[str, BackboneFamily] = {}
 
 
 def register_backbone(
-    name: str, *, preprocess: Preprocess, weights_id: Callable[[str | None], str],
-    offline: bool, description: str,
+    name: str, *, preprocess: Preprocess | Callable[[], Preprocess],
+    weights_id: Callable[[str | None], str], offline: bool, description: str,
+    legacy_weights_ids: Callable[[str | None], tuple[str, ...]] | None = None,
 ) -> Callable[[Callable[[str | None], nn.Module]], Callable[[str | None], nn.Module]]:
-    """Decorator registering a builder ``fn(weights) -> nn.Module`` under ``name``."""
+    """Decorator registering a builder ``fn(weights) -> nn.Module`` under ``name``.
+
+    ``preprocess`` may be a function returning it (called on resolution, so reading it
+    from a library's weights configuration costs nothing at import). ``weights_id``
+    maps the weights argument to the identifier that names the weights in feature-space
+    fingerprints; ``legacy_weights_ids`` to identifiers older versions used for them.
+    """
 
     def deco(fn: Callable[[str | None], nn.Module]) -> Callable[[str | None], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = _Entry(name, fn, preprocess, weights_id, offline, description)
+        _REGISTRY[name] = _Entry(name, fn, preprocess, weights_id, offline, description,
+                                 legacy_weights_ids)
         return fn
 
     return deco
@@ -165,11 +180,14 @@ def resolve_backbone(
     spec = BackboneSpec(name, weights, checkpoint)
     if name in _REGISTRY:
         e = _REGISTRY[name]
+        legacy = () if (checkpoint or e.legacy_weights_ids is None) else e.legacy_weights_ids(weights)
         return ResolvedBackbone(
             spec=spec, family="builtin", arch=name,
             weights_id=_checkpoint_id(checkpoint) if checkpoint else e.weights_id(weights),
-            preprocess=e.preprocess, offline=e.offline or weights is None or checkpoint is not None,
+            preprocess=e.preprocess() if callable(e.preprocess) else e.preprocess,
+            offline=e.offline or weights is None or checkpoint is not None,
             builder=lambda: e.build(None if checkpoint else weights),
+            legacy_weights_ids=tuple(legacy),
         )
     prefix, sep, arch = name.partition(":")
     if sep and prefix in _FAMILIES:
@@ -224,11 +242,11 @@ def list_backbones(pattern: str = "*", *, families: bool = True) -> list[dict[st
 
 # -- checkpoints ------------------------------------------------------------------------
 def _checkpoint_id(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"checkpoint:{os.path.basename(path)}:sha256={h.hexdigest()[:16]}"
+    try:
+        digest = file_digest(path)
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    return f"checkpoint:{os.path.basename(path)}:sha256={digest[:16]}"
 
 
 def load_checkpoint(model: nn.Module, path: str) -> None:

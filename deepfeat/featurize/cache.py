@@ -10,7 +10,8 @@ Layout (readable with plain h5py; see README "Cache format")::
     /spaces/<fp>/features      (n, dim) float32 or float16, chunked along rows
 
 Rows are keyed by the image's content hash inside a feature space whose name is a
-fingerprint of backbone, weights, layer, pooling, preprocessing and storage dtype.
+fingerprint of backbone, weights, layer, pooling, preprocessing, compute precision and TTA
+(see :mod:`deepfeat.featurize.identity`; the storage dtype is a property of the stored space).
 
 Crash safety: new rows go to an append-only checksummed journal (``<file>.journal``,
 :mod:`deepfeat.featurize.journal`). A *checkpoint* copies the ``.h5`` file, appends the

@@ -9,9 +9,7 @@ killed run loses at most the batch in flight.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import os
 import sys
@@ -33,6 +31,7 @@ from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
+from deepfeat.featurize.identity import TTA_CHOICES, fingerprint, legacy_fingerprints, space_precision
 from deepfeat.featurize.runtime import (
     Runtime,
     cpu_count,
@@ -97,8 +96,21 @@ def _hash_input(item: Any) -> str:
     raise ImageDecodeError(describe_source(item), "unsupported input type (expected a path, PIL image or array)")
 
 
+#: What reading, decoding and resizing one image may raise for a bad *file*: I/O errors
+#: (Pillow's ``UnidentifiedImageError`` and lazy-load errors are ``OSError`` too) and
+#: Pillow's refusal of a decompression bomb. :func:`decode_image` already turns these
+#: into :class:`ImageDecodeError`; they are caught again around the resize, which is the
+#: first thing to touch the pixels of a lazily loaded image.
+_PER_IMAGE_ERRORS = (OSError, Image.DecompressionBombError)
+
+
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decode + resize + crop one image; a failure becomes a reason, never an exception."""
+    """Decode + resize + crop one image; a bad file becomes a reason, never an exception.
+
+    Only decode and I/O errors are per-image failures. Anything else (a ``TypeError`` in
+    the preprocessing, say) is a bug in deepfeat, not in the image: it propagates and
+    stops the run with its traceback rather than marking every image as failed.
+    """
 
     def __init__(self, items: list[Any], preprocess: Any, max_pixels: int) -> None:
         self.items = items
@@ -119,8 +131,8 @@ class _DecodeDataset(torch.utils.data.Dataset):
             return i, self._blank, exc.reason
         except MemoryError:
             return i, self._blank, "out of memory while decoding"
-        except Exception as exc:  # noqa: BLE001 - a batch job must survive any bad file
-            return i, self._blank, f"unexpected decode error: {type(exc).__name__}: {exc}"
+        except _PER_IMAGE_ERRORS as exc:
+            return i, self._blank, f"cannot decode or resize: {type(exc).__name__}: {exc}"
 
 
 def _collate(batch: list[tuple[int, torch.Tensor, str]]) -> tuple[list[int], torch.Tensor, list[str]]:
@@ -177,8 +189,14 @@ class Featurizer:
         (``min(8, cores)``) feed the device. An integer asks for that many decoding
         processes with the forward pass in the calling thread; ``0`` decodes in the
         calling process.
+    tta : {"none", "flip"}, default="none"
+        Test-time augmentation: ``"flip"`` embeds each image and its horizontal mirror
+        and averages the two embeddings (two forward passes per image). Its own feature
+        space in the cache.
     storage_dtype : {"float32", "float16"}, default="float32"
-        Dtype of the rows in the cache (and of the returned values, upcast to float32).
+        Dtype of the rows a *new* space stores in the cache (returned values are always
+        float32). Not part of the space's identity: rows of an existing space are found
+        whatever dtype is asked for, and new rows take the dtype the space already has.
     max_pixels : int
         Decompression-bomb limit per image.
     lock_timeout : float or None, default=30
@@ -191,7 +209,8 @@ class Featurizer:
     forward_passes : int
         Images sent through the network by this object so far.
     fingerprint : str
-        Name of the feature space in the cache.
+        Name of the feature space in the cache (see :mod:`deepfeat.featurize.identity`:
+        backbone, weights, layer, pooling, preprocessing, resolved precision, TTA).
 
     Examples
     --------
@@ -217,6 +236,7 @@ class Featurizer:
         jit: bool | str = "auto",
         batch_size: int = 32,
         num_workers: int | str = "auto",
+        tta: str = "none",
         storage_dtype: str = "float32",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         lock_timeout: float | None = 30.0,
@@ -230,6 +250,8 @@ class Featurizer:
             )
         if not (isinstance(jit, bool) or jit == "auto"):
             raise ValueError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
+        if tta not in TTA_CHOICES:
+            raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -246,6 +268,7 @@ class Featurizer:
         self.jit = jit
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.tta = tta
         self.storage_dtype = storage_dtype
         self.max_pixels = max_pixels
         self.lock_timeout = lock_timeout
@@ -275,22 +298,46 @@ class Featurizer:
             "layer": self.layer or PENULTIMATE,
             "pool": self.pool,
             "preprocess": self.preprocess.to_dict(),
+            "precision": self.runtime.precision,
+            "tta": self.tta,
             "storage_dtype": self.storage_dtype,
             "fingerprint": self.fingerprint,
         }
 
     @property
     def fingerprint(self) -> str:
-        ident = {
-            "backbone": f"{self.resolved.family}:{self.resolved.arch}",
-            "weights_id": self.resolved.weights_id,
-            "layer": self.layer or PENULTIMATE,
-            "pool": self.pool,
-            "preprocess": self.preprocess.to_dict(),
-            "dtype": self.storage_dtype,
-        }
-        blob = json.dumps(ident, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint(
+            backbone=f"{self.resolved.family}:{self.resolved.arch}",
+            weights_id=self.resolved.weights_id,
+            layer=self.layer or PENULTIMATE,
+            pool=self.pool,
+            preprocess=self.preprocess.to_dict(),
+            precision=self.runtime.precision,
+            tta=self.tta,
+        )
+
+    def space_in(self, cache: FeatureCache | None) -> str:
+        """The name under which ``cache`` holds this feature space.
+
+        :attr:`fingerprint`, unless the cache lacks it and holds the same space under
+        the name deepfeat 0.1.0 gave it (see
+        :func:`~deepfeat.featurize.identity.legacy_fingerprints`), computed with this
+        precision: then that older space is read and extended, not computed again.
+        """
+        fp = self.fingerprint
+        if cache is None or self.tta != "none" or cache.space_info(fp) is not None:
+            return fp
+        names = legacy_fingerprints(
+            backbone=f"{self.resolved.family}:{self.resolved.arch}",
+            weights_ids=(self.resolved.weights_id, *self.resolved.legacy_weights_ids),
+            layer=self.layer or PENULTIMATE, pool=self.pool, preprocess=self.preprocess.to_dict(),
+        )
+        for name in names:
+            info = cache.space_info(name)
+            if info is not None and space_precision(info) == self.runtime.precision:
+                log.info("using the space %s written by deepfeat 0.1.0 for %s", name, fp)
+                return name
+        return fp
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> Featurizer:
@@ -301,11 +348,12 @@ class Featurizer:
         WeightsUnavailableError
             When the backbone now resolves to different weights than recorded.
         """
-        kw = {k: spec[k] for k in ("backbone", "weights", "checkpoint", "layer", "pool", "storage_dtype") if k in spec}
+        keys = ("backbone", "weights", "checkpoint", "layer", "pool", "tta", "storage_dtype")
+        kw = {k: spec[k] for k in keys if k in spec}
         kw.update(overrides)
         f = cls(**kw)
         want = spec.get("weights_id")
-        if want and f.resolved.weights_id != want:
+        if want and want != f.resolved.weights_id and want not in f.resolved.legacy_weights_ids:
             raise WeightsUnavailableError(
                 f"backbone {f.backbone!r} resolves to weights {f.resolved.weights_id!r}, but the saved "
                 f"model was trained on features of {want!r}; supply the matching checkpoint"
@@ -377,7 +425,7 @@ class Featurizer:
     def dim(self) -> int:
         """Embedding width (from the cache when known, else one forward pass on zeros)."""
         if self._dim is None:
-            info = self.cache.space_info(self.fingerprint) if self.cache else None
+            info = self.cache.space_info(self.space_in(self.cache)) if self.cache else None
             if info:
                 self._dim = int(info["dim"])
             else:
@@ -420,6 +468,8 @@ class Featurizer:
             "layer": s["layer"],
             "pool": s["pool"],
             "preprocess": s["preprocess"],
+            "precision": s["precision"],
+            "tta": s["tta"],
             "computed_with": self.runtime.describe(),
             "versions": {
                 "deepfeat": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -486,8 +536,8 @@ class Featurizer:
             if k is not None and k not in first:
                 first[k] = i
         unique = list(first)
-        fp = self.fingerprint
         cache = self.cache
+        fp = self.space_in(cache)
         in_cache = cache.contains(fp, unique) if cache is not None else np.zeros(len(unique), bool)
         todo = [k for k, c in zip(unique, in_cache) if not c]
         kill_point("featurize.hashed")
@@ -504,11 +554,11 @@ class Featurizer:
                     still = ~cache.contains(fp, todo)
                     todo = [k for k, s in zip(todo, still) if s]
                     t0 = time.perf_counter()
-                    n_done = self._run(todo, first, inputs, computed, bad_keys, cache, return_features)
+                    n_done = self._run(fp, todo, first, inputs, computed, bad_keys, cache, return_features)
                     t_feat = time.perf_counter() - t0
             else:
                 t0 = time.perf_counter()
-                n_done = self._run(todo, first, inputs, computed, bad_keys, None, True)
+                n_done = self._run(fp, todo, first, inputs, computed, bad_keys, None, True)
                 t_feat = time.perf_counter() - t0
 
         # Assemble aligned output.
@@ -569,14 +619,17 @@ class Featurizer:
             log.warning("%s: %s", f_["path"], f_["reason"])
         return FeaturizeResult(features, ok, keys, fail_list, summary)
 
-    def _run(self, todo: list[str], first: dict[str, int], inputs: list[Any],
+    def _run(self, fp: str, todo: list[str], first: dict[str, int], inputs: list[Any],
              computed: dict[str, np.ndarray], bad: dict[str, str],
              cache: FeatureCache | None, keep: bool) -> int:
         from tqdm.auto import tqdm
 
         items = [inputs[first[k]] for k in todo]
         attrs = self._space_attrs() if cache is not None else {}
-        store = np.dtype(self.storage_dtype)
+        # A space keeps the storage dtype it was created with; new rows adopt it, so the
+        # rows returned now equal the rows the cache returns later.
+        info = cache.space_info(fp) if cache is not None else None
+        store = np.dtype(info["dtype"] if info else self.storage_dtype)
         streams = self._n_streams(len(items))
         self._want_trace = self._want_trace or self._use_trace(len(items))
         batches = self._stream_batches(items, streams) if streams else self._loader_batches(items)
@@ -597,7 +650,7 @@ class Featurizer:
                     done += len(good)
                     kill_point("featurize.forwarded")
                     if cache is not None:
-                        cache.append(self.fingerprint, attrs, bkeys, feats)
+                        cache.append(fp, attrs, bkeys, feats)
                     if keep:
                         f32 = feats.astype(np.float32)
                         for k, row in zip(bkeys, f32):
@@ -626,9 +679,17 @@ class Featurizer:
         # the traced network casts internally; autocast would only add dispatch overhead
         ctx = torch.inference_mode() if model is self._traced else self.runtime.autocast()
         with ctx:
-            outs = [model(x[s : s + step]) for s in range(0, len(x), step)]
+            outs = [self._embed_slice(model, x[s : s + step]) for s in range(0, len(x), step)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.float().cpu()
+
+    def _embed_slice(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.tta == "none":
+            return model(x)
+        # "flip": the mean of the embeddings of the image and of its horizontal mirror,
+        # summed in float32 so that an image and its mirror give the same row.
+        mirrored = self._layout(torch.flip(x, dims=(3,)))
+        return (model(x).float() + model(mirrored).float()) / 2
 
     def _loader_batches(self, items: list[Any]) -> Iterator[tuple[list[int], list[str], torch.Tensor | None]]:
         """Decode in DataLoader worker processes, forward in this thread (GPUs, explicit workers)."""
