@@ -10,10 +10,19 @@ from conftest import sample_photo
 from deepfeat.exceptions import LayerNotFoundError, UnknownBackboneError, WeightsUnavailableError
 from deepfeat.featurize import Featurizer, list_backbones, resolve_backbone
 from deepfeat.featurize.decode import decode_image
+from deepfeat.featurize.offline import OFFLINE_ZOO
+
+ZOO = [m.name for m in OFFLINE_ZOO]
 
 # ImageNet-1k classes 281-285 are the domestic cats; 967 is espresso.
 CAT_CLASSES = set(range(281, 286))
 ESPRESSO = 967
+
+
+@pytest.fixture(scope="module", params=ZOO)
+def zoo_model(request):
+    rb = resolve_backbone(request.param)
+    return rb, rb.build()
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +38,38 @@ def _top5(rb, model, arr):
         return model(x).softmax(-1)[0].topk(5).indices.tolist()
 
 
-def test_offline_default_ranks_chelsea_as_cat_and_coffee_as_espresso(default_model):
-    rb, model = default_model
+def test_offline_zoo_ranks_chelsea_as_cat_and_coffee_as_espresso(zoo_model):
+    rb, model = zoo_model
     assert rb.offline
     assert rb.preprocess.mean == (0.5, 0.5, 0.5) and rb.preprocess.interpolation == "bicubic"
     assert _top5(rb, model, sample_photo("chelsea"))[0] in CAT_CLASSES
     assert _top5(rb, model, sample_photo("coffee"))[0] == ESPRESSO
 
 
-def test_random_weights_do_not_recognise_the_cat():
+@pytest.mark.parametrize("name", ZOO)
+def test_random_weights_do_not_recognise_the_cat(name):
     # negative control: the same pipeline without the pretrained weights fails the check
-    rb = resolve_backbone("efficientnet_lite0", weights=None)
-    top = _top5(rb, rb.build(), sample_photo("chelsea"))
-    assert top[0] not in CAT_CLASSES
+    rb = resolve_backbone(name, weights=None)
+    model = rb.build()
+    assert _top5(rb, model, sample_photo("chelsea"))[0] not in CAT_CLASSES
+    assert _top5(rb, model, sample_photo("coffee"))[0] != ESPRESSO
+
+
+@pytest.mark.parametrize(("name", "size"), [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                            ("efficientnet_lite2", 260)])
+def test_offline_zoo_preprocessing_is_timms_for_the_same_architecture(name, size):
+    import timm
+
+    m = {m.name: m for m in OFFLINE_ZOO}[name]
+    cfg = timm.models.get_pretrained_cfg(m.timm_arch)
+    pre = resolve_backbone(name).preprocess
+    assert pre.crop == (size, size) == tuple(cfg.input_size[1:])
+    assert pre.resize == int(size / cfg.crop_pct) and pre.interpolation == cfg.interpolation
+
+
+def test_each_zoo_model_is_a_feature_space_of_its_own():
+    fps = {Featurizer(n, device="cpu", precision="fp32").fingerprint for n in ZOO}
+    assert len(fps) == len(ZOO)
 
 
 def test_penultimate_embedding_feeds_the_classifier(default_model):
@@ -133,6 +161,6 @@ def test_preprocessing_comes_from_each_model():
 
 def test_list_backbones_marks_offline_default():
     rows = {r["name"]: r for r in list_backbones()}
-    assert rows["efficientnet_lite0"]["offline"] is True
+    assert all(rows[n]["offline"] is True for n in ZOO)
     assert "torchvision:resnet50" in rows and "timm:resnet50" in rows
     assert all(r["name"].startswith("torchvision:") for r in list_backbones("torchvision:vit*"))
