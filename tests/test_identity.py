@@ -10,8 +10,7 @@ import pytest
 from conftest import sample_photo
 
 from deepfeat.cli.main import main
-from deepfeat.featurize import FeatureCache, Featurizer, resolve_backbone
-from deepfeat.featurize import hashing
+from deepfeat.featurize import FeatureCache, Featurizer, hashing, resolve_backbone
 from deepfeat.featurize.identity import legacy_fingerprints
 from deepfeat.featurize.offline import OFFLINE_ZOO
 

@@ -31,7 +31,12 @@ from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
-from deepfeat.featurize.identity import TTA_CHOICES, fingerprint, legacy_fingerprints, space_precision
+from deepfeat.featurize.identity import (
+    TTA_CHOICES,
+    fingerprint,
+    legacy_fingerprints,
+    space_precision,
+)
 from deepfeat.featurize.runtime import (
     Runtime,
     cpu_count,
