@@ -73,3 +73,16 @@ def test_runtime_settings_reach_the_featurizer(tmp_path):
     assert (f.jit, f.storage_dtype, f.lock_timeout, f.tta) == (False, "float16", 5.0, "flip")
     emb.transform(X)
     assert [s["dtype"] for s in FeatureCache(tmp_path / "c.h5").spaces().values()] == ["float16"]
+
+
+def test_transfer_classifier_offers_every_embedder_setting():
+    """The wrapper's embedder settings stay in step with ImageEmbedder's signature."""
+    import inspect
+
+    from deepfeat.classify import TransferClassifier
+
+    embedder = set(inspect.signature(ImageEmbedder).parameters) - {"on_error", "progress"}
+    clf = TransferClassifier(tta="flip", jit=False, storage_dtype="float16", lock_timeout=5.0)
+    assert embedder <= set(clf.get_params())
+    assert {k: clf._embedder_params()[k] for k in ("tta", "jit", "storage_dtype", "lock_timeout")} == {
+        "tta": "flip", "jit": False, "storage_dtype": "float16", "lock_timeout": 5.0}

@@ -35,6 +35,10 @@ _EMBEDDER_PARAMS = (
     "precision",
     "batch_size",
     "num_workers",
+    "tta",
+    "jit",
+    "storage_dtype",
+    "lock_timeout",
 )
 _SEARCH_PARAMS = (
     "heads",
@@ -60,7 +64,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, layer, pool, weights, checkpoint, cache, device, precision, batch_size, num_workers
+    backbone, layer, pool, weights, checkpoint, tta, cache, device, precision, jit, batch_size, num_workers, storage_dtype, lock_timeout
         The feature space and how to compute it; see
         :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
         ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
@@ -117,6 +121,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         precision: str = "auto",
         batch_size: int = 32,
         num_workers: int | str = "auto",
+        tta: str = "none",
+        jit: bool | str = "auto",
+        storage_dtype: str = "float32",
+        lock_timeout: float | None = 30.0,
         heads: str | Sequence[str] = DEFAULT_HEADS,
         preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
         param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
@@ -138,6 +146,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.tta = tta
+        self.jit = jit
+        self.storage_dtype = storage_dtype
+        self.lock_timeout = lock_timeout
         self.heads = heads
         self.preprocessing = preprocessing
         self.param_grid = param_grid
@@ -166,7 +178,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         runtime = {
             k: v
             for k, v in self._embedder_params().items()
-            if k not in ("backbone", "layer", "pool", "weights", "checkpoint")
+            if k not in ("backbone", "layer", "pool", "weights", "checkpoint", "tta")
         }
         if any(self.embedder_.get_params()[k] != v for k, v in runtime.items()):
             self.embedder_.set_params(**runtime)
