@@ -187,6 +187,6 @@ def test_an_io_error_while_resizing_is_still_a_per_image_failure(monkeypatch):
         return real(self, img)
 
     monkeypatch.setattr(Preprocess, "geometry", flaky)
-    res = Featurizer(num_workers=0, precision="fp32", **LITE_RANDOM).featurize(_photos())
+    res = Featurizer(precision="fp32", **LITE_RANDOM).featurize(_photos())
     assert res.ok.tolist() == [False, True, True]
     assert "truncated" in res.failures[0]["reason"]

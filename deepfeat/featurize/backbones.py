@@ -1,6 +1,8 @@
 """The backbone registry: names to builders, with preprocessing resolved from the weights.
 
-Names are ``efficientnet_lite0`` (the built-in offline default), ``torchvision:<arch>``
+Names are ``efficientnet_lite0`` (the built-in offline default) and the rest of the
+offline zoo (``efficientnet_lite1``, ``efficientnet_lite2``; see
+:mod:`deepfeat.featurize.offline`), ``torchvision:<arch>``
 for every torchvision classification model and ``timm:<arch>`` for timm models. Builders
 register through :func:`register_backbone`; families of names register through
 :func:`register_family`. Nothing heavy happens on :meth:`BackboneSpec.resolve`: the model

@@ -161,7 +161,8 @@ class Featurizer:
     Parameters
     ----------
     backbone : str, default="efficientnet_lite0"
-        Registry name: ``"efficientnet_lite0"`` (offline default), ``"torchvision:<arch>"``
+        Registry name: ``"efficientnet_lite0"`` (offline default), ``"efficientnet_lite1"``
+        or ``"efficientnet_lite2"`` (the rest of the offline zoo), ``"torchvision:<arch>"``
         or ``"timm:<arch>"``. See ``deepfeat backbones``.
     layer : str or None, default=None
         Graph node to cut at; ``None`` is the penultimate, globally pooled embedding.
