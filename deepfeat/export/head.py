@@ -41,7 +41,7 @@ class ExportRefused(InputError):
 
 
 def _t(a: Any) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float32)
+    return torch.tensor(np.array(a, dtype=np.float64), dtype=torch.float32)
 
 
 class _Affine(torch.nn.Module):
@@ -72,13 +72,14 @@ class _L2(torch.nn.Module):
 class _Softmax(torch.nn.Module):
     """Class probabilities from decision values: softmax, or a sigmoid for one column."""
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, *, binary: bool = False) -> None:
         super().__init__()
         self.inv_t = 1.0 / float(temperature)
+        self.binary = binary
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z * self.inv_t
-        if z.shape[1] == 1:
+        if self.binary:
             p1 = torch.sigmoid(z)
             return torch.cat([1.0 - p1, p1], dim=1)
         return torch.softmax(z, dim=1)
@@ -127,7 +128,7 @@ def _step(name: str, step: Any) -> torch.nn.Module:
 
 def _classifier(head: Any, n_classes: int) -> list[torch.nn.Module]:
     if isinstance(head, LogisticRegression):
-        return [_Affine(weight=head.coef_.T), _Bias(head.intercept_), _Softmax()]
+        return [_Affine(weight=head.coef_.T), _Bias(head.intercept_), _Softmax(binary=n_classes == 2)]
     if isinstance(head, TemperatureScaledClassifier):
         svm = head.estimator_
         if not (isinstance(svm, SVC) and svm.kernel == "linear"):
@@ -139,7 +140,7 @@ def _classifier(head: Any, n_classes: int) -> list[torch.nn.Module]:
         parts: list[torch.nn.Module] = [_Affine(weight=svm.coef_.T), _Bias(svm.intercept_)]
         if n_classes > 2:
             parts.append(_OvoToOvr(n_classes))
-        parts.append(_Softmax(head.temperature_))
+        parts.append(_Softmax(head.temperature_, binary=n_classes == 2))
         return parts
     if isinstance(head, SVC):
         kernel = "rbfsvm, " if head.kernel == "rbf" else ""
