@@ -157,3 +157,16 @@ def test_serve_runtime_onnx_does_not_import_torch(exported, tmp_path):
                                "\nexcept SystemExit: pass\nprint('torch' in sys.modules)"],
                               capture_output=True, text=True, timeout=120)
     assert "--runtime" in help_out.stdout and help_out.stdout.strip().endswith("False")
+
+
+@pytest.mark.slow
+def test_bench_part_reports_onnxruntime_beside_torch(tmp_path):
+    from deepfeat.benchmarking.onnx_runtime import measure_onnx_runtime
+
+    imgs = [sample_photo(n) for n in ("chelsea", "coffee", "astronaut")]
+    r = measure_onnx_runtime("torchvision:mobilenet_v3_small", imgs, tmp_path, repeats=1, weights=None)
+    assert r["torch_images_per_second"] > 0 and r["onnxruntime_images_per_second"] > 0
+    assert r["onnxruntime_vs_torch"] == pytest.approx(
+        r["onnxruntime_images_per_second"] / r["torch_images_per_second"], rel=0.01
+    )
+    assert r["max_abs_diff"] < 1e-3  # the same network in both runtimes

@@ -67,7 +67,7 @@ def test_upload_a_photo_and_read_the_label_from_the_page(server, browser, tmp_pa
     browser.find_element(By.ID, "file").send_keys(f"{photo}\n{broken}")
     wait = WebDriverWait(browser, 60)
     label = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-role=label]")))
-    error = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-role=error]")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-role=error]")))
     assert label.text.split()[0] == want
     # each answer sits in the card of the image that caused it
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")

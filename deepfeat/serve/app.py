@@ -175,6 +175,12 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
+        if batcher.pending >= limits.max_queue:  # full: refuse before reading the body
+            return JSONResponse(
+                {"detail": f"the server holds {batcher.pending} images, at most {limits.max_queue}: "
+                           f"try again shortly"},
+                status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         try:
             uploads = await read_uploads(request, limits)
         except RequestRefused as exc:
