@@ -285,3 +285,30 @@ def test_serve_limits_validate():
         ServeLimits(max_queue=0)
     with pytest.raises(ValueError, match="batch_wait_ms"):
         ServeLimits(batch_wait_ms=-1)
+
+
+def test_a_request_cancelled_while_queued_gives_its_room_back():
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    app = create_app(rec, limits=ServeLimits(max_batch=1, batch_wait_ms=0, max_queue=4))
+    body = png(np.full((8, 8, 3), 100, np.uint8))
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            first = asyncio.ensure_future(c.post("/predict", files=files(("a", body))))
+            second = asyncio.ensure_future(c.post("/predict", files=files(("b", body), ("c", body))))
+            await asyncio.sleep(0.3)  # the worker holds "a"; "b" and "c" wait in the queue
+            assert app.state.batcher.pending == 3
+            second.cancel()  # the client goes away
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            for _ in range(50):
+                if app.state.batcher.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return (await c.post("/predict", files=files(("d", body)))).status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert app.state.batcher.pending == 0 and rec.sizes == [1, 1]  # "b", "c" never computed

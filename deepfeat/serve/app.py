@@ -200,8 +200,8 @@ def create_app(
             futures = []
             for pixels, _, _ in prepared:
                 if pixels is not None:
-                    reserved -= 1  # from here on the batch worker gives the room back
-                    futures.append(asyncio.ensure_future(batcher.submit(pixels)))
+                    futures.append(batcher.enqueue(pixels))
+                    reserved -= 1  # queued: the batch worker gives the room back
             answers = await asyncio.gather(*futures, return_exceptions=True)
         finally:
             batcher.release(reserved)

@@ -100,12 +100,21 @@ class MicroBatcher:
         """Give back room reserved for images that will not be submitted."""
         self.pending = max(0, self.pending - n)
 
-    async def submit(self, pixels: np.ndarray) -> Any:
-        """Predict one reserved image (``(3, H, W)`` uint8); returns its result."""
+    def enqueue(self, pixels: np.ndarray) -> asyncio.Future:
+        """Queue one reserved image (``(3, H, W)`` uint8); the future gets its result.
+
+        Synchronous, so a reserved image is either queued or still the caller's to
+        :meth:`release`: a cancelled request cannot leave room counted twice or lost.
+        From here on the worker gives the room back, answered or cancelled.
+        """
         queue = self._ensure_started()
         fut = asyncio.get_running_loop().create_future()
-        await queue.put(_Item(pixels, fut))
-        return await fut
+        queue.put_nowait(_Item(pixels, fut))
+        return fut
+
+    async def submit(self, pixels: np.ndarray) -> Any:
+        """Predict one reserved image and return its result."""
+        return await self.enqueue(pixels)
 
     # ------------------------------------------------------------------ worker
     async def _next_batch(self, queue: asyncio.Queue) -> list[_Item]:
