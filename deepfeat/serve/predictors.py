@@ -92,6 +92,7 @@ class TorchPredictor:
         return self.featurizer.preprocess.geometry(img).numpy()
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch (normalised, then the network)."""
         import torch
 
         f = self.featurizer
@@ -103,6 +104,7 @@ class TorchPredictor:
             return f.model(x).float().cpu().numpy()
 
     def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
         emb = self.embed(batch)
         head = self.model.search_
         proba = head.predict_proba(emb) if self.has_proba else None
@@ -110,6 +112,7 @@ class TorchPredictor:
         return _results(self.classes, proba, labels)
 
     def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows: classes, feature recipe, training summary, dates."""
         m = self.model
         spec = m.featurizer_spec_
         return {
@@ -168,9 +171,11 @@ class OnnxPredictor:
 
     @classmethod
     def from_file(cls, path: str) -> OnnxPredictor:
+        """Open an ONNX file written by ``deepfeat export``."""
         return cls(path)
 
     def warm_up(self) -> None:
+        """Run one batch now, so the first request does not pay for session set-up."""
         h, w = self.preprocess["crop"]
         self.predict(np.zeros((1, 3, h, w), np.uint8))
 
@@ -179,11 +184,13 @@ class OnnxPredictor:
         return to_model_input(img, self.preprocess)
 
     def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
         proba = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
         labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
         return _results(self.classes, proba, labels)
 
     def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows, from the file's deepfeat metadata."""
         m = self.meta
         return {
             "runtime": self.runtime,
