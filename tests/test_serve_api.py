@@ -312,3 +312,10 @@ def test_a_request_cancelled_while_queued_gives_its_room_back():
 
     assert asyncio.run(scenario()) == 200
     assert app.state.batcher.pending == 0 and rec.sizes == [1, 1]  # "b", "c" never computed
+
+
+def test_only_loopback_counts_as_local():
+    from deepfeat.cli.cmd_serve import _is_loopback
+
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost"))
+    assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
