@@ -319,3 +319,15 @@ def test_only_loopback_counts_as_local():
 
     assert all(_is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost"))
     assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
+
+
+def test_a_large_jpeg_is_decoded_as_featurizing_decodes_it(client, model_path, tmp_path):
+    from conftest import sample_photo
+    from PIL import Image
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(sample_photo("astronaut")).resize((1400, 1400)).save(path, quality=90)
+    r = client.post("/predict", files=files(("big.jpg", path.read_bytes())))
+    got = r.json()["results"][0]["probabilities"]
+    want = load(model_path).predict_proba([str(path)])[0]  # featurize: JPEG draft decoding
+    np.testing.assert_allclose([got["dark"], got["light"]], want, atol=1e-5)

@@ -154,8 +154,11 @@ def create_app(
                          "interpolation": predictor.preprocess["interpolation"]}
         return info
 
+    pre = predictor.preprocess
+    draft = max(int(pre["resize"]), *(int(v) for v in pre["crop"]))  # as featurizing decodes
+
     def prepare(up: Upload) -> tuple[Any, int, str]:
-        img, code, reason = decode_upload(up, limits)
+        img, code, reason = decode_upload(up, limits, draft)
         if img is None:
             return None, code, reason
         try:

@@ -61,8 +61,10 @@ class TorchPredictor:
 
         self.model = model
         self.info = info
+        # the model's own precision: "auto" may mean bf16 here, fp32 where it was fitted
         self.featurizer = Featurizer.from_spec(
-            model.featurizer_spec_, device=device, cache=None, num_workers=0, jit=False
+            model.featurizer_spec_, device=device, precision=getattr(model, "precision", "auto"),
+            cache=None, num_workers=0, jit=False,
         )
         self.preprocess = self.featurizer.preprocess.to_dict()
         self.classes = [_plain(c) for c in model.classes_]

@@ -125,18 +125,22 @@ async def read_uploads(request: Request, limits: ServeLimits) -> list[Upload]:
     )
 
 
-def decode_upload(up: Upload, limits: ServeLimits) -> tuple[Image.Image | None, int, str]:
+def decode_upload(
+    up: Upload, limits: ServeLimits, draft_size: int | None = None
+) -> tuple[Image.Image | None, int, str]:
     """Decode one upload with deepfeat's decoder: ``(image, 200, "")`` or ``(None, code, reason)``.
 
     A pixel count over ``limits.max_pixels`` is 413 (checked from the header, before the
     pixels are allocated); anything else that is not a readable image is 400.
+    ``draft_size`` lets a large JPEG decode at a reduced scale, as featurizing does
+    (:attr:`Preprocess.draft_size <deepfeat.featurize.preprocess.Preprocess.draft_size>`).
     """
     if up.data is None:
         return None, 400, up.error or "no data"
     if not up.data:
         return None, 400, "empty file (0 bytes)"
     try:
-        return decode_image(up.data, max_pixels=limits.max_pixels), 200, ""
+        return decode_image(up.data, max_pixels=limits.max_pixels, draft_size=draft_size), 200, ""
     except ImageDecodeError as exc:
         code = 413 if exc.reason.startswith("decompression bomb refused") else 400
         return None, code, exc.reason
