@@ -87,7 +87,8 @@ def start(model: str, runtime: str, port: int, extra: list[str]) -> subprocess.P
     raise SystemExit("server did not come up")
 
 
-def hammer(port: int, clients: int, seconds: float, body: bytes) -> dict:
+def hammer(port: int, clients: int, seconds: float, body: bytes, pid: int | None = None) -> dict:
+    """``clients`` threads posting ``body`` for ``seconds``; samples the server's RSS every 5 s."""
     import httpx
 
     url = f"http://127.0.0.1:{port}/predict"
@@ -114,6 +115,12 @@ def hammer(port: int, clients: int, seconds: float, body: bytes) -> dict:
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
+    samples, next_sample = [], time.monotonic()
+    while pid is not None and any(t.is_alive() for t in threads):
+        if time.monotonic() >= next_sample:
+            samples.append(round(rss_mib(pid), 1))
+            next_sample += 5.0
+        time.sleep(0.1)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
@@ -129,6 +136,7 @@ def hammer(port: int, clients: int, seconds: float, body: bytes) -> dict:
         "requests_per_s": round(codes.get("200", 0) / wall, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
         "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+        "rss_samples_mib": samples,
     }
 
 
@@ -143,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         hammer(port, args.clients, min(3.0, args.seconds), body)  # warm-up
         rss0 = rss_mib(proc.pid)
-        res = hammer(port, args.clients, args.seconds, body)
+        res = hammer(port, args.clients, args.seconds, body, proc.pid)
         res.update(rss_start_mib=round(rss0, 1), rss_end_mib=round(rss_mib(proc.pid), 1))
         out["steady"] = res
     finally:
@@ -184,7 +192,7 @@ def main() -> int:
     s = r["steady"]
     print(f"steady: {s['clients']} clients x {s['seconds']} s: {s['requests_per_s']} req/s, "
           f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, failed {s['failed']} of {s['requests']}, "
-          f"RSS {s['rss_start_mib']} -> {s['rss_end_mib']} MiB")
+          f"RSS {s['rss_start_mib']} -> {s['rss_end_mib']} MiB (every 5 s: {s['rss_samples_mib']})")
     if "overload" in r:
         o = r["overload"]
         print(f"overload (--max-queue 4): {o['clients']} clients x {o['seconds']} s: statuses {o['status_counts']}, "
