@@ -184,6 +184,12 @@ def test_api_key_guards_every_prediction_route(predictor):
 
 def test_untrusted_pickle_is_refused(model_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path / "empty-trust.txt"))
+    import uvicorn
+
+    def must_not_serve(*a, **k):  # noqa: ANN002, ANN003, ANN202 - were the model loaded, fail fast
+        raise AssertionError("an untrusted model was served")
+
+    monkeypatch.setattr(uvicorn, "run", must_not_serve)
     with pytest.raises(InputError, match="refusing to load this pickle"):
         load_predictor(model_path)
     assert main(["serve", str(model_path), "--port", "0", "-q"]) == 1
