@@ -256,7 +256,10 @@ def test_full_queue_answers_503_with_retry_after_and_recovers():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             held = [asyncio.ensure_future(c.post("/predict", files=files(("x", body)))) for _ in range(2)]
-            await asyncio.sleep(0.3)  # both admitted, the worker stuck on the first
+            for _ in range(200):  # until both are admitted (the worker stuck on the first)
+                if app.state.batcher.pending == 2:
+                    break
+                await asyncio.sleep(0.05)
             refused = await c.post("/predict", files=files(("y", body)))
             gate.set()
             done = await asyncio.gather(*held)
@@ -304,8 +307,11 @@ def test_a_request_cancelled_while_queued_gives_its_room_back():
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             first = asyncio.ensure_future(c.post("/predict", files=files(("a", body))))
             second = asyncio.ensure_future(c.post("/predict", files=files(("b", body), ("c", body))))
-            await asyncio.sleep(0.3)  # the worker holds "a"; "b" and "c" wait in the queue
-            assert app.state.batcher.pending == 3
+            for _ in range(200):  # until the worker holds "a" and "b", "c" wait in the queue
+                if app.state.batcher.queued == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.state.batcher.pending == 3 and app.state.batcher.queued == 2
             second.cancel()  # the client goes away
             await asyncio.sleep(0.05)
             gate.set()

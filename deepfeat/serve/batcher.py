@@ -87,6 +87,11 @@ class MicroBatcher:
                 pass
             self._task = None
 
+    @property
+    def queued(self) -> int:
+        """Images waiting in the queue (not counting a batch being computed)."""
+        return 0 if self._queue is None else self._queue.qsize()
+
     # ------------------------------------------------------------------ admission
     def reserve(self, n: int) -> None:
         """Admit ``n`` images or raise :class:`QueueFull` (never waits)."""
