@@ -323,7 +323,10 @@ def test_a_request_cancelled_while_queued_gives_its_room_back():
             return (await c.post("/predict", files=files(("d", body)))).status_code
 
     assert asyncio.run(scenario()) == 200
-    assert app.state.batcher.pending == 0 and rec.sizes == [1, 1]  # "b", "c" never computed
+    # the room is back whether or not the worker reached "b", "c" before their cancellation
+    # (skipping them then is an optimisation, not a promise)
+    assert app.state.batcher.pending == 0 and app.state.batcher.queued == 0
+    assert 2 <= len(rec.sizes) <= 4
 
 
 def test_only_loopback_counts_as_local():
