@@ -27,7 +27,7 @@ __all__ = ["BenchConfig", "PARTS", "TARGETS", "run_benchmark", "format_table", "
 
 log = logging.getLogger(__name__)
 
-PARTS = ("throughput", "precision", "memory", "cache", "search")
+PARTS = ("throughput", "precision", "memory", "cache", "search", "onnx")
 
 #: Targets of the performance issue on a 2-core CPU without a GPU: name -> (figure, bound, kind)
 TARGETS = {
@@ -230,6 +230,13 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             )
         if "search" in config.parts:
             out["search"] = _search(memory_result, src, sz["search_sizes"])
+        if "onnx" in config.parts:
+            from deepfeat.benchmarking.onnx_runtime import measure_onnx_runtime
+
+            imgs = bench_images(work, sz["images_second"], datasets=config.datasets, synthetic=config.synthetic)
+            out["onnx"] = measure_onnx_runtime(config.backbones[0], imgs.paths, work / "onnx",
+                                               repeats=sz["repeats"],
+                                               weights="DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -390,6 +397,18 @@ def format_table(out: dict[str, Any]) -> str:
                 f"  n={r['n']:>6,} dim={r['dim']} classes={r['classes']}: {r['seconds']:8.1f} s, "
                 f"{r['candidates']} candidates x {r['folds']} folds"
                 + (f", time ~ n^{k}" if k is not None else "")
+            )
+    ox = out.get("onnx")
+    if ox:
+        lines += ["", "onnxruntime vs torch (the exported network, uint8 crops in, CPU, fp32):"]
+        if "skipped" in ox:
+            lines.append(f"  skipped: {ox['skipped']}")
+        else:
+            lines.append(
+                f"  {ox['backbone']}, {ox['images']} crops in batches of {ox['batch']}: torch "
+                f"{ox['torch_images_per_second']:.1f} images/s ({ox['torch_threads']} threads), onnxruntime "
+                f"{ox['onnxruntime_images_per_second']:.1f} images/s: x{ox['onnxruntime_vs_torch']:.2f} "
+                f"(max |diff| of embeddings {ox['max_abs_diff']:.1e})"
             )
     tg = out.get("targets")
     if tg:

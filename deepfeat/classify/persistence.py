@@ -203,7 +203,11 @@ def _skops() -> Any:
 
 
 def load(
-    path: str | os.PathLike, *, trusted: bool | Sequence[str] = False, check_backbone: bool = True
+    path: str | os.PathLike,
+    *,
+    trusted: bool | Sequence[str] = False,
+    check_backbone: bool = True,
+    return_info: bool = False,
 ) -> Any:
     """Load a model written by :func:`save` (see the module docstring on trust).
 
@@ -217,10 +221,13 @@ def load(
         all types in the file.
     check_backbone : bool, default=True
         Resolve the model's backbone now, so a missing one fails here, clearly.
+    return_info : bool, default=False
+        Also return what the file records about the model: ``created`` (UTC, ISO 8601)
+        and ``versions`` (of deepfeat and scikit-learn that saved it).
 
     Returns
     -------
-    estimator
+    estimator, or (estimator, dict) with ``return_info=True``
 
     Raises
     ------
@@ -259,6 +266,8 @@ def load(
     model = envelope["model"]
     if check_backbone:
         _check_backbones(model, path)
+    if return_info:
+        return model, {"created": envelope.get("created"), "versions": dict(saved)}
     return model
 
 

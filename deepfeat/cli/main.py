@@ -39,6 +39,8 @@ COMMANDS = (
     "demo",
     "bench",
     "cache",
+    "serve",
+    "export",
 )
 
 EXIT_OK = 0

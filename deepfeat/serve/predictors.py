@@ -1,0 +1,238 @@
+"""What the server runs: a saved deepfeat model (torch) or an exported ONNX file (onnxruntime).
+
+Both take the same input, a uint8 batch ``(N, 3, H, W)`` already resized and centre-cropped
+to the backbone's crop size (:meth:`prepare` makes it from a decoded image), and return one
+``{"label", "probabilities"}`` per image. :class:`OnnxPredictor` imports neither torch nor
+scikit-learn: only onnxruntime, numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from deepfeat.exceptions import InputError
+from deepfeat.serve.pixels import to_model_input
+
+__all__ = ["RUNTIMES", "TorchPredictor", "OnnxPredictor", "load_predictor", "ONNX_METADATA_KEY"]
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnx")
+#: Key of the JSON metadata ``deepfeat export`` writes into the ONNX file.
+ONNX_METADATA_KEY = "deepfeat"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _results(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -> list[dict]:
+    out = []
+    for i, label in enumerate(labels):
+        probs = None
+        if proba is not None:
+            probs = {str(c): float(p) for c, p in zip(classes, proba[i])}
+        out.append({"label": _plain(label), "probabilities": probs})
+    return out
+
+
+class TorchPredictor:
+    """A model saved by ``deepfeat fit`` (a fitted TransferClassifier), run with torch.
+
+    Parameters
+    ----------
+    model : TransferClassifier
+    info : dict
+        ``created`` and ``versions`` from the model file.
+    device : str, default="cpu"
+    """
+
+    runtime = "torch"
+
+    def __init__(self, model: Any, info: dict[str, Any], device: str = "cpu") -> None:
+        from deepfeat.featurize import Featurizer
+
+        self.model = model
+        self.info = info
+        # the model's own precision: "auto" may mean bf16 here, fp32 where it was fitted
+        self.featurizer = Featurizer.from_spec(
+            model.featurizer_spec_, device=device, precision=getattr(model, "precision", "auto"),
+            cache=None, num_workers=0, jit=False,
+        )
+        self.preprocess = self.featurizer.preprocess.to_dict()
+        self.classes = [_plain(c) for c in model.classes_]
+        self.has_proba = hasattr(model.search_, "predict_proba")
+
+    @classmethod
+    def from_file(cls, path: str, *, trusted: bool = False, device: str = "cpu") -> TorchPredictor:
+        """Load under deepfeat's trust rules (an untrusted pickle is refused)."""
+        from deepfeat.classify.persistence import load
+        from deepfeat.classify.transfer import TransferClassifier
+
+        model, info = load(path, trusted=trusted, return_info=True)
+        if not isinstance(model, TransferClassifier):
+            raise InputError(
+                f"{path} holds a {type(model).__name__}, not an image classifier; serving needs a "
+                f"model saved by `deepfeat fit`"
+            )
+        return cls(model, info, device=device)
+
+    def warm_up(self) -> None:
+        """Build the network now (not on the first request)."""
+        h, w = self.preprocess["crop"]
+        self.predict(np.zeros((1, 3, h, w), np.uint8))
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        """The uint8 ``(3, H, W)`` crop of a decoded RGB image, exactly as featurizing makes it."""
+        return self.featurizer.preprocess.geometry(img).numpy()
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch (normalised, then the network)."""
+        import torch
+
+        f = self.featurizer
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(f.runtime.device)
+        x = f.preprocess.normalize(x)
+        if f.runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), f.runtime.autocast():
+            return f.model(x).float().cpu().numpy()
+
+    def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
+        emb = self.embed(batch)
+        head = self.model.search_
+        proba = head.predict_proba(emb) if self.has_proba else None
+        labels = head.predict(emb)
+        return _results(self.classes, proba, labels)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows: classes, feature recipe, training summary, dates."""
+        m = self.model
+        spec = m.featurizer_spec_
+        return {
+            "runtime": self.runtime,
+            "classes": self.classes,
+            "probabilities": self.has_proba,
+            "feature_recipe": {k: spec.get(k) for k in ("backbone", "weights_id", "layer", "pool", "preprocess")},
+            "training": {
+                "summary": m.describe(),
+                "head": {k: _plain(v) for k, v in m.best_params_.items()},
+                "cv_score": float(m.best_score_),
+                "cv_std": float(m.best_std_),
+                "n_splits": int(m.n_splits_),
+                "n_images": int(m.featurize_summary_.get("total", 0)),
+                "n_unreadable": len(m.failures_),
+            },
+            "created": self.info.get("created"),
+            "versions": self.info.get("versions"),
+        }
+
+
+class OnnxPredictor:
+    """An ONNX file written by ``deepfeat export``, run with onnxruntime (no torch).
+
+    Parameters
+    ----------
+    path : str
+        The ``.onnx`` file; its deepfeat metadata supplies classes and preprocessing.
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, path: str) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InputError("--runtime onnx needs onnxruntime: pip install 'deepfeat[onnx]'") from None
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such ONNX file")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise InputError(f"{path}: not a readable ONNX file: {type(exc).__name__}: {exc}") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+        if raw is None:
+            raise InputError(
+                f"{path}: this ONNX file has no deepfeat metadata (write it with `deepfeat export`)"
+            )
+        self.meta = json.loads(raw)
+        self.preprocess = self.meta["preprocess"]
+        self.classes = list(self.meta["classes"])
+        self.has_proba = True
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def from_file(cls, path: str) -> OnnxPredictor:
+        """Open an ONNX file written by ``deepfeat export``."""
+        return cls(path)
+
+    def warm_up(self) -> None:
+        """Run one batch now, so the first request does not pay for session set-up."""
+        h, w = self.preprocess["crop"]
+        self.predict(np.zeros((1, 3, h, w), np.uint8))
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        """The uint8 ``(3, H, W)`` crop, made with Pillow (see :mod:`deepfeat.serve.pixels`)."""
+        return to_model_input(img, self.preprocess)
+
+    def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
+        proba = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
+        labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
+        return _results(self.classes, proba, labels)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows, from the file's deepfeat metadata."""
+        m = self.meta
+        return {
+            "runtime": self.runtime,
+            "classes": self.classes,
+            "probabilities": True,
+            "feature_recipe": m.get("feature_recipe"),
+            "training": m.get("training"),
+            "created": m.get("created"),
+            "exported": m.get("exported"),
+            "versions": m.get("versions"),
+        }
+
+
+def load_predictor(
+    path: str | os.PathLike, *, runtime: str = "torch", trusted: bool = False, device: str = "cpu"
+) -> TorchPredictor | OnnxPredictor:
+    """Load what ``deepfeat serve`` serves.
+
+    Parameters
+    ----------
+    path : path
+        A model file from ``deepfeat fit`` (``runtime="torch"``) or an ONNX file from
+        ``deepfeat export`` (``runtime="onnx"``).
+    runtime : {"torch", "onnx"}, default="torch"
+    trusted : bool, default=False
+        Load a pickle this machine did not write (see :mod:`deepfeat.classify.persistence`).
+    device : str, default="cpu"
+        Torch device (``runtime="torch"`` only).
+    """
+    path = os.fspath(path)
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    is_onnx = path.lower().endswith(".onnx")
+    if runtime == "onnx":
+        if not is_onnx:
+            raise InputError(
+                f"{path}: --runtime onnx serves a .onnx file; make one with "
+                f"`deepfeat export {path} --format onnx --out model.onnx`"
+            )
+        return OnnxPredictor.from_file(path)
+    if is_onnx:
+        raise InputError(f"{path}: an ONNX file is served with --runtime onnx")
+    return TorchPredictor.from_file(path, trusted=trusted, device=device)
