@@ -6,6 +6,7 @@ Data: three classes of six crops of scikit-image photos, one shared feature cach
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -15,10 +16,11 @@ import pytest
 from conftest import sample_photo
 from PIL import Image
 
-import deepfeat.pipelines.extrapolate as extrapolate_module
 from deepfeat.cli.main import main
 from deepfeat.pipelines.summary import NO_VERDICT, paired_gain, transfer_verdict
 
+# (the package re-exports a function of the same name, so reach the module itself)
+extrapolate_module = importlib.import_module("deepfeat.pipelines.extrapolate")
 CLASSES = {"cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
 
 
@@ -106,19 +108,13 @@ def test_a_power_law_fit_that_does_not_converge_leaves_the_report(data, capsys, 
     assert (data["root"] / "nofit" / "learning_curves.png").is_file()
 
 
-def test_the_fit_runs_when_it_converges(data, capsys):
-    """Control for the test above: the same experiment without the patch is extrapolated."""
-    code = main([*_experiment(data, "fit", "--shots", "1,2,3", "--repeats", "2", "--json")])
-    r = json.loads(capsys.readouterr().out)
-    assert code == 0 and r["extrapolation_failures"] == {}
-    assert "efficientnet_lite0" in r["extrapolation"]
-
-
 # ---------------------------------------------------------- item 10: structured gains in --json
 def test_json_gains_are_the_numbers_of_gains_csv(data, capsys):
-    code = main([*_experiment(data, "gains", "--shots", "1,2,all", "--repeats", "3", "--json")])
+    code = main([*_experiment(data, "gains", "--shots", "1,2,4", "--repeats", "3", "--json")])
     r = json.loads(capsys.readouterr().out)
     assert code == 0
+    # (also the control of the failed-fit test: unpatched, the same curve is extrapolated)
+    assert r["extrapolation_failures"] == {} and "efficientnet_lite0" in r["extrapolation"]
     csv = pd.read_csv(data["root"] / "gains" / "gains.csv", dtype={"shots": str})
     assert set(r["gains"]) == set(csv.baseline) == {"pixels32"}
     rows = 0
@@ -133,7 +129,6 @@ def test_json_gains_are_the_numbers_of_gains_csv(data, capsys):
                 assert g[key] == pytest.approx(value)
         rows += 1
     assert rows == 3 and r["gains"]["pixels32"]["1"]["draws"] == 3
-    assert r["gains"]["pixels32"]["all"]["ci_low"] is None  # one draw: no interval
     # the gains are differences of the accuracies reported beside them
     acc = r["accuracy"]
     assert r["gains"]["pixels32"]["2"]["mean"] == pytest.approx(
