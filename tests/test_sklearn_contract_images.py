@@ -27,7 +27,6 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits
 from sklearn.pipeline import Pipeline
-from test_classify_images import shared_cache_path
 
 from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 
@@ -59,6 +58,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     fit = np.concatenate([np.arange(12 * k, 12 * k + 8) for k in range(3)])
     test = np.setdiff1d(np.arange(len(paths)), fit)
     return {"X": paths[fit], "y": labels[fit], "X_test": paths[test], "y_test": labels[test]}
+
+
+def shared_cache_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The feature cache the classify test modules share (as in test_classify_images)."""
+    d = tmp_path_factory.getbasetemp() / "classify-cache"
+    d.mkdir(exist_ok=True)
+    return str(d / "features.h5")
 
 
 def _make(kind: str, cache: str):
