@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DeepfeatError",
+    "InvalidParameterError",
     "UnknownBackboneError",
     "WeightsUnavailableError",
     "LayerNotFoundError",
@@ -24,7 +25,15 @@ class DeepfeatError(Exception):
     """Base class of all deepfeat errors."""
 
 
-class UnknownBackboneError(DeepfeatError, KeyError):
+class InvalidParameterError(DeepfeatError, ValueError):
+    """A parameter (argument, option, setting) has a value outside what it allows.
+
+    The message names the parameter, what is allowed and what was received. The command
+    line reports it as a usage error (exit code 2), like a malformed option.
+    """
+
+
+class UnknownBackboneError(InvalidParameterError, KeyError):
     """A backbone name is not in the registry (the message suggests close matches)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -35,7 +44,7 @@ class WeightsUnavailableError(DeepfeatError, RuntimeError):
     """Pretrained weights could not be obtained (offline, missing file, bad checkpoint)."""
 
 
-class LayerNotFoundError(DeepfeatError, ValueError):
+class LayerNotFoundError(InvalidParameterError):
     """A requested cut point does not exist in the backbone."""
 
 

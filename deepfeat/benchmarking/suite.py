@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from deepfeat.benchmarking.images import bench_images
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.runtime import cpu_count, cpu_has_native_bf16, resolve_runtime
 
 __all__ = ["BenchConfig", "PARTS", "TARGETS", "run_benchmark", "format_table", "check_targets"]
@@ -110,10 +111,10 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.tier not in _TIERS:
-            raise ValueError(f"tier must be one of {tuple(_TIERS)}, got {self.tier!r}")
+            raise InvalidParameterError(f"tier must be one of {tuple(_TIERS)}, got {self.tier!r}")
         bad = [p for p in self.parts if p not in PARTS]
         if bad:
-            raise ValueError(f"unknown benchmark part(s) {bad}; choose from {PARTS}")
+            raise InvalidParameterError(f"unknown benchmark part(s) {bad}; choose from {PARTS}")
         tier = _TIERS[self.tier]
         self.sizes = {
             k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in tier.items()

@@ -32,6 +32,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC
 
+from deepfeat.exceptions import InvalidParameterError
+
 __all__ = [
     "HEADS",
     "PREPROCESSING_STEPS",
@@ -72,13 +74,13 @@ def _names(value: str | Sequence[str] | None, default: Sequence[str], what: str)
     try:
         names = tuple(value)
     except TypeError:
-        raise ValueError(
+        raise InvalidParameterError(
             f"{what} must be a string or a sequence of strings, got {value!r}"
         ) from None
     if not names or not all(isinstance(v, str) for v in names):
-        raise ValueError(f"{what} must be a non-empty string or sequence of strings, got {value!r}")
+        raise InvalidParameterError(f"{what} must be a non-empty string or sequence of strings, got {value!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"{what} lists a value twice: {list(names)}")
+        raise InvalidParameterError(f"{what} lists a value twice: {list(names)}")
     return names
 
 
@@ -93,7 +95,7 @@ def check_heads(heads: str | Sequence[str] | None) -> tuple[str, ...]:
     names = _names(heads, DEFAULT_HEADS, "heads")
     bad = [h for h in names if h not in HEADS]
     if bad:
-        raise ValueError(f"heads must be among {HEADS}, got unknown {bad}")
+        raise InvalidParameterError(f"heads must be among {HEADS}, got unknown {bad}")
     return names
 
 
@@ -109,7 +111,7 @@ def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str,
     for name in names:
         bad = [s for s in name.split("+") if s not in PREPROCESSING_STEPS]
         if bad:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"preprocessing {name!r}: unknown step(s) {bad}; steps are {PREPROCESSING_STEPS}, "
                 f"chained with '+'"
             )
@@ -134,25 +136,25 @@ def resolve_grid(
     """
     param_grid = {} if param_grid is None else param_grid
     if not isinstance(param_grid, Mapping):
-        raise ValueError(
+        raise InvalidParameterError(
             f"param_grid must be a dict {{head: {{param: values}}}} or None, got {param_grid!r}"
         )
     unknown = [h for h in param_grid if h not in HEADS]
     if unknown:
-        raise ValueError(f"param_grid: unknown head(s) {unknown}; heads are {HEADS}")
+        raise InvalidParameterError(f"param_grid: unknown head(s) {unknown}; heads are {HEADS}")
     grid: dict[str, dict[str, tuple[float, ...]]] = {}
     for head in heads:
         over = param_grid.get(head, {})
         bad = [p for p in over if p not in DEFAULT_GRID[head]]
         if bad:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"param_grid[{head!r}]: unknown parameter(s) {bad}; {head} takes {list(DEFAULT_GRID[head])}"
             )
         grid[head] = {}
         for param, default in DEFAULT_GRID[head].items():
             values = np.asarray(over.get(param, default), dtype=float).ravel()
             if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-                raise ValueError(
+                raise InvalidParameterError(
                     f"param_grid[{head!r}][{param!r}] must be positive numbers, got {values}"
                 )
             grid[head][param] = tuple(sorted(set(values.tolist())))
@@ -226,4 +228,4 @@ def make_head(
             break_ties=True,
             random_state=random_state,
         )
-    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    raise InvalidParameterError(f"head must be one of {HEADS}, got {head!r}")

@@ -40,7 +40,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
 
 __all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
@@ -321,7 +321,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self
         """
         if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+            raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         as_image_list(X)
         self.featurizer_ = shared_featurizer(None, self._runtime_params())
         self.featurizer_spec_ = self.featurizer_.spec

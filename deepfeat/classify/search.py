@@ -43,6 +43,7 @@ from deepfeat.classify.candidates import (
 )
 from deepfeat.classify.cv import class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
+from deepfeat.exceptions import InvalidParameterError
 
 __all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "build_search", "results_frame"]
 
@@ -194,21 +195,21 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             or self.class_weight == "balanced"
             or isinstance(self.class_weight, Mapping)
         ):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}"
             )
         if not isinstance(self.calibrate, (bool, np.bool_)):
-            raise ValueError(f"calibrate must be True or False, got {self.calibrate!r}")
+            raise InvalidParameterError(f"calibrate must be True or False, got {self.calibrate!r}")
         if (
             isinstance(self.max_iter, bool)
             or not isinstance(self.max_iter, (int, np.integer))
             or self.max_iter < 1
         ):
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+            raise InvalidParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool) or not self.tol > 0:
-            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+            raise InvalidParameterError(f"tol must be a positive number, got {self.tol!r}")
         if isinstance(self.cv, bool) or (isinstance(self.cv, (int, np.integer)) and self.cv < 2):
-            raise ValueError(f"cv as an integer must be >= 2, got {self.cv!r}")
+            raise InvalidParameterError(f"cv as an integer must be >= 2, got {self.cv!r}")
         return heads, preps, grid
 
     def _candidates(

@@ -227,6 +227,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         items = as_image_list(X)
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
+        # Heads, preprocessing and grids are checked before any image is embedded.
+        EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
         self.embedder_ = ImageEmbedder(**self._embedder_params(), on_error="nan").fit(items)
         self.featurizer_spec_ = self.embedder_.featurizer_spec_
         res = self.embedder_.embed(items)

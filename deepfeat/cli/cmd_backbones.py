@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.backbones import list_backbones, resolve_backbone
 from deepfeat.featurize.truncate import list_layers
 
@@ -19,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if args.layers:
         if not args.name:
-            raise SystemExit("deepfeat backbones: --layers needs a backbone NAME")
+            raise InvalidParameterError("--layers needs a backbone NAME, e.g. timm:resnet18")
         # The graph does not depend on the weights: list it with random ones (works offline).
         rb = resolve_backbone(args.name, weights=None)
         model = rb.build()

@@ -7,22 +7,33 @@ import argparse
 from typing import Any
 
 from deepfeat.benchmarking.suite import PARTS, BenchConfig, format_table, run_benchmark
+from deepfeat.cli.validate import comma_choices, integer
 
 HELP = "benchmark: images/s vs model-only ceiling, naive loop and DataLoader tutorial; bf16; memory; cache reads"
 
 
+_positive = integer(1)
+
+
 def _ints(value: str) -> list[int]:
-    return [int(v) for v in value.split(",") if v.strip()]
+    items = [v for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {value!r}")
+    return [_positive(v.strip()) for v in items]
+
+
+def _two_ints(value: str) -> list[int]:
+    counts = _ints(value)
+    if len(counts) != 2:
+        raise argparse.ArgumentTypeError(f"takes two counts, SMALL,LARGE, got {value!r}")
+    return counts
+
+
+_parts_list = comma_choices(PARTS)
 
 
 def _parts(value: str) -> tuple[str, ...]:
-    parts = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}"
-        )
-    return parts
+    return tuple(_parts_list(value))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,20 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated backbones for the throughput part (the first one gives the headline)",
     )
     p.add_argument(
-        "--images", type=int, default=None, help="photos for the first backbone's throughput runs"
+        "--images", type=_positive, default=None, help="photos for the first backbone's throughput runs"
     )
-    p.add_argument("--images-second", type=int, default=None, help="photos for the other backbones")
+    p.add_argument("--images-second", type=_positive, default=None, help="photos for the other backbones")
     p.add_argument(
-        "--repeats", type=int, default=None, help="alternating rounds (medians are reported)"
+        "--repeats", type=_positive, default=None, help="alternating rounds (medians are reported)"
     )
     p.add_argument(
         "--memory",
-        type=_ints,
+        type=_two_ints,
         default=None,
         metavar="SMALL,LARGE",
         help="image counts of the two peak-memory runs",
     )
-    p.add_argument("--cache-rows", type=int, default=None, help="rows of the cache-read test")
+    p.add_argument("--cache-rows", type=_positive, default=None, help="rows of the cache-read test")
     p.add_argument(
         "--search-sizes", type=_ints, default=None, metavar="N,N,...", help="head-search sizes"
     )
@@ -75,8 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     mem = tuple(args.memory) if args.memory else None
-    if mem is not None and len(mem) != 2:
-        raise SystemExit("deepfeat bench: --memory takes two counts, SMALL,LARGE")
     cfg = BenchConfig(
         tier="quick" if args.quick else "full" if args.full else "default",
         parts=args.parts,

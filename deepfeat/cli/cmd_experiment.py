@@ -8,8 +8,13 @@ import os
 from typing import Any
 
 from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
+from deepfeat.cli.validate import backbone_name, checked, comma_choices, integer, numbers
+from deepfeat.pipelines.audit import check_threshold
 from deepfeat.pipelines.experiment import run_experiment
+from deepfeat.pipelines.extrapolate import check_targets
 from deepfeat.pipelines.heads import SEARCHES
+from deepfeat.pipelines.sampling import check_test_size, parse_shots
+from deepfeat.pipelines.spaces import BASELINES, RANDOM_SUFFIX
 
 HELP = "small-data experiment: data audit, learning curves, layer sweep, baselines, HTML report"
 
@@ -20,16 +25,14 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _floats(value: str) -> list[float]:
-    try:
-        return [float(v) for v in _csv(value)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {value!r}"
-        ) from None
+def _backbones(value: str) -> list[str]:
+    names = _csv(value)
+    if not names:
+        raise argparse.ArgumentTypeError(f"give at least one backbone name, got {value!r}")
+    return [backbone_name(n, suffix=RANDOM_SUFFIX) for n in names]
 
 
-def _test_size(value: str) -> int | float:
+def _number(value: str) -> int | float:
     try:
         return int(value)
     except ValueError:
@@ -38,12 +41,25 @@ def _test_size(value: str) -> int | float:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--test-size takes images per class (e.g. 40) or a fraction (e.g. 0.5), got {value!r}"
+            f"takes images per class (e.g. 40) or a fraction (e.g. 0.5), got {value!r}"
         ) from None
 
 
-def _baselines(value: str) -> list[str]:
-    return [] if value.lower() == "none" else _csv(value)
+_test_size = checked(lambda v: check_test_size(_number(v)), "test_size")
+#: What --baselines accepts: each baseline, comma-separated, or one of these words.
+#: --help is written from the same table.
+BASELINE_WORDS = {"both": BASELINES, "none": ()}
+_baselines = comma_choices(BASELINES, aliases=BASELINE_WORDS)
+_targets = checked(lambda v: check_targets(numbers()(v)), "targets")
+_threshold = checked(lambda v: check_threshold(float(v) if _is_number(v) else v), "threshold")
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to compare")
     g.add_argument(
         "--backbones",
-        type=_csv,
+        type=_backbones,
         default=list(_D["backbones"]),
         help="comma-separated backbones; the first is the main, pretrained one; add "
         "'[random]' to a name to measure it with random weights, e.g. "
@@ -67,18 +83,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--baselines",
         type=_baselines,
-        default=list(_D["baselines"]),
-        help="pixels, random (first backbone with random weights), both, or none",
+        default=",".join(_D["baselines"]),
+        help=f"comma-separated among {', '.join(BASELINES)} (pixels: raw pixels; random: the "
+        f"first backbone with random weights), or {' or '.join(BASELINE_WORDS)} "
+        "(default: %(default)s)",
     )
     g = p.add_argument_group("protocol")
     g.add_argument(
         "--shots",
+        type=checked(parse_shots, "shots"),
         default=",".join(map(str, _D["shots"])),
         help="labelled images per class, comma-separated (default: %(default)s)",
     )
     g.add_argument(
         "--repeats",
-        type=int,
+        type=integer(1),
         default=_D["repeats"],
         help="random draws per shot value (default: %(default)s)",
     )
@@ -98,19 +117,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--threshold",
-        type=float,
+        type=_threshold,
         default=_D["near_duplicate_threshold"],
         help="cosine similarity above which images are near duplicates (default: %(default)s)",
     )
     g.add_argument(
         "--targets",
-        type=_floats,
+        type=_targets,
         default=list(_D["targets"]),
         help="target accuracies for the extrapolation (default: 0.8,0.9,0.95)",
     )
     g.add_argument(
         "--max-per-class",
-        type=int,
+        type=integer(1),
         default=None,
         help="subsample each class to at most N images (fixed seed) to bound the run time",
     )
@@ -172,5 +191,7 @@ def format_text(r: dict[str, Any]) -> str:
     main = r["extrapolation"].get(r["main_space"])
     if main:
         lines += [f"  {t['sentence']}" for t in main["targets"]]
+    for space, why in r.get("extrapolation_failures", {}).items():
+        lines.append(f"  {space}: no power-law extrapolation: {why}")
     lines.append(f"report: {r['report']}")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.inputs import scan_images
 
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if not args.cache:
-        raise InputError("featurize needs --cache FILE.h5 (where the embeddings are kept)")
+        raise InvalidParameterError("featurize needs --cache FILE.h5 (where the embeddings are kept)")
     paths: list[str] = []
     skipped: list[dict[str, str]] = []
     for src in args.src:

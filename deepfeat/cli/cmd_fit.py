@@ -7,11 +7,17 @@ import inspect
 import time
 from typing import Any
 
-from deepfeat.classify.candidates import HEADS, PREPROCESSING_STEPS
+from deepfeat.classify.candidates import (
+    HEADS,
+    PREPROCESSING_STEPS,
+    check_heads,
+    check_preprocessing,
+)
 from deepfeat.classify.cv import class_counts
 from deepfeat.classify.persistence import save
 from deepfeat.classify.transfer import TransferClassifier
 from deepfeat.cli.options import add_backbone_options
+from deepfeat.cli.validate import checked, device, integer, scorer, workers
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
 
@@ -20,10 +26,6 @@ HELP = (
 )
 
 _DEFAULTS = {k: p.default for k, p in inspect.signature(TransferClassifier).parameters.items()}
-
-
-def _workers(value: str) -> int | str:
-    return value if value == "auto" else int(value)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,36 +38,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backbone_options(p)
     g = p.add_argument_group("featurization")
     g.add_argument("--cache", default=None, help="HDF5 embedding cache (default: a temporary one)")
-    g.add_argument("--device", default=_DEFAULTS["device"], help="auto, cpu, cuda, mps")
-    g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS)
-    g.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"])
     g.add_argument(
-        "--workers", type=_workers, default=_DEFAULTS["num_workers"], help="decoding processes"
+        "--device", default=_DEFAULTS["device"], type=device, help="auto, cpu, cuda, mps"
+    )
+    g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS)
+    g.add_argument("--batch-size", type=integer(1), default=_DEFAULTS["batch_size"])
+    g.add_argument(
+        "--workers", type=workers, default=_DEFAULTS["num_workers"], help="decoding processes"
     )
     s = p.add_argument_group("search")
     s.add_argument(
         "--heads",
+        type=checked(check_heads),
         default=",".join(_DEFAULTS["heads"]),
         help=f"comma-separated, among {','.join(HEADS)}",
     )
     s.add_argument(
         "--preprocessing",
+        type=checked(check_preprocessing),
         default=",".join(_DEFAULTS["preprocessing"]),
         help=f"comma-separated choices; steps {','.join(PREPROCESSING_STEPS)}, chained with '+'",
     )
     s.add_argument(
         "--cv",
-        type=int,
+        type=integer(2),
         default=5,
         help="folds wanted (fewer when a class is small; repeated when tiny)",
     )
     s.add_argument(
-        "--scoring", default=_DEFAULTS["scoring"], help="e.g. accuracy, balanced_accuracy, f1_macro"
+        "--scoring", default=_DEFAULTS["scoring"], type=scorer, help="e.g. accuracy, balanced_accuracy, f1_macro"
     )
     s.add_argument(
         "--class-weight", default=None, choices=("balanced",), help="reweight classes by 1/size"
     )
-    s.add_argument("--n-jobs", type=int, default=None, help="CV folds scored in parallel")
+    s.add_argument(
+        "--n-jobs", type=integer(nonzero=True), default=None, help="CV folds scored in parallel"
+    )
     s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from deepfeat.classify.persistence import load
 from deepfeat.classify.transfer import TransferClassifier
+from deepfeat.cli.validate import device, integer, workers
 from deepfeat.exceptions import InputError
 from deepfeat.featurize.inputs import scan_images
 from deepfeat.featurize.runtime import PRECISIONS
@@ -27,10 +28,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("featurization (default: as saved in the model)")
     g.add_argument("--cache", default=None, help="HDF5 embedding cache to use")
-    g.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    g.add_argument("--device", default=None, type=device, help="auto, cpu, cuda, mps")
     g.add_argument("--precision", default=None, choices=PRECISIONS)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--workers", default=None, type=lambda v: v if v == "auto" else int(v))
+    g.add_argument("--batch-size", type=integer(1), default=None)
+    g.add_argument("--workers", default=None, type=workers, help="decoding processes (auto or N)")
 
 
 def load_image_model(args: argparse.Namespace) -> TransferClassifier:

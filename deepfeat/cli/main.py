@@ -12,6 +12,13 @@ Each subcommand lives in its own module ``deepfeat.cli.cmd_<name>`` exposing
 logs and progress to stderr, prints the result (one JSON object on stdout with
 ``--json``), and turns :class:`~deepfeat.exceptions.DeepfeatError` into a one-line error
 and a non-zero exit code instead of a traceback.
+
+Exit codes: 0 success; 1 the work failed (unreadable data, a damaged cache...); 2 a bad
+argument -- a malformed or out-of-range option (argparse, with the types of
+:mod:`deepfeat.cli.validate` built from the library's own checks) or a value the library
+rejects with :class:`~deepfeat.exceptions.InvalidParameterError`. Either way the error is
+one line on stderr naming the option, what it allows and what it got (and, with
+``--json``, a JSON object ``{"error", "error_type"}`` on stdout).
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from deepfeat import __version__
-from deepfeat.exceptions import DeepfeatError
+from deepfeat.exceptions import DeepfeatError, InvalidParameterError
 
 #: Subcommands in the order ``deepfeat --help`` lists them.
 COMMANDS = (
@@ -61,14 +68,29 @@ def _load_commands() -> dict[str, Any]:
     return mods
 
 
+class UsageError(Exception):
+    """A command line argparse rejected; ``prog`` names the (sub)command."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors reach ``main`` (one line, exit 2), not ``sys.exit``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     """Build the argument parser and return it with the subcommand modules."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deepfeat",
         description="Simplified transfer learning: pretrained CNN embeddings, cached, with sklearn heads.",
     )
@@ -108,7 +130,16 @@ def _default_text(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepfeat`` console script; returns the exit code."""
     parser, mods = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        prog = exc.prog
+        if prog == "deepfeat":  # e.g. an unknown option after a valid subcommand
+            named = next((a for a in argv if not a.startswith("-")), None)
+            prog = f"deepfeat {named}" if named in mods else prog
+        msg = f"{exc} (see '{prog} --help')"
+        return _error(prog, msg, "UsageError", "--json" in argv, EXIT_USAGE)
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -122,11 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result, code = mod.run(args)
     except DeepfeatError as exc:
-        msg = str(exc)
-        if args.json:
-            print(json.dumps({"error": msg, "error_type": type(exc).__name__}))
-        print(f"deepfeat {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_FAILURE
+        code = EXIT_USAGE if isinstance(exc, InvalidParameterError) else EXIT_FAILURE
+        return _error(f"deepfeat {args.command}", str(exc), type(exc).__name__, args.json, code)
     except KeyboardInterrupt:
         print(f"deepfeat {args.command}: interrupted; work done so far is kept", file=sys.stderr)
         return 130
@@ -142,6 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `deepfeat ... | head`: the reader left, not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    return code
+
+
+def _error(prog: str, message: str, kind: str, as_json: bool, code: int) -> int:
+    """Print one error line on stderr (and a JSON object on stdout with ``--json``)."""
+    message = " ".join(message.split())  # one line, whatever the message held
+    if as_json:
+        print(json.dumps({"error": message, "error_type": kind}))
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return code
 
 

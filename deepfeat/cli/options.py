@@ -6,6 +6,7 @@ import argparse
 import inspect
 from typing import Any
 
+from deepfeat.cli.validate import backbone_name, device, integer, number, workers
 from deepfeat.featurize.backbones import DEFAULT_BACKBONE
 from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.identity import TTA_CHOICES
@@ -33,7 +34,7 @@ def add_backbone_options(p: argparse.ArgumentParser, *, tta: bool = False) -> No
     and then ignored.
     """
     g = p.add_argument_group("backbone")
-    g.add_argument("--backbone", default=DEFAULT_BACKBONE,
+    g.add_argument("--backbone", default=DEFAULT_BACKBONE, type=backbone_name,
                    help=f"registry name (default: {DEFAULT_BACKBONE}, works offline); see `deepfeat backbones`")
     g.add_argument("--weights", type=_weights, default=_DEFAULTS["weights"],
                    help="DEFAULT, a named weights variant, or 'none' for random weights")
@@ -50,16 +51,18 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     """``--cache --device --precision --jit --batch-size --workers --storage-dtype --lock-timeout``."""
     g = p.add_argument_group("featurization")
     g.add_argument("--cache", default=None, help="HDF5 embedding cache file (created if missing)")
-    g.add_argument("--device", default=_DEFAULTS["device"], help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    g.add_argument("--device", default=_DEFAULTS["device"], type=device,
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS,
                    help="auto uses bf16/fp16 only where the hardware runs it natively")
     g.add_argument("--jit", default=_DEFAULTS["jit"], type=_jit, metavar="{auto,on,off}",
                    help="CPU: trace and fuse the network (auto: for jobs of 1,000+ images)")
-    g.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"])
-    g.add_argument("--workers", default=_DEFAULTS["num_workers"],
-                   type=lambda v: v if v == "auto" else int(v), help="decoding processes (auto or N)")
+    g.add_argument("--batch-size", type=integer(1), default=_DEFAULTS["batch_size"],
+                   help="images per forward pass (default: %(default)s)")
+    g.add_argument("--workers", default=_DEFAULTS["num_workers"], type=workers,
+                   help="decoding processes (auto or N >= 0)")
     g.add_argument("--storage-dtype", default=_DEFAULTS["storage_dtype"], choices=("float32", "float16"))
-    g.add_argument("--lock-timeout", type=float, default=_DEFAULTS["lock_timeout"],
+    g.add_argument("--lock-timeout", type=number(0), default=_DEFAULTS["lock_timeout"],
                    help="seconds to wait for another process writing the same cache")
 
 

@@ -25,7 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deepfeat.exceptions import DeepfeatError, ImageDecodeError, WeightsUnavailableError
+from deepfeat.exceptions import (
+    DeepfeatError,
+    ImageDecodeError,
+    InvalidParameterError,
+    WeightsUnavailableError,
+)
 from deepfeat.featurize.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
 from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
@@ -249,21 +254,21 @@ class Featurizer:
         progress: bool = False,
     ) -> None:
         if pool not in POOLINGS:
-            raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+            raise InvalidParameterError(f"pool must be one of {POOLINGS}, got {pool!r}")
         if layer in (None, "", PENULTIMATE) and pool != "avg":
-            raise ValueError(
+            raise InvalidParameterError(
                 f"pool={pool!r} needs a named layer: the penultimate embedding uses the model's own pooling"
             )
         if not (isinstance(jit, bool) or jit == "auto"):
-            raise ValueError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
+            raise InvalidParameterError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
         if tta not in TTA_CHOICES:
-            raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+            raise InvalidParameterError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
         if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+            raise InvalidParameterError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
         if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
-            raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
+            raise InvalidParameterError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
         self.backbone = backbone
         self.layer = None if layer in (None, "", PENULTIMATE) else layer
         self.pool = pool

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from deepfeat.exceptions import InvalidParameterError
+
 __all__ = [
     "DEVICES",
     "PRECISIONS",
@@ -89,21 +91,26 @@ def _pick_device(device: str | torch.device) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError(
+            f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise InvalidParameterError(f"device={name!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"device={name!r} requested but MPS is not available; use 'auto' or 'cpu'")
+            raise InvalidParameterError(f"device={name!r} requested but MPS is not available; use 'auto' or 'cpu'")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}")
+        raise InvalidParameterError(f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}")
     return dev
 
 
 def _pick_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InvalidParameterError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -111,7 +118,7 @@ def _pick_precision(precision: str, device: torch.device) -> str:
             return "bf16"
         return "fp32"
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision='fp16' needs a GPU; on CPU use 'bf16' or 'fp32'")
+        raise InvalidParameterError("precision='fp16' needs a GPU; on CPU use 'bf16' or 'fp32'")
     return precision
 
 

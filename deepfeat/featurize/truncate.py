@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deepfeat.exceptions import LayerNotFoundError
+from deepfeat.exceptions import InvalidParameterError, LayerNotFoundError
 
 __all__ = ["POOLINGS", "PENULTIMATE", "Truncated", "truncate", "list_layers", "pool_features"]
 
@@ -45,7 +45,7 @@ def pool_features(x: torch.Tensor, pool: str) -> torch.Tensor:
         return flat.float().clamp(min=1e-6).pow(_GEM_P).mean(-1).pow(1.0 / _GEM_P).to(x.dtype)
     if pool == "avgmax":
         return 0.5 * (flat.mean(-1) + flat.amax(-1))
-    raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+    raise InvalidParameterError(f"pool must be one of {POOLINGS}, got {pool!r}")
 
 
 class Truncated(nn.Module):
@@ -104,14 +104,14 @@ def truncate(model: nn.Module, layer: str | None, pool: str | None, family: str)
     layer = layer or PENULTIMATE
     if layer == PENULTIMATE:
         if pool not in (None, "avg"):
-            raise ValueError(
+            raise InvalidParameterError(
                 "the penultimate embedding uses the model's own global pooling; "
                 f"pool={pool!r} applies to named layers only"
             )
         return Truncated(_drop_classifier(model), PENULTIMATE, "avg", None)
     pool = pool or "avg"
     if pool not in POOLINGS:
-        raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+        raise InvalidParameterError(f"pool must be one of {POOLINGS}, got {pool!r}")
     nodes = _graph_nodes(model, family)
     node = _node_for(model, nodes, layer)
     if node is None:

@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepfeat.exceptions import InvalidParameterError
+
 __all__ = [
     "NEAR_DUPLICATE_THRESHOLD",
     "PIXEL_CORRELATION_THRESHOLD",
     "DataAudit",
     "audit_dataset",
+    "check_threshold",
     "near_duplicate_pairs",
     "pixel_correlation",
 ]
@@ -248,6 +251,19 @@ class DataAudit:
         }
 
 
+def check_threshold(threshold: float) -> float:
+    """Validate a near-duplicate cosine threshold: a number in (0, 1].
+
+    Examples
+    --------
+    >>> check_threshold(0.97)
+    0.97
+    """
+    if not (isinstance(threshold, (int, float, np.floating)) and 0.0 < threshold <= 1.0):
+        raise InvalidParameterError(f"threshold must be in (0, 1], got {threshold!r}")
+    return threshold
+
+
 def audit_dataset(
     paths: Sequence[str],
     labels: Sequence[str] | np.ndarray,
@@ -299,8 +315,7 @@ def audit_dataset(
     >>> a.counts()["exact_conflicting_labels"], a.leaked_test().tolist()
     (1, [1, 3])
     """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    check_threshold(threshold)
     labels = np.asarray(labels).astype(str)
     n = len(labels)
     if not len(paths) == len(keys) == len(embeddings) == n:

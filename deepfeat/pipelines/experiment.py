@@ -22,21 +22,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepfeat.exceptions import WeightsUnavailableError
-from deepfeat.pipelines.audit import NEAR_DUPLICATE_THRESHOLD, DataAudit, audit_dataset
+from deepfeat.exceptions import InvalidParameterError, WeightsUnavailableError
+from deepfeat.pipelines.audit import (
+    NEAR_DUPLICATE_THRESHOLD,
+    DataAudit,
+    audit_dataset,
+    check_threshold,
+)
 from deepfeat.pipelines.data import load_experiment_data
-from deepfeat.pipelines.extrapolate import Extrapolation, extrapolate
+from deepfeat.pipelines.extrapolate import (
+    Extrapolation,
+    PowerLawFitError,
+    check_targets,
+    extrapolate,
+)
 from deepfeat.pipelines.heads import SearchFactory, default_search_factory, describe_search
 from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 from deepfeat.pipelines.protocol import make_draws, run_protocol
-from deepfeat.pipelines.sampling import parse_shots, stratified_split
+from deepfeat.pipelines.sampling import check_test_size, parse_shots, stratified_split
 from deepfeat.pipelines.spaces import (
     FeatureSpace,
     compute_space,
     plan_spaces,
     suggest_layers,
 )
-from deepfeat.pipelines.summary import paired_gain, reference_shots, summarize, transfer_verdict
+from deepfeat.pipelines.summary import (
+    gains_to_dict,
+    paired_gain,
+    reference_shots,
+    summarize,
+    transfer_verdict,
+)
 
 __all__ = ["DEFAULT_SHOTS", "ExperimentResult", "run_experiment", "versions"]
 
@@ -71,6 +87,9 @@ class ExperimentResult:
         Plain sentences on transfer versus each baseline.
     extrapolations : dict of str to Extrapolation
         Power-law fits per space (where three or more k values were measured).
+    extrapolation_failures : dict of str to str
+        Spaces whose power-law fit failed (did not converge), with the reason; the rest
+        of the experiment is reported as usual.
     audit : DataAudit
     featurization : dict of str to dict
         Per space: images, cache hits, forward passes, failures, seconds.
@@ -108,6 +127,7 @@ class ExperimentResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    extrapolation_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def report_html(self) -> Path:
@@ -142,8 +162,10 @@ class ExperimentResult:
             "main_space": self.main.name,
             "reference_shots": self.best["shots"],
             "accuracy": accuracy,
+            "gains": gains_to_dict(self.gains),
             "verdicts": self.verdicts,
             "extrapolation": {k: v.to_dict() for k, v in self.extrapolations.items()},
+            "extrapolation_failures": self.extrapolation_failures,
             "audit": self.audit.to_dict(),
             "cache": {
                 k: {x: v.get(x) for x in ("total", "cached", "featurized", "failed", "seconds")}
@@ -240,10 +262,12 @@ def _analyse(
     targets: Sequence[float],
     seed: int,
     notes: list[str],
+    failed_fits: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str], dict[str, Extrapolation]]:
     """Summary with intervals, paired gains and verdicts, power-law extrapolations.
 
-    ``table`` is the per-draw table with the space description columns.
+    ``table`` is the per-draw table with the space description columns. A power-law fit
+    that fails is left out, its reason in ``notes`` and ``failed_fits`` (space -> reason).
     """
     meta = table[["space", *_SPACE_COLUMNS]].drop_duplicates("space")
     summary = summarize(table).merge(meta, on="space", how="left")
@@ -256,12 +280,20 @@ def _analyse(
     extrapolations = {}
     for s in spaces:
         rows = table[table.space == s.name]
-        if rows.k.nunique() >= 3:
+        if rows.k.nunique() < 3:
+            if s is main:
+                notes.append("no power-law extrapolation: it needs at least three distinct k values")
+            continue
+        try:
             extrapolations[s.name] = extrapolate(
                 rows.k, rows.accuracy, rows.repeat, targets=targets, seed=seed
             )
-    if main.name not in extrapolations:
-        notes.append("no power-law extrapolation: it needs at least three distinct k values")
+        except PowerLawFitError as exc:
+            # The training is done and measured: report it, without this one curve's fit.
+            notes.append(f"{s.label}: no power-law extrapolation: {exc}")
+            if failed_fits is not None:
+                failed_fits[s.name] = str(exc)
+            log.warning("%s: no power-law extrapolation: %s", s.label, exc)
     return summary, gains, verdicts, extrapolations
 
 
@@ -391,9 +423,16 @@ def run_experiment(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache_path = os.fspath(cache) if cache is not None else os.fspath(out / "features.h5")
+    # Every setting is checked before any image is read: a typo costs nothing.
     shot_list = parse_shots(shots)
     if test_src is not None and test_size is not None:
-        raise ValueError("give either test_src or test_size, not both")
+        raise InvalidParameterError("give either test_src or test_size, not both")
+    if test_size is not None:
+        check_test_size(test_size)
+    targets = check_targets(targets)
+    check_threshold(near_duplicate_threshold)
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise InvalidParameterError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(layers, str):
         layers = (
             suggest_layers(backbones[0])
@@ -477,7 +516,10 @@ def run_experiment(
 
     meta = pd.DataFrame([{**s.to_dict(), "space": s.name} for s in spaces]).drop(columns="name")
     table = proto.table.merge(meta, on="space", how="left")
-    summary, gains, verdicts, extrapolations = _analyse(table, spaces, targets, seed, notes)
+    failed_fits: dict[str, str] = {}
+    summary, gains, verdicts, extrapolations = _analyse(
+        table, spaces, targets, seed, notes, failed_fits
+    )
 
     ref = reference_shots(summary)
     at_ref = summary[summary.shots == ref].sort_values("mean", ascending=False, kind="stable")
@@ -514,6 +556,7 @@ def run_experiment(
         split=np.asarray(split),
         notes=notes,
         timings=timings,
+        extrapolation_failures=failed_fits,
     )
 
     from deepfeat.pipelines.report import write_outputs

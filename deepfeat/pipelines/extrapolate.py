@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from deepfeat.exceptions import InvalidParameterError
+
 __all__ = [
     "PowerLaw",
     "TargetEstimate",
     "Extrapolation",
+    "PowerLawFitError",
     "BOOTSTRAP_METHOD",
+    "check_targets",
     "fit_power_law",
     "extrapolate",
 ]
@@ -37,6 +41,29 @@ MEANINGFUL_RATIO = 100
 _BOUNDS = ([0.0, 0.01, 0.0], [10.0, 3.0, 1.0])
 #: A fitted error floor this small is the fit's lower bound (0), not a measured ceiling.
 _NO_CEILING = 1e-6
+
+
+class PowerLawFitError(RuntimeError):
+    """The power law could not be fitted to a curve (the optimiser did not converge)."""
+
+
+def check_targets(targets: Sequence[float]) -> list[float]:
+    """Validate target accuracies: at least one, each a number in (0, 1).
+
+    Examples
+    --------
+    >>> check_targets([0.8, 0.9])
+    [0.8, 0.9]
+    """
+    try:
+        values = [float(t) for t in targets]
+    except (TypeError, ValueError):
+        values = []
+    if not values or not all(0.0 < t < 1.0 for t in values):
+        raise InvalidParameterError(
+            f"targets must be accuracies in (0, 1), e.g. 0.8,0.9, got {targets!r}"
+        )
+    return values
 
 
 def _law(k: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -88,8 +115,8 @@ def fit_power_law(k: Sequence[float], err: Sequence[float]) -> PowerLaw:
     ------
     ValueError
         With fewer than three distinct k values (three parameters need three points).
-    RuntimeError
-        When the optimiser does not converge.
+    PowerLawFitError
+        When the optimiser does not converge (or the errors are not finite).
 
     Examples
     --------
@@ -106,7 +133,10 @@ def fit_power_law(k: Sequence[float], err: Sequence[float]) -> PowerLaw:
     a0 = float(np.clip(err[k == k.min()].mean() - c0, 1e-3, 10.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
-        params, _ = curve_fit(_law, k, err, p0=[a0, 0.5, c0], bounds=_BOUNDS, maxfev=5000)
+        try:
+            params, _ = curve_fit(_law, k, err, p0=[a0, 0.5, c0], bounds=_BOUNDS, maxfev=5000)
+        except (RuntimeError, ValueError) as exc:  # no convergence; NaN or inf in err
+            raise PowerLawFitError(f"the least-squares fit failed ({exc})") from exc
     return PowerLaw(*map(float, params))
 
 

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from deepfeat.classify.candidates import make_head, make_preprocess
 from deepfeat.classify.cv import small_data_cv
 from deepfeat.classify.search import FALLBACK_PARAMS, build_search
+from deepfeat.exceptions import InvalidParameterError
 
 __all__ = [
     "SearchFactory",
@@ -92,7 +93,7 @@ def describe_search(search: str) -> str:
         return (
             "classify's full search: every head, standardized or L2-normalized features, full grids"
         )
-    raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    raise InvalidParameterError(f"search must be one of {SEARCHES}, got {search!r}")
 
 
 def default_search_factory(y_train: np.ndarray, seed: int, *, search: str = "fast") -> Any:

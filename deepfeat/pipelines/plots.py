@@ -98,10 +98,11 @@ def plot_learning_curves(
         (line,) = ax.plot(s.k, s["mean"], style, marker="o", label=label)
         band = s.dropna(subset=["ci_low"])
         if len(band):
+            # numpy arrays: matplotlib 3.7.0 cannot mask pandas 2 Series in fill_between
             ax.fill_between(
-                band.k,
-                band.ci_low.clip(0, 1),
-                band.ci_high.clip(0, 1),
+                band.k.to_numpy(),
+                band.ci_low.clip(0, 1).to_numpy(),
+                band.ci_high.clip(0, 1).to_numpy(),
                 color=line.get_color(),
                 alpha=0.15,
                 linewidth=0,

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from deepfeat.classify.cv import class_counts
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.pipelines.heads import (
     SearchFactory,
     default_search_factory,
@@ -104,7 +104,7 @@ def make_draws(
     """
     y = np.asarray(y)
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+        raise InvalidParameterError(f"repeats must be >= 1, got {repeats!r}")
     pool = np.arange(len(y)) if train_pool is None else np.asarray(train_pool, dtype=int)
     fixed = None if test is None else np.asarray(test, dtype=int)
     if fixed is not None and np.intersect1d(pool, fixed).size:

@@ -23,7 +23,7 @@ from deepfeat.pipelines import plots
 from deepfeat.pipelines.extrapolate import BOOTSTRAP_METHOD
 from deepfeat.pipelines.heads import FIXED_HEAD_DESCRIPTION
 from deepfeat.pipelines.spaces import LAYER, TRANSFER
-from deepfeat.pipelines.summary import CI_METHOD
+from deepfeat.pipelines.summary import CI_METHOD, NO_VERDICT, gains_frame
 
 if TYPE_CHECKING:
     from deepfeat.pipelines.experiment import ExperimentResult
@@ -65,13 +65,11 @@ def _acc_cell(mean: float, lo: float, hi: float) -> str:
 
 
 def _verdict_class(text: str) -> str:
-    return (
-        "bad"
-        if text.startswith("NEGATIVE")
-        else "neutral"
-        if text.startswith("NO CLEAR")
-        else "good"
-    )
+    if text.startswith("NEGATIVE"):
+        return "bad"
+    if text.startswith(("NO CLEAR", NO_VERDICT)):
+        return "neutral"
+    return "good"
 
 
 def _labels(result: ExperimentResult) -> dict[str, str]:
@@ -118,11 +116,7 @@ def write_tables(result: ExperimentResult) -> dict[str, str]:
     result.summary.to_csv(out / "summary.csv", index=False)
     files["summary_csv"] = "summary.csv"
     if result.gains:
-        gains = pd.concat(
-            [g.assign(space=result.main.name, baseline=b) for b, g in result.gains.items()],
-            ignore_index=True,
-        )
-        gains.to_csv(out / "gains.csv", index=False)
+        gains_frame(result.gains, result.main.name).to_csv(out / "gains.csv", index=False)
         files["gains_csv"] = "gains.csv"
     result.audit.pairs.to_csv(out / "audit_pairs.csv", index=False)
     files["audit_csv"] = "audit_pairs.csv"
@@ -425,8 +419,17 @@ def _gain_section(result: ExperimentResult) -> str:
 
 def _extrapolation_section(result: ExperimentResult) -> str:
     parts = ["<h2>How many labels would reach a target? (extrapolation)</h2>"]
+    labels = _labels(result)
+    failed = [
+        f"<p>Not fitted for {_e(labels.get(name, name))}: {_e(why)}. The measured accuracies "
+        f"above are unaffected.</p>"
+        for name, why in result.extrapolation_failures.items()
+    ]
     if not result.extrapolations:
+        if failed:
+            return "\n".join(parts + failed)
         return parts[0] + "<p>Not fitted: at least three distinct k values are needed.</p>"
+    parts += failed
     parts.append(
         "<p>A fit of err(k) = a·k<sup>−b</sup> + c to every draw; c is the error the fit predicts "
         "with unlimited labels, so 1−c is its ceiling. Extrapolating a handful of noisy points is "
@@ -437,7 +440,7 @@ def _extrapolation_section(result: ExperimentResult) -> str:
         "every target looks reachable only because the power law is extended. "
         f"Uncertainty: {_e(BOOTSTRAP_METHOD)}.</p>"
     )
-    labels, rows = _labels(result), []
+    rows = []
     baselines = {sp.name for sp in result.spaces if sp.is_baseline}
     for name, ex in result.extrapolations.items():
         if name in baselines:

@@ -14,9 +14,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 
-__all__ = ["ALL", "parse_shots", "class_permutation", "sample_k_shot", "stratified_split"]
+__all__ = [
+    "ALL",
+    "parse_shots",
+    "class_permutation",
+    "sample_k_shot",
+    "check_test_size",
+    "stratified_split",
+]
 
 #: The shot value meaning "every image of the training pool".
 ALL = "all"
@@ -58,10 +65,10 @@ def parse_shots(shots: str | Iterable[int | str]) -> list[int | str]:
         except ValueError:
             k = 0
         if k < 1 or str(k) != text:
-            raise ValueError(f"shots: each entry must be a positive integer or 'all', got {item!r}")
+            raise InvalidParameterError(f"shots: each entry must be a positive integer or 'all', got {item!r}")
         ints.add(k)
     if not ints and not has_all:
-        raise ValueError("shots: give at least one value, e.g. '1,2,5,all'")
+        raise InvalidParameterError("shots: give at least one value, e.g. '1,2,5,all'")
     return [*sorted(ints), *([ALL] if has_all else [])]
 
 
@@ -125,7 +132,7 @@ def sample_k_shot(
     if k == ALL:
         return np.sort(pool)
     if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
+        raise InvalidParameterError(f"k must be a positive integer or 'all', got {k!r}")
     chosen = []
     for cls in np.unique(y[pool]):
         order = class_permutation(y, pool, cls, seed)
@@ -136,6 +143,24 @@ def sample_k_shot(
             )
         chosen.append(order[:k])
     return np.sort(np.concatenate(chosen))
+
+
+def check_test_size(test_size: int | float) -> int | float:
+    """Validate a test size: a positive int (images per class) or a float in (0, 1).
+
+    Examples
+    --------
+    >>> check_test_size(40), check_test_size(0.25)
+    (40, 0.25)
+    """
+    is_int = isinstance(test_size, (int, np.integer)) and not isinstance(test_size, bool)
+    is_float = isinstance(test_size, (float, np.floating))
+    if is_int and test_size < 1 or not (is_int or is_float and 0.0 < test_size < 1.0):
+        raise InvalidParameterError(
+            f"test_size must be a positive int (images per class) or a float in (0, 1), "
+            f"got {test_size!r}"
+        )
+    return test_size
 
 
 def stratified_split(
@@ -171,12 +196,8 @@ def stratified_split(
     """
     y = np.asarray(y)
     pool = np.arange(len(y))
-    is_int = isinstance(test_size, (int, np.integer)) and not isinstance(test_size, bool)
-    if is_int and test_size < 1 or not is_int and not 0.0 < float(test_size) < 1.0:
-        raise ValueError(
-            f"test_size must be a positive int (images per class) or a float in (0, 1), "
-            f"got {test_size!r}"
-        )
+    check_test_size(test_size)
+    is_int = isinstance(test_size, (int, np.integer))
     train, test = [], []
     for cls in np.unique(y):
         # A seed offset keeps the split independent of the k-shot draws of the same seed.

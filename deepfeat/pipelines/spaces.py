@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PIXEL_BASELINE",
     "BASELINE_ROLES",
     "RANDOM_SUFFIX",
+    "BASELINES",
     "FeatureSpace",
     "SpaceFeatures",
     "plan_spaces",
@@ -41,6 +43,8 @@ PIXEL_BASELINE = "raw-pixel baseline"
 BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE)
 #: Suffix of a backbone name asking for random weights.
 RANDOM_SUFFIX = "[random]"
+#: Baselines an experiment can measure: raw pixels, the first backbone with random weights.
+BASELINES = ("pixels", "random")
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,12 @@ def plan_spaces(
     ['pretrained backbone', 'random-weights baseline']
     """
     if not backbones:
-        raise ValueError("backbones: give at least one backbone name")
-    unknown = set(baselines) - {"pixels", "random"}
+        raise InvalidParameterError("backbones: give at least one backbone name")
+    unknown = set(baselines) - set(BASELINES)
     if unknown:
-        raise ValueError(f"baselines must be among 'pixels' and 'random', got {sorted(unknown)}")
+        raise InvalidParameterError(f"baselines must be among {BASELINES}, got {sorted(unknown)}")
     if backbones[0].endswith(RANDOM_SUFFIX):
-        raise ValueError(
+        raise InvalidParameterError(
             f"the first backbone is the main, pretrained one; got {backbones[0]!r} "
             f"(list random-weight backbones after it)"
         )

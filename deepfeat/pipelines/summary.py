@@ -19,9 +19,15 @@ __all__ = [
     "t_interval",
     "summarize",
     "paired_gain",
+    "gains_frame",
+    "gains_to_dict",
     "reference_shots",
     "transfer_verdict",
+    "NO_VERDICT",
 ]
+
+#: How a verdict starts when no shot value has an interval (a single draw each).
+NO_VERDICT = "one draw: no interval, no verdict"
 
 CI_METHOD = (
     "95% Student-t interval over repeats (random training draws), clipped to the metric's range"
@@ -126,6 +132,46 @@ def paired_gain(
     return pd.DataFrame(rows)
 
 
+def gains_frame(gains: dict[str, pd.DataFrame], space: str) -> pd.DataFrame:
+    """All paired gains of ``space`` in one table (``gains.csv``): a ``baseline`` column added."""
+    return pd.concat(
+        [g.assign(space=space, baseline=b) for b, g in gains.items()], ignore_index=True
+    )
+
+
+def gains_to_dict(gains: dict[str, pd.DataFrame]) -> dict[str, dict[str, dict]]:
+    """Paired gains as JSON-able values: ``{baseline: {shots: {k, draws, mean, ci_low, ci_high}}}``.
+
+    The numbers are those of :func:`gains_frame` (``gains.csv``); an interval that does not
+    exist (a single draw) is ``None``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"space": ["a", "a", "b", "b"], "shots": ["1"] * 4, "k": [1.0] * 4,
+    ...                   "repeat": [0, 1, 0, 1], "accuracy": [0.8, 0.9, 0.5, 0.7]})
+    >>> d = gains_to_dict({"b": paired_gain(t, "a", "b")})
+    >>> d["b"]["1"]["draws"], round(d["b"]["1"]["mean"], 2)
+    (2, 0.25)
+    """
+
+    def num(v: float) -> float | None:
+        return float(v) if np.isfinite(v) else None
+
+    return {
+        baseline: {
+            str(r.shots): {
+                "k": float(r.k),
+                "draws": int(r.pairs),
+                "mean": num(r.gain),
+                "ci_low": num(r.ci_low),
+                "ci_high": num(r.ci_high),
+            }
+            for r in g.itertuples(index=False)
+        }
+        for baseline, g in gains.items()
+    }
+
+
 def reference_shots(summary: pd.DataFrame) -> str:
     """The shot value headlines are judged at: the largest k measured on several draws.
 
@@ -150,7 +196,9 @@ def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -
     Judged at the largest k that has an interval (several paired draws; ``k=all`` is a
     single draw), or at the largest k when none has one; the k values where the paired
     interval lies wholly above or below zero are listed too. Negative transfer is said
-    first and in capitals, so nobody misses it.
+    first and in capitals, so nobody misses it. A verdict needs an interval: when every
+    shot value has a single paired draw, the sentence starts with :data:`NO_VERDICT`, gives
+    the difference and judges nothing.
 
     Examples
     --------
@@ -164,12 +212,22 @@ def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -
     NO CLEAR GAIN: cnn vs the pixels at k=20 (3 paired draws): +5.0 accuracy points (95% CI -3.0
     to +15.0); the difference is within the noise of the draws; clearly ahead at k=5 (interval
     above zero).
+    >>> g1 = pd.DataFrame({"shots": ["5"], "k": [5.0], "pairs": [1], "gain": [-0.1],
+    ...                    "ci_low": [np.nan], "ci_high": [np.nan]})
+    >>> print(transfer_verdict(g1, "cnn", "pixels"))  # doctest: +NORMALIZE_WHITESPACE
+    one draw: no interval, no verdict. cnn vs the pixels at k=5 (1 paired draw): -10.0 accuracy
+    points; repeat the draws (repeats of 2 or more) to judge the difference.
     """
     ordered = gain.sort_values("k")
     with_ci = ordered[np.isfinite(ordered.ci_low)]
     last = (with_ci if len(with_ci) else ordered).iloc[-1]
     g, lo, hi = last.gain * 100, last.ci_low * 100, last.ci_high * 100
     at = f"at k={last.shots} ({int(last.pairs)} paired draw{'s' if last.pairs != 1 else ''})"
+    if not len(with_ci):
+        return (
+            f"{NO_VERDICT}. {main_label} vs the {baseline_label} {at}: {g:+.1f} accuracy points; "
+            f"repeat the draws (repeats of 2 or more) to judge the difference."
+        )
     ci = f" (95% CI {lo:+.1f} to {hi:+.1f})" if np.isfinite(lo) else " (single draw: no interval)"
     ahead = ordered.shots[ordered.ci_low > 0].tolist()
     behind = ordered.shots[ordered.ci_high < 0].tolist()
@@ -181,7 +239,7 @@ def transfer_verdict(gain: pd.DataFrame, main_label: str, baseline_label: str) -
         )
         if ks
     )
-    if np.isfinite(hi) and hi < 0 or not np.isfinite(hi) and g < 0:
+    if hi < 0:
         return (
             f"NEGATIVE TRANSFER: {main_label} is worse than the {baseline_label} {at}: "
             f"{g:+.1f} accuracy points{ci}{over}. Its pretrained features do not help on this data."
