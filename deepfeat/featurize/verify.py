@@ -39,6 +39,7 @@ from deepfeat.featurize.cache import (
     _require_hard_link,
 )
 from deepfeat.featurize.hashing import KEY_LENGTH
+from deepfeat.featurize.segments import read_manifest, segment_dir
 from deepfeat.featurize.journal import _MAX_HEADER, _PREFIX, ALLOWED_DTYPES, MAGIC, JournalRecord
 
 __all__ = ["verify_cache", "repair_cache", "scan_journal"]
@@ -289,6 +290,11 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
         extra = sorted(set(f) - {"spaces"})
         if extra:
             res["warnings"].append(f"unexpected top-level entries ignored: {extra}")
+        if isinstance(version, (int, np.integer)) and int(version) == 2:
+            _verify_segments(f, path, res)
+            for name, n in jrows.items():
+                res["spaces"].setdefault(name, {"rows": 0})["journal_rows"] = n
+            return
         cache = FeatureCache(path)
         try:
             groups = list(cache._iter_space_groups(f))
@@ -299,6 +305,50 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
             res["spaces"][name] = _verify_space(cache, name, group, problems)
         for name, n in jrows.items():
             res["spaces"].setdefault(name, {"rows": 0})["journal_rows"] = n
+
+
+def _verify_segments(f: h5py.File, path: str, res: dict[str, Any]) -> None:
+    """Verify each segment a version-2 cache lists, as a file of its own."""
+    try:
+        segments = read_manifest(f, path)
+    except CacheCorruptError as exc:
+        res["problems"].append(str(exc).replace(f"{path}: ", ""))
+        return
+    folder = segment_dir(path)
+    res["segments"] = len(segments)
+    for seg in segments:
+        seg_path = os.path.join(folder, seg.file)
+        if not os.path.isfile(seg_path):
+            res["problems"].append(f"segment {seg.file}: missing from {folder}")
+            continue
+        sub: dict[str, Any] = {"problems": [], "warnings": [], "spaces": {}}
+        _verify_h5(seg_path, sub, {})
+        with contextlib.suppress(*_H5_ERRORS):
+            with h5py.File(seg_path, "r") as g:
+                if g.attrs.get("format_version") != 1:
+                    sub["problems"].append("a segment must be a version-1 file")
+        res["problems"] += [f"segment {seg.file}: {p}" for p in sub["problems"]]
+        res["warnings"] += [f"segment {seg.file}: {w}" for w in sub["warnings"]]
+        for name, info in sub["spaces"].items():
+            if info.get("rows", 0) != seg.rows.get(name, 0):
+                res["problems"].append(
+                    f"segment {seg.file}: {info.get('rows', 0)} rows of space {name!r}, "
+                    f"the manifest says {seg.rows.get(name, 0)}"
+                )
+            have = res["spaces"].setdefault(name, {**info, "rows": 0})
+            if "dim" in have and "dim" in info and have["dim"] != info["dim"]:
+                res["problems"].append(f"segment {seg.file}: space {name!r} has another width")
+            have["rows"] += info.get("rows", 0)
+    listed = {s.file for s in segments}
+    orphans = [
+        n for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+        if n not in listed and os.path.isfile(os.path.join(folder, n))
+    ]
+    if orphans:
+        res["warnings"].append(
+            f"{len(orphans)} file(s) in {folder} no manifest lists (left by a killed commit); "
+            "the next writer removes them"
+        )
 
 
 def _verify_space(
