@@ -589,6 +589,81 @@ class FeatureCache:
             self._lock.release()
             self._lock = None
 
+    def segments(self) -> list[str]:
+        """Files holding the cache's rows: the segments, or the cache file itself."""
+        self._index  # noqa: B018  (reads the manifest)
+        if self._manifest is None:
+            return [self.path] if os.path.exists(self.path) else []
+        return [os.path.join(segment_dir(self.path), s.file) for s in self._manifest]
+
+    def compact(self) -> dict[str, Any]:
+        """Merge every segment (and the journal) into one self-contained file.
+
+        Reads and writes the whole cache once; afterwards the cache is one version-1 file
+        again, readable by any deepfeat and by plain h5py without its segment folder.
+        Readers that hold the old segments open keep reading them; writers wait.
+
+        Returns
+        -------
+        dict
+            ``segments_before``, ``rows`` (rows kept), ``bytes`` (size of the new file).
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, os
+        >>> cache = FeatureCache(os.path.join(tempfile.mkdtemp(), "c.h5"))
+        >>> for i in range(3):
+        ...     with cache.writer():
+        ...         cache.append("s", {}, [f"{i:032x}"], np.ones((1, 2), np.float32))
+        >>> len(cache.segments()), cache.compact()["segments_before"], len(cache.segments())
+        (3, 3, 1)
+        """
+        with self.writer(), self._commit_lock():
+            self.refresh()
+            index = self._index
+            old = list(self._manifest or ())
+            before = len(old) if self._manifest is not None else int(os.path.exists(self.path))
+            if self._manifest is None:
+                return {"segments_before": before, "rows": sum(len(sp) for sp in index.values()),
+                        "bytes": os.path.getsize(self.path) if before else 0}
+            tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
+            try:
+                _check_free_space(self.path, sum(os.path.getsize(p) for p in self.segments()))
+                added, grown, _ = self._write_twin(tmp, self._stored_records(index))
+                _read_back(tmp, grown)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
+            _fsync_dir(self.path)
+            folder = segment_dir(self.path)
+            for seg in old:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, seg.file))
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty (pending journals of other writers stay)
+            self.refresh()
+            return {"segments_before": before, "rows": added, "bytes": os.path.getsize(self.path)}
+
+    def _stored_records(self, index: dict[str, _Space], batch_rows: int = 65536) -> Iterator[Any]:
+        """Every stored row once (the first of each key), as records in the stored dtype."""
+        from deepfeat.featurize.journal import JournalRecord
+
+        for name, sp in index.items():
+            for p, (file, _) in enumerate(sp.parts):
+                with self._open_h5(file, segment=file != self.path) as f, _reading(file):
+                    keys, feats = self._validate_space(name, f["spaces"][name], file)
+                    for s in range(0, keys.shape[0], batch_rows):
+                        raw = keys[s : s + batch_rows]
+                        block = [k.decode("ascii") for k in raw]
+                        first = sp.h5_rows.lookup(block) == sp.starts[p] + s + np.arange(len(block))
+                        if first.any():
+                            rows = feats[s : s + batch_rows][first]
+                            yield JournalRecord(name, sp.attrs, [k for k, f_ in zip(block, first) if f_], rows, 0)
+
     def fold_pending(self) -> bool:
         """Fold rows that a killed run left in the journal into the ``.h5`` file, if possible.
 
@@ -739,7 +814,10 @@ class FeatureCache:
                 if not fresh:
                     os.makedirs(folder, exist_ok=True)
                 kill_point("checkpoint.copied")
-                added, grown, meta = self._write_twin(tmp, records, index)
+                sizes: dict[str, int] = {}
+                for rec in records:  # small segments get small chunks: bytes follow the rows
+                    sizes[rec.space] = sizes.get(rec.space, 0) + len(rec.keys)
+                added, grown, meta = self._write_twin(tmp, records, index, sizes)
                 kill_point("checkpoint.written")
                 if added:
                     _read_back(tmp, grown)  # HDF5 may report a failed write only when an id is freed
@@ -809,8 +887,8 @@ class FeatureCache:
             raise
         _fsync_dir(self.path)
 
-    def _write_twin(self, tmp: str, records: Iterable[Any], known: dict[str, _Space] | None = None
-                    ) -> tuple[int, dict[str, int], dict[str, tuple[dict[str, Any], int, str, int]]]:
+    def _write_twin(self, tmp: str, records: Iterable[Any], known: dict[str, _Space] | None = None,
+                    sizes: dict[str, int] | None = None) -> tuple[int, dict[str, int], dict[str, tuple[dict[str, Any], int, str, int]]]:
         """Write the records' rows that ``known`` lacks to a new file ``tmp``.
 
         Returns rows added, the first new row per space, and per space (attributes, dim,
@@ -827,7 +905,7 @@ class FeatureCache:
                 spaces = f.require_group("spaces")
                 present: dict[str, set[str]] = {}
                 for rec in records:
-                    n = self._merge(spaces, rec, present, grown, known)
+                    n = self._merge(spaces, rec, present, grown, known, (sizes or {}).get(rec.space))
                     added += n
                     a, d, t, m = meta.get(rec.space, (None, 0, "", 0))
                     if a is None:
@@ -859,7 +937,8 @@ class FeatureCache:
         return need + (1 << 20)
 
     def _merge(self, spaces: h5py.Group, rec: Any, present: dict[str, set[str]],
-               grown: dict[str, int] | None = None, known: dict[str, _Space] | None = None) -> int:
+               grown: dict[str, int] | None = None, known: dict[str, _Space] | None = None,
+               expect: int | None = None) -> int:
         n, dim = rec.features.shape
         if rec.space not in spaces:
             grp = spaces.create_group(rec.space)
@@ -869,9 +948,12 @@ class FeatureCache:
             grp.attrs["dtype"] = str(rec.features.dtype)
             grp.attrs.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             cr = _rows_per_chunk(dim, rec.features.dtype.itemsize)
+            kr = 4096
+            if expect:  # a segment of known size: chunks no larger than it
+                cr, kr = min(cr, max(16, expect)), min(kr, max(16, expect))
             # fletcher32: every chunk carries a checksum, so damaged rows fail to read
             # (CacheCorruptError) instead of coming back as silently wrong numbers.
-            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(4096,),
+            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(kr,),
                                fletcher32=True)
             grp.create_dataset("features", shape=(0, dim), maxshape=(None, dim),
                                dtype=rec.features.dtype, chunks=(cr, dim), fletcher32=True)

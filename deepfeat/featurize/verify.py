@@ -39,8 +39,8 @@ from deepfeat.featurize.cache import (
     _require_hard_link,
 )
 from deepfeat.featurize.hashing import KEY_LENGTH
-from deepfeat.featurize.segments import read_manifest, segment_dir
 from deepfeat.featurize.journal import _MAX_HEADER, _PREFIX, ALLOWED_DTYPES, MAGIC, JournalRecord
+from deepfeat.featurize.segments import read_manifest, segment_dir
 
 __all__ = ["verify_cache", "repair_cache", "scan_journal"]
 
@@ -708,8 +708,8 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
     target = FeatureCache(out, lock_timeout=0)
     taken: dict[str, set[str]] = {}
     with target.writer():
-        if os.path.exists(path):
-            with _open_salvageable(path, out + ".tmp-source") as (f, surviving, note):
+        for src in _data_files(path, res["source_notes"]) if os.path.exists(path) else []:
+            with _open_salvageable(src, out + ".tmp-source") as (f, surviving, note):
                 if note:
                     res["source_notes"].append(note)
                 if f is not None:
@@ -719,9 +719,14 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
                         res["source_notes"].append(f"cannot list the feature spaces ({exc})")
                         groups = []
                     for name, group in groups:
-                        res["spaces"][name] = _salvage_space(
-                            f, name, group, surviving, target, taken
-                        )
+                        got = _salvage_space(f, name, group, surviving, target, taken)
+                        have = res["spaces"].get(name)
+                        if have is None:
+                            res["spaces"][name] = got
+                        else:
+                            for k in ("declared_rows", "salvaged", "dropped"):
+                                have[k] += got[k]
+                            have["notes"] += got["notes"]
         scan = scan_journal(path + ".journal")
         j_added, j_skipped = 0, 0
         for rec in scan.records:
@@ -758,6 +763,37 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
         res["verified"] = False
         res["source_notes"].append("nothing could be salvaged; no file was written")
     return res
+
+
+def _data_files(path: str, notes: list[str]) -> list[str]:
+    """The files holding a cache's rows: the file itself, or its segments (version 2)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format_version") != 2:
+                return [path]
+            try:
+                segments = [s.file for s in read_manifest(f, path)]
+            except CacheCorruptError as exc:
+                notes.append(f"{exc}; salvaging every segment file in the folder instead")
+                segments = None
+    except _H5_ERRORS:
+        folder = segment_dir(path)
+        if not os.path.isdir(folder):
+            return [path]  # a damaged one-file cache: salvaged as such
+        notes.append("the cache file is unreadable; salvaging every segment file in its folder")
+        segments = None
+    folder = segment_dir(path)
+    if segments is None:
+        found = [n for n in os.listdir(folder) if n.endswith(".h5")] if os.path.isdir(folder) else []
+        segments = sorted(found, key=lambda n: os.path.getmtime(os.path.join(folder, n)))
+    files = []
+    for name in segments:
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            files.append(p)
+        else:
+            notes.append(f"segment {name} is missing; its rows are lost")
+    return files
 
 
 def _salvage_groups(f: h5py.File, notes: list[str]) -> Iterator[tuple[str, Any]]:
