@@ -572,9 +572,8 @@ class FeatureCache:
         self._lock = WriterLock(self.path, self.lock_timeout).acquire()
         try:
             kill_point("writer.locked")
-            self._cleanup_tmp()
             self.refresh()
-            self._index  # validate before writing anything  # noqa: B018
+            self._cleanup_tmp()  # (reads and validates the index before writing anything)
             self.checkpoint()  # fold in what a killed run left in the journal
             yield self
             self.checkpoint()
@@ -698,11 +697,10 @@ class FeatureCache:
             for tmp in glob.glob(glob.escape(self.path) + ".tmp-*"):
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
+            self._index  # noqa: B018  (reads the manifest)
             folder = segment_dir(self.path)
             if not os.path.isdir(folder):
                 return
-            self.refresh()
-            self._index  # noqa: B018  (reads the manifest)
             listed = {s.file for s in self._manifest or ()}
             for name in os.listdir(folder):
                 if ".tmp-" in name or (name.endswith(".h5") and name not in listed):
