@@ -92,17 +92,22 @@ def fold_orphan_journals(cache: Any, also: list[str] | None = None) -> int:
     return added
 
 
+#: Featurizer batches per actor call: enough for the actor's streams to work in parallel.
+_BATCHES_PER_CALL = 4
+
+
 class _Embedder:
     """One Ray actor: one model, one journal; embeds batches of ``{"key", "path"}`` rows."""
 
     def __init__(self, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
-                 attrs: dict[str, Any], threads: int) -> None:
+                 attrs: dict[str, Any], threads: int, n_images: int) -> None:
         import torch
 
         from deepfeat.featurize.featurizer import Featurizer
 
         torch.set_num_threads(max(1, threads))
         self.featurizer = Featurizer.from_spec(spec, **overrides)
+        self.featurizer.prepare(n_images)  # build (and trace, as the local engine would) once
         self.fingerprint = self.featurizer.fingerprint
         self.attrs = attrs
         self.journal = None
@@ -175,9 +180,10 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
         actors, per_actor = max(1, cpus - 1), {"num_cpus": 1}
         device = "cpu"
     actors = max(1, min(actors, -(-len(todo) // featurizer.batch_size)))
+    # inside an actor the featurizer runs as the local engine does (CPU: one stream per core)
     overrides = {"device": device, "precision": featurizer.runtime.precision, "cache": None,
-                 "batch_size": featurizer.batch_size, "num_workers": 0, "jit": False,
-                 "max_pixels": featurizer.max_pixels}
+                 "batch_size": featurizer.batch_size, "num_workers": featurizer.num_workers,
+                 "jit": featurizer.jit, "max_pixels": featurizer.max_pixels}
     attrs = featurizer._space_attrs()
     cache_path = cache.path if cache is not None else None
     ds = ray.data.from_items(
@@ -187,8 +193,8 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
     out = ds.map_batches(
         _Embedder,
         fn_constructor_kwargs={"spec": featurizer.spec, "overrides": overrides, "cache_path": cache_path,
-                               "attrs": attrs, "threads": per_actor["num_cpus"]},
-        batch_size=featurizer.batch_size,
+                               "attrs": attrs, "threads": per_actor["num_cpus"], "n_images": len(todo)},
+        batch_size=featurizer.batch_size * _BATCHES_PER_CALL,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         **per_actor,
