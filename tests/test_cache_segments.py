@@ -214,3 +214,16 @@ def test_cli_compact_merges_segments(tmp_path, capsys):
     np.testing.assert_array_equal(got, rows)
     assert main(["cache", "compact", str(tmp_path / "nope.h5")]) != 0
     assert "no such cache file" in capsys.readouterr().err
+
+
+def test_the_write_benchmark_shows_bytes_written_do_not_grow_with_the_cache(tmp_path):
+    from deepfeat.benchmarking.cache_write import format_cache_write, measure_cache_write
+
+    res = measure_cache_write((1_000, 20_000), dim=32, folder=str(tmp_path), copy_reference=False)
+    small, large = res["rows"]
+    assert large["cache_bytes"] > 10 * small["cache_bytes"]
+    assert large["bytes_of_new_files"] == small["bytes_of_new_files"], "new files grew with the cache"
+    if small["bytes_written"] is not None:  # (Linux: /proc/self/io)
+        assert large["bytes_written"] <= small["bytes_written"] * 1.1
+        assert large["bytes_written"] < large["cache_bytes"] / 10
+    assert "20,000" in format_cache_write(res)
