@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.address is None:
             import ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     _system_config={"worker_niceness": 0})  # as deepfeat starts its own Ray
         for engine in ("local", "ray"):
             out[f"load_before_{engine}"] = list(os.getloadavg())
             f = Featurizer(cache=os.path.join(d, f"{engine}.h5"), engine=engine, ray_address=a.address, **kw)

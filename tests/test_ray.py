@@ -36,7 +36,7 @@ def ray_cluster():
     """One local Ray for the whole session (starting one takes seconds)."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
+                 _node_ip_address="127.0.0.1", _system_config={"worker_niceness": 0})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -154,7 +154,10 @@ def _ray_init(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # Our own instance: Ray runs its workers at nice 15 by default (to favour its raylet),
+        # which on a machine shared with other work starves the actors; run them at 0.
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _system_config={"worker_niceness": 0})
 
 
 def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dict[str, np.ndarray],
