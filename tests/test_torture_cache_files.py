@@ -80,6 +80,9 @@ def good_cache(tmp_path_factory) -> tuple[Path, np.ndarray]:
                 _keys(500, s),
                 rows[s : s + 500],
             )
+    assert len(cache.segments()) == 6
+    # the damage below is done to one file: merge the six segments into one first
+    assert cache.compact()["segments_before"] == 6 and cache.segments() == [str(path)]
     assert verify_cache(path)["ok"]
     return path, rows
 

@@ -144,8 +144,9 @@ def test_checkpoint_on_a_full_disk_keeps_the_rows_in_the_journal(tiny_fs, images
     paths, clean = images
     cache = tiny_fs / "c.h5"
     Featurizer(cache=cache, **KW).featurize(paths[:6])
-    size = os.path.getsize(cache)
-    ballast = _fill(tiny_fs, leave=size // 2)  # room for the journal, not for the .h5 copy
+    # room for the journal (a few kB), not for the new segment (the checkpoint's free-space
+    # check asks for over 1 MiB; a version-1 cache needed room for a copy of the .h5 file)
+    ballast = _fill(tiny_fs, leave=256 << 10)
 
     with pytest.raises(
         CacheError, match=r"checkpoint failed \(No space left on device.*Free disk space"
@@ -154,6 +155,10 @@ def test_checkpoint_on_a_full_disk_keeps_the_rows_in_the_journal(tiny_fs, images
     assert str(cache) in str(exc.value)
     assert not [p for p in os.listdir(tiny_fs) if ".tmp-" in p], (
         "the half-written copy was not removed"
+    )
+    segdir = tiny_fs / "c.h5.d"
+    assert not segdir.exists() or not [p for p in os.listdir(segdir) if ".tmp-" in p], (
+        "the half-written segment was not removed"
     )
     assert _assert_rows_intact(cache, images, at_least=N) == N  # all rows readable (journal + .h5)
     still_full = Featurizer(cache=cache, **KW).featurize(paths)  # cannot fold in yet: no error
@@ -190,8 +195,9 @@ GROW_CHILD = textwrap.dedent(
     with cache.writer():
         cache.append("s", {"layer": "x"}, keys[:500], rows[:500])  # most of one 512-row chunk
     st = os.statvfs(fs)
-    with open(os.path.join(fs, "ballast"), "wb") as fh:  # room for a copy, not for a 2nd chunk
-        fh.write(b"\\0" * (st.f_bavail * st.f_frsize - os.path.getsize(cache.path) - 600 * 1024))
+    # room for the journal (410 kB), not for the new segment as well
+    with open(os.path.join(fs, "ballast"), "wb") as fh:
+        fh.write(b"\\0" * (st.f_bavail * st.f_frsize - 600 * 1024))
     try:
         with cache.writer():
             cache.append("s", {"layer": "x"}, keys[500:], rows[500:])
@@ -211,7 +217,7 @@ GROW_CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("preflight", [True, False], ids=["free-space-check", "hdf5-write-fails"])
 def test_checkpoint_that_cannot_grow_the_hdf5_file(tiny_fs, preflight):
-    """Room for the copy but not for a new 1 MiB chunk. Without the free-space check HDF5's
+    """Room for the journal but not for the new segment. Without the free-space check HDF5's
     own write fails mid-merge; either way: a clear error, nothing lost, no crash (run in a
     child process so that a crash cannot take the test session down)."""
     out = subprocess.run(

@@ -84,12 +84,15 @@ SPECS: dict[str, int | None] = {
     "checkpoint.resized:1": N_PRESENT + 2 * BATCH,
     "checkpoint.merged:1": N_PRESENT + 2 * BATCH,
     "checkpoint.written:1": N_PRESENT + 2 * BATCH,
+    "checkpoint.segment:1": N_PRESENT + 2 * BATCH,
+    "checkpoint.linked:1": N_PRESENT + 2 * BATCH,  # the one-file cache becomes segment 1
     "checkpoint.replaced:1": N_PRESENT + 2 * BATCH,
     "checkpoint.done:1": N_PRESENT + 2 * BATCH,
     "checkpoint.copied:2": N_PRESENT + 4 * BATCH,
     "checkpoint.resized:3": N_PRESENT + 4 * BATCH,
     "checkpoint.merged:6": N_PRESENT + 6 * BATCH,
     "checkpoint.written:3": N_PRESENT + 6 * BATCH,
+    "checkpoint.segment:3": N_PRESENT + 6 * BATCH,
     "checkpoint.replaced:3": N_PRESENT + 6 * BATCH,
     "checkpoint.done:3": N_PRESENT + 6 * BATCH,
 }
@@ -98,6 +101,7 @@ SAMPLE = [
     "journal.torn:2",
     "checkpoint.copied:1",
     "checkpoint.resized:1",
+    "checkpoint.linked:1",
     "checkpoint.replaced:1",
 ]
 
@@ -208,7 +212,11 @@ def _check_resumed(cache: Path, world, before: dict[str, np.ndarray]) -> int:
     assert not glob.glob(glob.escape(str(cache)) + ".tmp-*"), (
         "temporary checkpoint file left behind"
     )
-    assert verify_cache(cache)["ok"]
+    report = verify_cache(cache)
+    assert report["ok"], report["problems"]
+    assert not [w for w in report["warnings"] if "no manifest lists" in w], report["warnings"]
+    segdir = Path(str(cache) + ".d")
+    assert not segdir.exists() or not list(segdir.glob("*.tmp-*")), "temporary segment left behind"
     return len(lost)
 
 

@@ -1,19 +1,25 @@
-"""``deepfeat cache``: check a cache file (``verify``) or salvage it into a new one (``repair``)."""
+"""``deepfeat cache``: check a cache (``verify``), salvage it (``repair``), merge its segments (``compact``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from deepfeat.exceptions import InputError
+from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.verify import repair_cache, verify_cache
 
-HELP = "verify FILE: check a cache file and its journal; repair FILE --out NEW: salvage intact rows"
+HELP = (
+    "verify FILE: check a cache file, its segments and its journal; repair FILE --out NEW: salvage "
+    "intact rows; compact FILE: merge the segments into one file"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "action", choices=("verify", "repair"), help="verify (exit 1 on problems) or repair"
+        "action", choices=("verify", "repair", "compact"),
+        help="verify (exit 1 on problems), repair, or compact",
     )
     p.add_argument("file", help="the .h5 cache file")
     p.add_argument(
@@ -25,6 +31,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if args.action == "verify":
         res = verify_cache(args.file)
         return {"action": "verify", **res}, 0 if res["ok"] else 1
+    if args.action == "compact":
+        if not os.path.exists(args.file):
+            raise InputError(f"{args.file}: no such cache file")
+        return {"action": "compact", "path": args.file, **FeatureCache(args.file).compact()}, 0
     if not args.out:
         raise InputError("cache repair needs --out NEW.h5 (the damaged file is never modified)")
     res = repair_cache(args.file, args.out)
@@ -32,8 +42,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def format_text(r: dict[str, Any]) -> str:
+    if r["action"] == "compact":
+        return (
+            f"{r['path']}: {r['segments_before']} segment(s) merged into one file: "
+            f"{r['rows']} row(s), {r['bytes'] / 1e6:.1f} MB"
+        )
     if r["action"] == "verify":
         lines = [f"{r['path']}: {'OK' if r['ok'] else 'PROBLEMS FOUND'}"]
+        if r.get("segments"):
+            lines[0] += f" ({r['segments']} segments; `deepfeat cache compact` merges them)"
         for name, sp in r["spaces"].items():
             desc = f"  space {name}: {sp.get('rows', 0)} rows"
             if "dim" in sp:

@@ -18,22 +18,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backbone_options(p, tta=True)
     add_runtime_options(p)
     p.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process) or ray (Ray Data actors; pip install 'deepfeat[ray]')")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: the cluster to join (e.g. HEAD:6379); default: a local Ray, 2 CPUs")
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if not args.cache:
         raise InvalidParameterError("featurize needs --cache FILE.h5 (where the embeddings are kept)")
+    if args.address and args.engine != "ray":
+        raise InvalidParameterError("--address is for --engine ray (got --engine local)")
     paths: list[str] = []
     skipped: list[dict[str, str]] = []
     for src in args.src:
         p, s = scan_images(src)
         paths += p
         skipped += s
-    feat = Featurizer(**featurizer_kwargs(args))
+    feat = Featurizer(**featurizer_kwargs(args), engine=args.engine, ray_address=args.address)
     res = feat.featurize(paths, return_features=False)
     out = dict(res.summary)
     out["backbone"] = feat.backbone
     out["layer"] = feat.spec["layer"]
+    out["engine"] = args.engine
     out["skipped"] = len(skipped)
     out["skipped_files"] = skipped
     out["failures"] = [{"path": f["path"], "reason": f["reason"]} for f in res.failures]

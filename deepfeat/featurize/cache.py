@@ -1,6 +1,6 @@
 """Content-addressed HDF5 cache of embeddings.
 
-Layout (readable with plain h5py; see README "Cache format")::
+Layout (readable with plain h5py; see README "The cache file")::
 
     /                          attrs: format="deepfeat-cache", format_version=1
     /spaces/<fingerprint>/     one group per feature space; attrs: fingerprint, backbone,
@@ -13,14 +13,23 @@ Rows are keyed by the image's content hash inside a feature space whose name is 
 fingerprint of backbone, weights, layer, pooling, preprocessing, compute precision and TTA
 (see :mod:`deepfeat.featurize.identity`; the storage dtype is a property of the stored space).
 
+A cache that has been added to more than once is *segmented* (format version 2, see
+:mod:`deepfeat.featurize.segments`): the file then lists immutable segment files in
+``<file>.d/`` (each laid out as above) and maps them into virtual datasets of the same
+names, so plain h5py still sees every row. ``compact`` merges the segments back.
+
 Crash safety: new rows go to an append-only checksummed journal (``<file>.journal``,
-:mod:`deepfeat.featurize.journal`). A *checkpoint* copies the ``.h5`` file, appends the
-journal's rows that it lacks, flushes it to disk and atomically renames it over the old
-file, and only then empties the journal. A process killed at any moment therefore leaves
-the old ``.h5`` file intact plus a journal whose damaged tail is ignored; the next writer
-folds the intact records in. Readers read the journal, then the ``.h5`` file, so they never
-see a half-written state. One writer at a time holds ``<file>.lock``
-(:class:`~deepfeat.featurize.lock.WriterLock`).
+:mod:`deepfeat.featurize.journal`). A *checkpoint* writes the journal's rows that the
+cache lacks into a new segment file, flushes it to disk, renames it into the segment
+folder, then atomically replaces the manifest (the ``.h5`` file) with one that lists it,
+and only then empties the journal. Its cost is proportional to the rows it adds, not to
+the size of the cache. A process killed at any moment therefore leaves the old manifest
+and segments intact plus a journal whose damaged tail is ignored; the next writer folds
+the intact records in. Readers read the journal, then the manifest and segments, so they
+never see a half-written state. One writer at a time holds ``<file>.lock``
+(:class:`~deepfeat.featurize.lock.WriterLock`) for the journal; committing a segment
+takes ``<file>.commit.lock`` for the moment of the commit only, so other writers
+(:meth:`FeatureCache.fold_journals`) can add segments meanwhile.
 
 Reading a cache never executes code: only numeric arrays, byte-string keys and JSON
 attributes are read, and each is validated.
@@ -52,13 +61,21 @@ from deepfeat.featurize.hashing import KEY_LENGTH
 from deepfeat.featurize.journal import ALLOWED_DTYPES, append_record, encode_record, read_records
 from deepfeat.featurize.keyindex import KeyIndex
 from deepfeat.featurize.lock import WriterLock
+from deepfeat.featurize.segments import (
+    Segment,
+    new_segment_name,
+    read_manifest,
+    segment_dir,
+    write_manifest,
+)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FeatureCache"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "deepfeat-cache"
-FORMAT_VERSION = 1
+#: Highest format version read: 1 = rows in the file, 2 = a manifest of segments.
+FORMAT_VERSION = 2
 #: Target size of one HDF5 chunk of the feature matrix.
 CHUNK_BYTES = 1 << 20
 #: Checkpoint automatically once the journal holds this many bytes.
@@ -92,7 +109,11 @@ class _Space:
         self.attrs = attrs
         self.dim = dim
         self.dtype = dtype
-        self.h5_rows = KeyIndex()  # key -> row of the .h5 file's datasets
+        self.h5_rows = KeyIndex()  # key -> row of the files' datasets, numbered across parts
+        # (file, rows) of each file holding rows of this space, in order: global row r of
+        # h5_rows is local row r - starts[p] of part p
+        self.parts: list[tuple[str, int]] = []
+        self.starts = np.zeros(1, dtype=np.int64)
         # keys of rows that are still only in the journal; the rows stay on disk (read back
         # on demand), so memory does not grow with the journal
         self.j_rows: set[str] = set()
@@ -120,6 +141,19 @@ class _JournalRecords:
 
     def __iter__(self) -> Iterator[Any]:
         return read_records(self.path)
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
+
+
+class _ChainedRecords:
+    """The intact records of several journals, in order, read from disk on every iteration."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.chain.from_iterable(read_records(p) for p in self.paths)
 
     def __bool__(self) -> bool:
         return next(iter(self), None) is not None
@@ -161,17 +195,26 @@ class FeatureCache:
         self._jfh: Any = None
         self._jend = 0
         self._spaces: dict[str, _Space] | None = None
+        self._manifest: list[Segment] | None = None  # None: the rows are in the file itself
+        self._sig: tuple[int, int, int] | None = None
         self.rows_written = 0
 
     # ------------------------------------------------------------------ reading
-    def _open_h5(self) -> h5py.File | None:
-        if not os.path.exists(self.path):
+    def _open_h5(self, path: str | None = None, *, segment: bool = False) -> h5py.File | None:
+        """Open the cache file (or one of its segments) after checking its root attributes."""
+        path = self.path if path is None else path
+        if not os.path.exists(path):
+            if segment:
+                raise CacheCorruptError(
+                    f"{self.path}: segment {os.path.basename(path)} listed by the cache is missing. "
+                    f"Run `deepfeat cache verify {self.path}` / `deepfeat cache repair`."
+                )
             return None
         try:
-            f = h5py.File(self.path, "r")
+            f = h5py.File(path, "r")
         except _H5_ERRORS as exc:
             raise CacheCorruptError(
-                f"{self.path}: not a readable HDF5 file ({exc}). "
+                f"{path}: not a readable HDF5 file ({exc}). "
                 "Run `deepfeat cache verify` / `deepfeat cache repair`, or use another cache file."
             ) from None
         try:
@@ -179,18 +222,21 @@ class FeatureCache:
             version = f.attrs.get("format_version")
         except _H5_ERRORS as exc:
             f.close()
-            raise CacheCorruptError(f"{self.path}: unreadable root attributes ({exc})") from None
+            raise CacheCorruptError(f"{path}: unreadable root attributes ({exc})") from None
         if isinstance(fmt, bytes):
             fmt = fmt.decode("utf-8", "replace")
         if not isinstance(fmt, str) or fmt != FORMAT:
             f.close()
-            raise CacheCorruptError(f"{self.path}: not a deepfeat cache (format attribute {fmt!r})")
+            raise CacheCorruptError(f"{path}: not a deepfeat cache (format attribute {fmt!r})")
         if not isinstance(version, (int, np.integer)) or int(version) > FORMAT_VERSION:
             f.close()
             raise CacheCorruptError(
-                f"{self.path}: cache format version {version!r} is not supported "
+                f"{path}: cache format version {version!r} is not supported "
                 f"(this deepfeat reads version {FORMAT_VERSION}); upgrade deepfeat"
             )
+        if segment and int(version) != 1:
+            f.close()
+            raise CacheCorruptError(f"{path}: a segment must be a version-1 file, not version {version!r}")
         return f
 
     @staticmethod
@@ -220,8 +266,9 @@ class FeatureCache:
             attrs[k] = v
         return attrs
 
-    def _validate_space(self, name: str, group: Any) -> tuple[h5py.Dataset, h5py.Dataset]:
-        where = f"{self.path}: feature space {name!r}"
+    def _validate_space(self, name: str, group: Any,
+                        path: str | None = None) -> tuple[h5py.Dataset, h5py.Dataset]:
+        where = f"{path or self.path}: feature space {name!r}"
         if not isinstance(group, h5py.Group) or "keys" not in group or "features" not in group:
             raise CacheCorruptError(f"{where} lacks its 'keys' or 'features' dataset")
         for member in ("keys", "features"):
@@ -259,29 +306,57 @@ class FeatureCache:
             if sp is None:
                 sp = spaces[rec.space] = _Space(rec.attrs, rec.features.shape[1], str(rec.features.dtype))
             sp.j_rows.update(rec.keys)
+        self._manifest = None
+        self._sig = _file_sig(self.path)
+        raws: dict[str, list[np.ndarray]] = {}
         f = self._open_h5()
         if f is not None:
             with f, _reading(self.path):
-                for name, group in self._iter_space_groups(f):
-                    keys, feats = self._validate_space(name, group)
-                    attrs = self._space_attrs(group)
-                    sp = spaces.get(name)
-                    if sp is None:
-                        sp = spaces[name] = _Space(attrs, feats.shape[1], str(feats.dtype))
-                    else:
-                        sp.attrs = attrs
-                        if sp.dim != feats.shape[1]:
-                            raise CacheCorruptError(
-                                f"{self.path}: space {name!r} has width {feats.shape[1]} in the file "
-                                f"but {sp.dim} in the journal"
-                            )
-                    raw = keys[...]
-                    if not _IS_HEX[np.ascontiguousarray(raw).view(np.uint8)].all():
-                        raise CacheCorruptError(
-                            f"{self.path}: feature space {name!r} has keys that are not hex digests"
-                        )
-                    sp.h5_rows = KeyIndex(raw)
+                if int(f.attrs["format_version"]) >= 2:
+                    self._manifest = read_manifest(f, self.path)
+                else:
+                    self._load_file(f, self.path, spaces, raws, None)
+        for seg in self._manifest or ():
+            path = os.path.join(segment_dir(self.path), seg.file)
+            g = self._open_h5(path, segment=True)
+            with g, _reading(path):
+                self._load_file(g, path, spaces, raws, seg)
+        for name, parts in raws.items():
+            sp = spaces[name]
+            sp.h5_rows = KeyIndex(np.concatenate(parts) if len(parts) > 1 else parts[0])
+            sp.starts = np.concatenate([[0], np.cumsum([n for _, n in sp.parts])]).astype(np.int64)
         return spaces
+
+    def _load_file(self, f: h5py.File, path: str, spaces: dict[str, _Space],
+                   raws: dict[str, list[np.ndarray]], seg: Segment | None) -> None:
+        """Index the rows of one file (the cache itself, or a segment ``seg`` of it)."""
+        for name, group in self._iter_space_groups(f):
+            keys, feats = self._validate_space(name, group, path)
+            if seg is not None and keys.shape[0] != seg.rows.get(name, 0):
+                raise CacheCorruptError(
+                    f"{self.path}: segment {seg.file} holds {keys.shape[0]} rows of space {name!r}, "
+                    f"its manifest says {seg.rows.get(name, 0)}"
+                )
+            attrs = self._space_attrs(group)
+            sp = spaces.get(name)
+            if sp is None:
+                sp = spaces[name] = _Space(attrs, feats.shape[1], str(feats.dtype))
+            else:
+                if not sp.parts:
+                    sp.attrs = attrs
+                if sp.dim != feats.shape[1]:
+                    raise CacheCorruptError(
+                        f"{path}: space {name!r} has width {feats.shape[1]} here "
+                        f"but {sp.dim} in the journal or another segment"
+                    )
+            raw = keys[...]
+            if not _IS_HEX[np.ascontiguousarray(raw).view(np.uint8)].all():
+                raise CacheCorruptError(
+                    f"{path}: feature space {name!r} has keys that are not hex digests"
+                )
+            if len(raw):
+                raws.setdefault(name, []).append(raw)
+                sp.parts.append((path, len(raw)))
 
     @property
     def _index(self) -> dict[str, _Space]:
@@ -377,12 +452,22 @@ class FeatureCache:
         sel = np.flatnonzero(rows >= 0)
         out[~found] = np.nan
         if sel.size:
-            f = self._open_h5()
-            if f is None:
-                raise CacheCorruptError(f"{self.path}: the cache file disappeared while being read")
-            with f, _reading(self.path):
-                ds = f["spaces"][space]["features"]
-                self._read_rows_into(ds, rows[sel], out, sel)
+            part = np.searchsorted(sp.starts, rows[sel], side="right") - 1
+            for p in np.unique(part).tolist():
+                file = sp.parts[p][0]
+                if not _retried and (
+                    not os.path.exists(file) or (file == self.path and _file_sig(file) != self._sig)
+                ):
+                    # a writer replaced the file or compacted the segments since the index was read
+                    self.refresh()
+                    return self._read(space, keys, dtype, _retried=True)
+                f = self._open_h5(file, segment=file != self.path)
+                if f is None:
+                    raise CacheCorruptError(f"{self.path}: the cache file disappeared while being read")
+                at = part == p
+                with f, _reading(file):
+                    ds = f["spaces"][space]["features"]
+                    self._read_rows_into(ds, rows[sel][at] - sp.starts[p], out, sel[at])
         return out, found
 
     @staticmethod
@@ -446,17 +531,25 @@ class FeatureCache:
     def iter_space(self, space: str, batch_rows: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(keys, features)`` blocks of a space (file rows, then journal rows)."""
         in_file: set[str] = set()
-        f = self._open_h5()
-        if f is not None:
-            with f, _reading(self.path):
+        sp = self._index.get(space)
+        for file, _ in list(sp.parts) if sp is not None else ():
+            f = self._open_h5(file, segment=file != self.path)
+            if f is None:
+                continue
+            with f, _reading(file):
                 grp = dict(self._iter_space_groups(f)).get(space)
                 if grp is not None:
-                    keys, feats = self._validate_space(space, grp)
+                    keys, feats = self._validate_space(space, grp, file)
                     for s in range(0, keys.shape[0], batch_rows):
                         block = [k.decode() for k in keys[s : s + batch_rows]]
+                        take = [i for i, k in enumerate(block) if k not in in_file]
                         in_file.update(block)
-                        yield block, feats[s : s + batch_rows].astype(np.float32)
-        sp = self._index.get(space)
+                        if not take:
+                            continue
+                        rows = feats[s : s + batch_rows].astype(np.float32)
+                        if len(take) < len(block):  # a key another segment holds already
+                            block, rows = [block[i] for i in take], rows[take]
+                        yield block, rows
         if sp is not None:
             # journal rows not in the file as read just now (a writer may have folded some in)
             extra = sp.j_rows - in_file
@@ -480,9 +573,8 @@ class FeatureCache:
         self._lock = WriterLock(self.path, self.lock_timeout).acquire()
         try:
             kill_point("writer.locked")
-            self._cleanup_tmp()
             self.refresh()
-            self._index  # validate before writing anything  # noqa: B018
+            self._cleanup_tmp()  # (reads and validates the index before writing anything)
             self.checkpoint()  # fold in what a killed run left in the journal
             yield self
             self.checkpoint()
@@ -496,6 +588,81 @@ class FeatureCache:
                     os.remove(self.journal_path)  # an empty journal is just clutter
             self._lock.release()
             self._lock = None
+
+    def segments(self) -> list[str]:
+        """Files holding the cache's rows: the segments, or the cache file itself."""
+        self._index  # noqa: B018  (reads the manifest)
+        if self._manifest is None:
+            return [self.path] if os.path.exists(self.path) else []
+        return [os.path.join(segment_dir(self.path), s.file) for s in self._manifest]
+
+    def compact(self) -> dict[str, Any]:
+        """Merge every segment (and the journal) into one self-contained file.
+
+        Reads and writes the whole cache once; afterwards the cache is one version-1 file
+        again, readable by any deepfeat and by plain h5py without its segment folder.
+        Readers that hold the old segments open keep reading them; writers wait.
+
+        Returns
+        -------
+        dict
+            ``segments_before``, ``rows`` (rows kept), ``bytes`` (size of the new file).
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, os
+        >>> cache = FeatureCache(os.path.join(tempfile.mkdtemp(), "c.h5"))
+        >>> for i in range(3):
+        ...     with cache.writer():
+        ...         cache.append("s", {}, [f"{i:032x}"], np.ones((1, 2), np.float32))
+        >>> len(cache.segments()), cache.compact()["segments_before"], len(cache.segments())
+        (3, 3, 1)
+        """
+        with self.writer(), self._commit_lock():
+            self.refresh()
+            index = self._index
+            old = list(self._manifest or ())
+            before = len(old) if self._manifest is not None else int(os.path.exists(self.path))
+            if self._manifest is None:
+                return {"segments_before": before, "rows": sum(len(sp) for sp in index.values()),
+                        "bytes": os.path.getsize(self.path) if before else 0}
+            tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
+            try:
+                _check_free_space(self.path, sum(os.path.getsize(p) for p in self.segments()))
+                added, grown, _ = self._write_twin(tmp, self._stored_records(index))
+                _read_back(tmp, grown)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
+            _fsync_dir(self.path)
+            folder = segment_dir(self.path)
+            for seg in old:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, seg.file))
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty (pending journals of other writers stay)
+            self.refresh()
+            return {"segments_before": before, "rows": added, "bytes": os.path.getsize(self.path)}
+
+    def _stored_records(self, index: dict[str, _Space], batch_rows: int = 65536) -> Iterator[Any]:
+        """Every stored row once (the first of each key), as records in the stored dtype."""
+        from deepfeat.featurize.journal import JournalRecord
+
+        for name, sp in index.items():
+            for p, (file, _) in enumerate(sp.parts):
+                with self._open_h5(file, segment=file != self.path) as f, _reading(file):
+                    keys, feats = self._validate_space(name, f["spaces"][name], file)
+                    for s in range(0, keys.shape[0], batch_rows):
+                        raw = keys[s : s + batch_rows]
+                        block = [k.decode("ascii") for k in raw]
+                        first = sp.h5_rows.lookup(block) == sp.starts[p] + s + np.arange(len(block))
+                        if first.any():
+                            rows = feats[s : s + batch_rows][first]
+                            yield JournalRecord(name, sp.attrs, [k for k, f_ in zip(block, first) if f_], rows, 0)
 
     def fold_pending(self) -> bool:
         """Fold rows that a killed run left in the journal into the ``.h5`` file, if possible.
@@ -526,9 +693,24 @@ class FeatureCache:
         return True
 
     def _cleanup_tmp(self) -> None:
-        for tmp in glob.glob(glob.escape(self.path) + ".tmp-*"):
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        """Remove what killed commits left: temporary files and segments no manifest lists."""
+        with self._commit_lock():
+            for tmp in glob.glob(glob.escape(self.path) + ".tmp-*"):
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+            self._index  # noqa: B018  (reads the manifest)
+            folder = segment_dir(self.path)
+            if not os.path.isdir(folder):
+                return
+            listed = {s.file for s in self._manifest or ()}
+            for name in os.listdir(folder):
+                if ".tmp-" in name or (name.endswith(".h5") and name not in listed):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, name))
+
+    def _commit_lock(self) -> WriterLock:
+        """The lock held while a segment is written and committed (briefly, by any writer)."""
+        return WriterLock(self.path + ".commit", self.lock_timeout)
 
     def append(self, space: str, attrs: dict[str, Any], keys: Sequence[str], features: np.ndarray) -> None:
         """Durably add rows to ``space`` (journal first; see the module docstring)."""
@@ -573,64 +755,163 @@ class FeatureCache:
             self.checkpoint()
 
     def checkpoint(self) -> int:
-        """Fold the journal into the ``.h5`` file atomically; return rows added."""
+        """Fold the journal into a new segment of the cache atomically; return rows added."""
         if self._lock is None:
             raise CacheError("checkpoint needs the writer lock")
         records = _JournalRecords(self.journal_path)  # re-read per pass: one record in memory
         if not records:
             self._truncate_journal()
             return 0
-        # a fresh name each time: after a failed write HDF5 may still hold the old one open
-        tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
+        added = self._commit(records, "j", self.journal_path)
+        self._truncate_journal()
+        kill_point("checkpoint.done")
+        return added
+
+    def fold_journals(self, journals: Sequence[str], kind: str = "w") -> int:
+        """Commit the intact records of other writers' journals as one new segment.
+
+        Many processes may each write rows to a journal of their own (e.g. one per Ray
+        actor, with :func:`~deepfeat.featurize.journal.append_record`), with no lock on the
+        cache; this folds them in. Rows the cache already holds are skipped, so a journal
+        folded twice, or two journals holding the same key, never add a row twice. The
+        journals are left in place: delete them once this returns.
+
+        Parameters
+        ----------
+        journals : sequence of str
+            Journal files, in order of precedence.
+        kind : str, default="w"
+            Prefix of the new segment's file name.
+
+        Returns
+        -------
+        int
+            Rows added.
+        """
+        records = _ChainedRecords([os.fspath(j) for j in journals])
+        if not records:
+            return 0
+        return self._commit(records, kind, ", ".join(map(os.fspath, journals)))
+
+    def _commit(self, records: Iterable[Any], kind: str, source: str) -> int:
+        """Write ``records``' new rows to a new segment and commit it; return rows added."""
         kill_point("checkpoint.begin")
-        try:
-            # HDF5 copes badly with a full disk (errors surface late, from destructors), so
-            # make sure the copy fits before starting it.
-            _check_free_space(self.path, self._bytes_needed(records))
-            if os.path.exists(self.path):
-                shutil.copyfile(self.path, tmp)
+        with self._commit_lock():
+            if self._spaces is not None and _file_sig(self.path) != self._sig:
+                self.refresh()  # another writer committed since the index was read
+            index = self._index
+            fresh = not os.path.exists(self.path)
+            folder = segment_dir(self.path)
+            name = new_segment_name(kind)
+            # A new cache is written as one plain file; later rows go to new segments.
+            tmp = (f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}" if fresh
+                   else os.path.join(folder, f"{name[:-3]}.tmp-{os.getpid()}"))
+            try:
+                # HDF5 copes badly with a full disk (errors surface late, from destructors), so
+                # make sure the segment fits before starting it.
+                _check_free_space(self.path, self._bytes_needed(records))
+                if not fresh:
+                    os.makedirs(folder, exist_ok=True)
                 kill_point("checkpoint.copied")
-            added, grown = self._write_twin(tmp, records)
-            kill_point("checkpoint.written")
-            _read_back(tmp, grown)  # HDF5 may report a failed write only when an id is freed
+                sizes: dict[str, int] = {}
+                for rec in records:  # small segments get small chunks: bytes follow the rows
+                    sizes[rec.space] = sizes.get(rec.space, 0) + len(rec.keys)
+                added, grown, meta = self._write_twin(tmp, records, index, sizes)
+                kill_point("checkpoint.written")
+                if added:
+                    _read_back(tmp, grown)  # HDF5 may report a failed write only when an id is freed
+                    with open(tmp, "rb+") as fh:
+                        os.fsync(fh.fileno())
+                    if fresh:
+                        os.replace(tmp, self.path)
+                        _fsync_dir(self.path)
+                    else:
+                        os.replace(tmp, os.path.join(folder, name))
+                        _fsync_dir(os.path.join(folder, name))
+                        kill_point("checkpoint.segment")
+                        rows = {sp: m[3] for sp, m in meta.items() if m[3]}
+                        self._write_manifest(index, Segment(name, rows), meta)
+                else:
+                    os.remove(tmp)
+            except BaseException as exc:
+                # Free the HDF5 objects of the failed twin now: left to the garbage collector,
+                # ids of a file whose close failed can crash the interpreter.
+                _clear_frames(exc)
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                if isinstance(exc, CacheError) or not isinstance(exc, (OSError, RuntimeError)):
+                    raise
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                reason = " ".join(str(reason).split())  # HDF5 messages span lines; keep it one line
+                raise CacheError(
+                    f"{self.path}: checkpoint failed ({reason}); the new rows are safe in "
+                    f"{source}. Free disk space and run again."
+                ) from None
+            kill_point("checkpoint.replaced")
+            self.refresh()
+        log.debug("%s: committed %d rows", self.path, added)
+        return added
+
+    def _write_manifest(self, index: dict[str, _Space], new: Segment,
+                        meta: dict[str, tuple[dict[str, Any], int, str, int]]) -> None:
+        """Atomically replace the cache file by a manifest listing its segments and ``new``."""
+        folder = segment_dir(self.path)
+        segments = list(self._manifest) if self._manifest is not None else None
+        if segments is None:
+            # The file holds rows itself (version 1): it becomes the first segment, by a
+            # hard link (no copy); the new manifest then replaces the name.
+            base = new_segment_name("base")
+            rows = {name: sum(n for f, n in sp.parts if f == self.path) for name, sp in index.items()}
+            _link_or_copy(self.path, os.path.join(folder, base))
+            _fsync_dir(os.path.join(folder, base))
+            kill_point("checkpoint.linked")
+            segments = [Segment(base, {k: v for k, v in rows.items() if v})]
+        segments.append(new)
+        spaces: dict[str, tuple[dict[str, Any], int, str]] = {}
+        for name, sp in index.items():
+            if sp.parts:
+                spaces[name] = (sp.attrs, sp.dim, sp.dtype)
+        for name, (attrs, dim, dtype, n) in meta.items():
+            if n and name not in spaces:
+                spaces[name] = (attrs, dim, dtype)
+        tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
+        try:
+            write_manifest(tmp, self.path, segments, spaces, FORMAT)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path)
-        except BaseException as exc:
-            # Free the HDF5 objects of the failed twin now: left to the garbage collector,
-            # ids of a file whose close failed can crash the interpreter.
-            _clear_frames(exc)
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            if isinstance(exc, CacheError) or not isinstance(exc, (OSError, RuntimeError)):
-                raise
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            reason = " ".join(str(reason).split())  # HDF5 messages span lines; keep it one line
-            raise CacheError(
-                f"{self.path}: checkpoint failed ({reason}); the new rows are safe in "
-                f"{self.journal_path}. Free disk space and run again."
-            ) from None
-        kill_point("checkpoint.replaced")
-        self._truncate_journal()
-        kill_point("checkpoint.done")
-        self.refresh()
-        log.debug("%s: checkpointed %d rows", self.path, added)
-        return added
+            raise
+        _fsync_dir(self.path)
 
-    def _write_twin(self, tmp: str, records: Iterable[Any]) -> tuple[int, dict[str, int]]:
-        """Append the journal's records to the temporary twin; return rows added, first new rows."""
+    def _write_twin(self, tmp: str, records: Iterable[Any], known: dict[str, _Space] | None = None,
+                    sizes: dict[str, int] | None = None) -> tuple[int, dict[str, int], dict[str, tuple[dict[str, Any], int, str, int]]]:
+        """Write the records' rows that ``known`` lacks to a new file ``tmp``.
+
+        Returns rows added, the first new row per space, and per space (attributes, dim,
+        dtype, rows added).
+        """
         added = 0
         grown: dict[str, int] = {}
+        meta: dict[str, tuple[dict[str, Any], int, str, int]] = {}
         with h5py.File(tmp, "a") as f:
             if "format" not in f.attrs:
                 f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["format_version"] = 1
             try:
                 spaces = f.require_group("spaces")
                 present: dict[str, set[str]] = {}
                 for rec in records:
-                    added += self._merge(spaces, rec, present, grown)
+                    n = self._merge(spaces, rec, present, grown, known, (sizes or {}).get(rec.space))
+                    added += n
+                    a, d, t, m = meta.get(rec.space, (None, 0, "", 0))
+                    if a is None:
+                        g = spaces[rec.space]
+                        a = self._space_attrs(g)
+                        d, t = int(g["features"].shape[1]), str(g["features"].dtype)
+                    meta[rec.space] = (a, d, t, m + n)
                     kill_point("checkpoint.merged")
                 f.flush()
             except BaseException as exc:
@@ -639,11 +920,11 @@ class FeatureCache:
                 spaces = None
                 _clear_frames(exc)
                 raise
-        return added, grown
+        return added, grown, meta
 
     def _bytes_needed(self, records: Iterable[Any]) -> int:
         """Generous estimate of the free space a checkpoint of ``records`` needs."""
-        need = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        need = 0  # a segment holds only the new rows: the cache is never copied
         spaces: dict[str, tuple[int, int, int]] = {}
         for rec in records:
             n, dim = rec.features.shape
@@ -655,7 +936,8 @@ class FeatureCache:
         return need + (1 << 20)
 
     def _merge(self, spaces: h5py.Group, rec: Any, present: dict[str, set[str]],
-               grown: dict[str, int] | None = None) -> int:
+               grown: dict[str, int] | None = None, known: dict[str, _Space] | None = None,
+               expect: int | None = None) -> int:
         n, dim = rec.features.shape
         if rec.space not in spaces:
             grp = spaces.create_group(rec.space)
@@ -665,9 +947,12 @@ class FeatureCache:
             grp.attrs["dtype"] = str(rec.features.dtype)
             grp.attrs.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             cr = _rows_per_chunk(dim, rec.features.dtype.itemsize)
+            kr = 4096
+            if expect:  # a segment of known size: chunks no larger than it
+                cr, kr = min(cr, max(16, expect)), min(kr, max(16, expect))
             # fletcher32: every chunk carries a checksum, so damaged rows fail to read
             # (CacheCorruptError) instead of coming back as silently wrong numbers.
-            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(4096,),
+            grp.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_LENGTH}", chunks=(kr,),
                                fletcher32=True)
             grp.create_dataset("features", shape=(0, dim), maxshape=(None, dim),
                                dtype=rec.features.dtype, chunks=(cr, dim), fletcher32=True)
@@ -678,9 +963,11 @@ class FeatureCache:
         seen = present.get(rec.space)
         if seen is None:
             seen = present[rec.space] = {k.decode("ascii") for k in keys_ds[...]}
+        sp = known.get(rec.space) if known else None
+        old = sp.h5_rows.lookup(rec.keys) >= 0 if sp is not None else np.zeros(len(rec.keys), bool)
         take = []
         for i, k in enumerate(rec.keys):
-            if k not in seen:
+            if k not in seen and not old[i]:
                 seen.add(k)
                 take.append(i)
         if not take:
@@ -707,6 +994,30 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         return f"FeatureCache({self.path!r})"
+
+
+def _file_sig(path: str) -> tuple[int, int, int] | None:
+    """Identity of a file's current version (a replaced file has another inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Give ``src``'s content a second name: a hard link, or a copy where links are refused."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES):
+            raise
+        log.info("%s: hard links refused (%s); copying the file once", dst, exc.strerror)
+        tmp = dst + f".tmp-{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
 
 
 def _clear_frames(exc: BaseException | None) -> None:

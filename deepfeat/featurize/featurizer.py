@@ -56,6 +56,7 @@ __all__ = ["Featurizer", "FeaturizeResult"]
 log = logging.getLogger(__name__)
 
 STORAGE_DTYPES = ("float32", "float16")
+ENGINES = ("local", "ray")
 #: Images per forward call on a CPU (a loader batch is split into slices of this size).
 CPU_FORWARD_ROWS = 16
 #: With ``jit="auto"``, jobs of at least this many images to featurize on a CPU run a
@@ -214,6 +215,11 @@ class Featurizer:
         Seconds to wait for another process writing the same cache.
     progress : bool, default=False
         Show a tqdm bar on stderr (only when stderr is a terminal).
+    engine : {"local", "ray"}, default="local"
+        ``ray`` embeds the images that the cache lacks on a Ray cluster (Ray Data, one
+        model per actor; see :mod:`deepfeat.featurize.ray_engine`). Needs ``deepfeat[ray]``.
+    ray_address : str or None, default=None
+        Cluster to join with ``engine="ray"``; ``None`` starts a local Ray with 2 CPUs.
 
     Attributes
     ----------
@@ -252,6 +258,8 @@ class Featurizer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         lock_timeout: float | None = 30.0,
         progress: bool = False,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> None:
         if pool not in POOLINGS:
             raise InvalidParameterError(f"pool must be one of {POOLINGS}, got {pool!r}")
@@ -263,6 +271,8 @@ class Featurizer:
             raise InvalidParameterError(f"jit must be one of {JIT_CHOICES}, got {jit!r}")
         if tta not in TTA_CHOICES:
             raise InvalidParameterError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+        if engine not in ENGINES:
+            raise InvalidParameterError(f"engine must be one of {ENGINES}, got {engine!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise InvalidParameterError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -284,6 +294,8 @@ class Featurizer:
         self.max_pixels = max_pixels
         self.lock_timeout = lock_timeout
         self.progress = progress
+        self.engine = engine
+        self.ray_address = ray_address
         self.resolved: ResolvedBackbone = resolve_backbone(backbone, weights=weights, checkpoint=self.checkpoint)
         self.forward_passes = 0
         self._model: torch.nn.Module | None = None
@@ -548,6 +560,10 @@ class Featurizer:
                 first[k] = i
         unique = list(first)
         cache = self.cache
+        if cache is not None:
+            from deepfeat.featurize.ray_engine import fold_orphan_journals
+
+            fold_orphan_journals(cache)  # rows a killed Ray job left behind count as cached
         fp = self.space_in(cache)
         in_cache = cache.contains(fp, unique) if cache is not None else np.zeros(len(unique), bool)
         todo = [k for k, c in zip(unique, in_cache) if not c]
@@ -565,11 +581,11 @@ class Featurizer:
                     still = ~cache.contains(fp, todo)
                     todo = [k for k, s in zip(todo, still) if s]
                     t0 = time.perf_counter()
-                    n_done = self._run(fp, todo, first, inputs, computed, bad_keys, cache, return_features)
+                    n_done = self._compute(fp, todo, first, inputs, computed, bad_keys, cache, return_features)
                     t_feat = time.perf_counter() - t0
             else:
                 t0 = time.perf_counter()
-                n_done = self._run(fp, todo, first, inputs, computed, bad_keys, None, True)
+                n_done = self._compute(fp, todo, first, inputs, computed, bad_keys, None, True)
                 t_feat = time.perf_counter() - t0
 
         # Assemble aligned output.
@@ -629,6 +645,19 @@ class Featurizer:
         for f_ in fail_list:
             log.warning("%s: %s", f_["path"], f_["reason"])
         return FeaturizeResult(features, ok, keys, fail_list, summary)
+
+    def _compute(self, fp: str, todo: list[str], first: dict[str, int], inputs: list[Any],
+                 computed: dict[str, np.ndarray], bad: dict[str, str],
+                 cache: FeatureCache | None, keep: bool) -> int:
+        """Embed ``todo`` with the chosen engine; rows go to ``cache`` and/or ``computed``."""
+        if self.engine == "ray":
+            from deepfeat.featurize.ray_engine import run_on_ray
+
+            items = [inputs[first[k]] for k in todo]
+            if not all(isinstance(x, (str, os.PathLike)) for x in items):
+                raise TypeError("engine='ray' takes image file paths (the actors read the files)")
+            return run_on_ray(self, todo, [os.fspath(x) for x in items], computed, bad, cache, keep, space=fp)
+        return self._run(fp, todo, first, inputs, computed, bad, cache, keep)
 
     def _run(self, fp: str, todo: list[str], first: dict[str, int], inputs: list[Any],
              computed: dict[str, np.ndarray], bad: dict[str, str],

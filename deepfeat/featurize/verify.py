@@ -40,6 +40,7 @@ from deepfeat.featurize.cache import (
 )
 from deepfeat.featurize.hashing import KEY_LENGTH
 from deepfeat.featurize.journal import _MAX_HEADER, _PREFIX, ALLOWED_DTYPES, MAGIC, JournalRecord
+from deepfeat.featurize.segments import read_manifest, segment_dir
 
 __all__ = ["verify_cache", "repair_cache", "scan_journal"]
 
@@ -289,6 +290,11 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
         extra = sorted(set(f) - {"spaces"})
         if extra:
             res["warnings"].append(f"unexpected top-level entries ignored: {extra}")
+        if isinstance(version, (int, np.integer)) and int(version) == 2:
+            _verify_segments(f, path, res)
+            for name, n in jrows.items():
+                res["spaces"].setdefault(name, {"rows": 0})["journal_rows"] = n
+            return
         cache = FeatureCache(path)
         try:
             groups = list(cache._iter_space_groups(f))
@@ -299,6 +305,50 @@ def _verify_h5(path: str, res: dict[str, Any], jrows: dict[str, int]) -> None:
             res["spaces"][name] = _verify_space(cache, name, group, problems)
         for name, n in jrows.items():
             res["spaces"].setdefault(name, {"rows": 0})["journal_rows"] = n
+
+
+def _verify_segments(f: h5py.File, path: str, res: dict[str, Any]) -> None:
+    """Verify each segment a version-2 cache lists, as a file of its own."""
+    try:
+        segments = read_manifest(f, path)
+    except CacheCorruptError as exc:
+        res["problems"].append(str(exc).replace(f"{path}: ", ""))
+        return
+    folder = segment_dir(path)
+    res["segments"] = len(segments)
+    for seg in segments:
+        seg_path = os.path.join(folder, seg.file)
+        if not os.path.isfile(seg_path):
+            res["problems"].append(f"segment {seg.file}: missing from {folder}")
+            continue
+        sub: dict[str, Any] = {"problems": [], "warnings": [], "spaces": {}}
+        _verify_h5(seg_path, sub, {})
+        with contextlib.suppress(*_H5_ERRORS):
+            with h5py.File(seg_path, "r") as g:
+                if g.attrs.get("format_version") != 1:
+                    sub["problems"].append("a segment must be a version-1 file")
+        res["problems"] += [f"segment {seg.file}: {p}" for p in sub["problems"]]
+        res["warnings"] += [f"segment {seg.file}: {w}" for w in sub["warnings"]]
+        for name, info in sub["spaces"].items():
+            if info.get("rows", 0) != seg.rows.get(name, 0):
+                res["problems"].append(
+                    f"segment {seg.file}: {info.get('rows', 0)} rows of space {name!r}, "
+                    f"the manifest says {seg.rows.get(name, 0)}"
+                )
+            have = res["spaces"].setdefault(name, {**info, "rows": 0})
+            if "dim" in have and "dim" in info and have["dim"] != info["dim"]:
+                res["problems"].append(f"segment {seg.file}: space {name!r} has another width")
+            have["rows"] += info.get("rows", 0)
+    listed = {s.file for s in segments}
+    orphans = [
+        n for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+        if n not in listed and os.path.isfile(os.path.join(folder, n))
+    ]
+    if orphans:
+        res["warnings"].append(
+            f"{len(orphans)} file(s) in {folder} no manifest lists (left by a killed commit); "
+            "the next writer removes them"
+        )
 
 
 def _verify_space(
@@ -658,8 +708,8 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
     target = FeatureCache(out, lock_timeout=0)
     taken: dict[str, set[str]] = {}
     with target.writer():
-        if os.path.exists(path):
-            with _open_salvageable(path, out + ".tmp-source") as (f, surviving, note):
+        for src in _data_files(path, res["source_notes"]) if os.path.exists(path) else []:
+            with _open_salvageable(src, out + ".tmp-source") as (f, surviving, note):
                 if note:
                     res["source_notes"].append(note)
                 if f is not None:
@@ -669,9 +719,14 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
                         res["source_notes"].append(f"cannot list the feature spaces ({exc})")
                         groups = []
                     for name, group in groups:
-                        res["spaces"][name] = _salvage_space(
-                            f, name, group, surviving, target, taken
-                        )
+                        got = _salvage_space(f, name, group, surviving, target, taken)
+                        have = res["spaces"].get(name)
+                        if have is None:
+                            res["spaces"][name] = got
+                        else:
+                            for k in ("declared_rows", "salvaged", "dropped"):
+                                have[k] += got[k]
+                            have["notes"] += got["notes"]
         scan = scan_journal(path + ".journal")
         j_added, j_skipped = 0, 0
         for rec in scan.records:
@@ -708,6 +763,37 @@ def repair_cache(path: str | os.PathLike, out: str | os.PathLike) -> dict[str, A
         res["verified"] = False
         res["source_notes"].append("nothing could be salvaged; no file was written")
     return res
+
+
+def _data_files(path: str, notes: list[str]) -> list[str]:
+    """The files holding a cache's rows: the file itself, or its segments (version 2)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format_version") != 2:
+                return [path]
+            try:
+                segments = [s.file for s in read_manifest(f, path)]
+            except CacheCorruptError as exc:
+                notes.append(f"{exc}; salvaging every segment file in the folder instead")
+                segments = None
+    except _H5_ERRORS:
+        folder = segment_dir(path)
+        if not os.path.isdir(folder):
+            return [path]  # a damaged one-file cache: salvaged as such
+        notes.append("the cache file is unreadable; salvaging every segment file in its folder")
+        segments = None
+    folder = segment_dir(path)
+    if segments is None:
+        found = [n for n in os.listdir(folder) if n.endswith(".h5")] if os.path.isdir(folder) else []
+        segments = sorted(found, key=lambda n: os.path.getmtime(os.path.join(folder, n)))
+    files = []
+    for name in segments:
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            files.append(p)
+        else:
+            notes.append(f"segment {name} is missing; its rows are lost")
+    return files
 
 
 def _salvage_groups(f: h5py.File, notes: list[str]) -> Iterator[tuple[str, Any]]:

@@ -1,0 +1,231 @@
+"""Featurize on a Ray cluster (``Featurizer(engine="ray")``, ``deepfeat featurize --engine ray``).
+
+The driver hashes the listing and looks the keys up in the cache as the local engine does;
+only the missing images go to Ray Data: ``map_batches`` over an actor pool, one model per
+actor (a GPU per actor where the cluster has GPUs). Each actor appends its rows to a journal
+of its own in ``<cache>.d/pending/`` (checksummed, fsynced before the batch is reported
+done) and holds an ``flock`` on it while it lives. When the dataset is consumed the driver
+folds the journals into one new segment of the cache
+(:meth:`~deepfeat.featurize.cache.FeatureCache.fold_journals`), skipping keys already
+stored, and deletes them.
+
+Faults: Ray restarts a killed actor and retries its batch; the rows of the batches it
+finished are in its journal, the retried batch is written again by another actor and
+folded once. A killed driver leaves the journals behind, unlocked; the next run (either
+engine) folds them in before deciding what to compute, so it computes only what is missing.
+The cache must therefore be on a filesystem every node sees, at the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from deepfeat.exceptions import DeepfeatError
+from deepfeat.featurize.journal import append_record, encode_record
+from deepfeat.featurize.segments import segment_dir
+
+__all__ = ["fold_orphan_journals", "pending_dir", "run_on_ray"]
+
+log = logging.getLogger(__name__)
+
+
+def pending_dir(cache_path: str) -> str:
+    """Where writers without the cache lock keep their journals until they are folded in."""
+    return os.path.join(segment_dir(cache_path), "pending")
+
+
+@contextlib.contextmanager
+def _locked_journals(paths: list[str]) -> Iterator[list[str]]:
+    """Lock each journal without waiting; yield those locked (their writers are gone)."""
+    held: list[tuple[str, int]] = []
+    try:
+        for p in paths:
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # a live writer holds it
+                continue
+            held.append((p, fd))
+        yield [p for p, _ in held]
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def fold_orphan_journals(cache: Any, also: list[str] | None = None) -> int:
+    """Fold the pending journals no live writer holds (and ``also``) into ``cache``; delete them.
+
+    Returns rows added. Never waits for live writers and never fails on a read-only
+    folder (the rows then stay pending).
+    """
+    folder = pending_dir(cache.path)
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), "*.journal")))
+    also = [p for p in (also or []) if os.path.exists(p)]
+    if not found and not also:
+        return 0
+    with _locked_journals([p for p in found if p not in also]) as orphans:
+        todo = list(also) + orphans
+        if not todo:
+            return 0
+        try:
+            added = cache.fold_journals(todo, kind="w")
+        except (OSError, DeepfeatError) as exc:
+            log.info("%s: pending journals not folded in now (%s)", cache.path, exc)
+            return 0
+        for p in todo:
+            with contextlib.suppress(OSError):
+                os.remove(p)
+    log.debug("%s: folded %d rows from %d pending journal(s)", cache.path, added, len(todo))
+    return added
+
+
+#: Featurizer batches per actor call: enough for the actor's streams to work in parallel.
+_BATCHES_PER_CALL = 4
+
+
+class _Embedder:
+    """One Ray actor: one model, one journal; embeds batches of ``{"key", "path"}`` rows."""
+
+    def __init__(self, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
+                 attrs: dict[str, Any], threads: int, n_images: int,
+                 space: str | None = None) -> None:
+        import torch
+
+        from deepfeat.featurize.featurizer import Featurizer
+
+        torch.set_num_threads(max(1, threads))
+        self.featurizer = Featurizer.from_spec(spec, **overrides)
+        self.featurizer.prepare(n_images)  # build (and trace, as the local engine would) once
+        self.fingerprint = space or self.featurizer.fingerprint
+        self.attrs = attrs
+        self.journal = None
+        self._fh = None
+        if cache_path is not None:
+            folder = pending_dir(cache_path)
+            os.makedirs(folder, exist_ok=True)
+            # named by pid: a journal says which process writes it (the fault tests kill it)
+            self.journal = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex}.journal")
+            self._fh = open(self.journal, "ab", buffering=0)
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)  # released by the kernel when we die
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = [str(k) for k in batch["key"]]
+        paths = [str(p) for p in batch["path"]]
+        res = self.featurizer.featurize(paths, return_features=True)
+        reasons = [""] * len(keys)
+        for f in res.failures:
+            reasons[f["index"]] = f["reason"] or "failed"
+        for i, k in enumerate(res.keys):
+            if not reasons[i] and k != keys[i]:
+                reasons[i] = "the file changed while the job ran"
+        ok = [i for i, r in enumerate(reasons) if not r]
+        out: dict[str, Any] = {"key": np.array(keys), "reason": np.array(reasons, dtype=object),
+                               "journal": np.array([self.journal or ""] * len(keys), dtype=object)}
+        store = np.dtype(self.featurizer.storage_dtype)
+        if self._fh is not None:
+            if ok:
+                rec = encode_record(self.fingerprint, self.attrs, [keys[i] for i in ok],
+                                    res.features[ok].astype(store))
+                append_record(self._fh, rec, fsync=True)  # durable before the batch counts as done
+        else:
+            out["features"] = res.features.astype(np.float32)
+        return out
+
+
+def _ray_init(address: str | None) -> None:
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the library never prints; Ray Data logs to its own files
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # Our own instance: Ray runs its workers at nice 15 by default (to favour its raylet),
+        # which on a machine shared with other work starves the actors; run them at 0.
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _system_config={"worker_niceness": 0})
+
+
+def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dict[str, np.ndarray],
+               bad: dict[str, str], cache: Any, keep: bool, space: str | None = None) -> int:
+    """Embed the images ``paths`` (keys ``todo``) on Ray; return how many were embedded.
+
+    Rows go to ``cache`` (folded in before returning); without a cache they come back in
+    ``computed``. Failed images are recorded in ``bad`` and never stop the job. ``space`` is the
+    cache space the rows go to (default: the featurizer's fingerprint).
+    """
+    space = space or featurizer.fingerprint
+    try:
+        import ray
+    except ImportError:
+        raise DeepfeatError("engine='ray' needs Ray Data: pip install 'deepfeat[ray]'") from None
+    _ray_init(featurizer.ray_address)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 1))
+    if gpus:
+        actors, per_actor = gpus, {"num_gpus": 1, "num_cpus": 1}
+        device = "cuda"
+    else:
+        # leave a CPU to Ray Data's own tasks: a pool that claims every CPU can hang
+        actors, per_actor = max(1, cpus - 1), {"num_cpus": 1}
+        device = "cpu"
+    actors = max(1, min(actors, -(-len(todo) // featurizer.batch_size)))
+    # inside an actor the featurizer runs as the local engine does (CPU: one stream per core)
+    overrides = {"device": device, "precision": featurizer.runtime.precision, "cache": None,
+                 "batch_size": featurizer.batch_size, "num_workers": featurizer.num_workers,
+                 "jit": featurizer.jit, "max_pixels": featurizer.max_pixels}
+    attrs = featurizer._space_attrs()
+    cache_path = cache.path if cache is not None else None
+    ds = ray.data.from_items(
+        [{"key": k, "path": p} for k, p in zip(todo, paths)],
+        override_num_blocks=max(1, min(len(todo), 4 * actors, -(-len(todo) // featurizer.batch_size))),
+    )
+    out = ds.map_batches(
+        _Embedder,
+        fn_constructor_kwargs={"spec": featurizer.spec, "overrides": overrides, "cache_path": cache_path,
+                               "attrs": attrs, "space": space, "threads": per_actor["num_cpus"], "n_images": len(todo)},
+        batch_size=featurizer.batch_size * _BATCHES_PER_CALL,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        **per_actor,
+    )
+    journals: set[str] = set()
+    done = 0
+    seen: set[str] = set()
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, (k, reason) in enumerate(zip(batch["key"], batch["reason"])):
+            k = str(k)
+            if k in seen:  # a batch retried after its actor died may come back twice
+                continue
+            seen.add(k)
+            if reason:
+                bad[k] = str(reason)
+                continue
+            done += 1
+            if cache is None or keep and "features" in batch:
+                computed[k] = batch["features"][i]
+        journals.update(j for j in batch["journal"] if j)
+    if cache is not None:
+        fold_orphan_journals(cache, also=sorted(journals))
+        if keep:  # the rows this job computed, as the local engine hands them back
+            ok = [k for k in seen if k not in bad]
+            vals, found = cache.read(space, ok)
+            computed.update((k, v) for k, v, f in zip(ok, vals, found) if f)
+    featurizer.forward_passes += done
+    return done
