@@ -250,3 +250,33 @@ def test_saved_model_loads_in_a_fresh_process_and_predicts_identically(
             load(model)
     finally:
         os.rename(fitted["tuned"].checkpoint_ + ".moved", fitted["tuned"].checkpoint_)
+
+
+def test_cli_fit_finetune_writes_an_ordinary_model_that_predict_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepfeat.cli.main import main
+
+    monkeypatch.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path / "trust.txt"))
+    X, y = _lfw(6)
+    for i, (img, label) in enumerate(zip(X, y)):
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "data" / label / f"{i}.png")
+    out = tmp_path / "m.joblib"
+    args = ["fit", str(tmp_path / "data"), "--out", str(out), "--finetune", "--epochs", "1", "--freeze", "1",
+            "--backbone", BACKBONE, "--weights", "none", "--heads", "logreg", "--device", "cpu",
+            "--cache", str(tmp_path / "c.h5"), "--json", "-q"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    ft = r["finetune"]
+    assert len(ft["history"]) == 1 and os.path.isfile(ft["checkpoint"])
+    assert Path(ft["checkpoint"]).parent == tmp_path / "m.finetune"
+    assert main(["predict", str(out), str(tmp_path / "data"), "--out", str(tmp_path / "p.csv"), "--json", "-q"]) == 0
+    capsys.readouterr()
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == len(X) and set(table.status) == {"ok"}
+    # bad recipe value: one clear line, exit code != 0
+    assert main([*args[:-2], "--epochs", "0", "--json", "-q"]) != 0
+    assert "epochs must be an integer >= 1" in json.loads(capsys.readouterr().out)["error"]
