@@ -25,11 +25,11 @@ from deepfeat.classify import TransferClassifier
 from deepfeat.exceptions import InputError
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.backbones import resolve_backbone
+from deepfeat.featurize.runtime import resolve_runtime
 from deepfeat.finetune import FineTuneClassifier, Recipe, fine_tune
 from deepfeat.finetune.images import PixelBank, load_pixels
 from deepfeat.finetune.network import build_network
 from deepfeat.finetune.train import build_optimizer
-from deepfeat.featurize.runtime import resolve_runtime
 
 BACKBONE = "timm:test_efficientnet"
 REPO = Path(__file__).resolve().parents[1]

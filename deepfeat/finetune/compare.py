@@ -13,6 +13,9 @@ pipelines, which sit above it.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -67,7 +70,9 @@ def finetune_draws(
     name : str
         The ``space`` column of the rows.
     work_dir : path, optional
-        Training states (one per draw: a killed comparison resumes); default a temporary folder.
+        Per draw, its training state while it trains and its result once scored: a killed
+        comparison, run again, skips the finished draws and resumes the one in flight.
+        Default: a temporary folder.
     progress : bool
 
     Returns
@@ -85,11 +90,11 @@ def finetune_draws(
     needed = np.unique(np.concatenate([np.concatenate([d.train, d.test]) for d in draws]))
     slot = {int(i): j for j, i in enumerate(needed)}
     bank = load_pixels([paths[i] for i in needed], featurizer.preprocess, max_pixels=featurizer.max_pixels)
-    rt = featurizer.runtime
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="deepfeat-finetune-")
         work_dir = tmp.name
+    os.makedirs(work_dir, exist_ok=True)
     rows, predictions = [], {}
     bar = tqdm(total=len(draws), desc="fine-tuning draws", file=sys.stderr,
                disable=not (progress and sys.stderr.isatty()))
@@ -97,40 +102,75 @@ def finetune_draws(
         for d in draws:
             t0 = time.perf_counter()
             r = Recipe(**{**recipe.to_dict(), "seed": int(d.seed)})
-            classes, codes = np.unique(y[d.train], return_inverse=True)
-            net, _ = build_network(featurizer.resolved, featurizer.layer, featurizer.pool, len(classes))
-            if r.lp_init:
-                W, b = linear_probe(frozen_features[d.train], codes, len(classes), r.seed)
-                with torch.no_grad():
-                    net.head.weight.copy_(torch.from_numpy(W))
-                    net.head.bias.copy_(torch.from_numpy(b))
-            sub = bank.subset([slot[int(i)] for i in d.train])
-            res = fine_tune(net, sub, codes, r, rt,
-                            state_path=os.path.join(os.fspath(work_dir), f"{name}-{d.shots}-{d.repeat}.state.pt"),
-                            identity=f"{featurizer.fingerprint}:{r.digest()}:{d.shots}:{d.repeat}:{len(d.train)}")
-            seconds = time.perf_counter() - t0
-            proba = _predict_proba(net, bank, [slot[int(i)] for i in d.test], rt)
-            y_pred = classes[proba.argmax(1)]
-            y_true = y[d.test]
-            rows.append({
-                "space": name, "shots": str(d.shots), "k": d.k, "repeat": d.repeat, "seed": d.seed,
-                "n_train": len(d.train), "n_test": len(d.test),
-                "accuracy": accuracy_score(y_true, y_pred),
-                "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
-                "best_epoch": res.best_epoch, "fit_seconds": seconds,
-                "images_per_second": res.images_per_second,
-            })
+            stem = os.path.join(os.fspath(work_dir), f"{name}-{d.shots}-{d.repeat}")
+            identity = f"{featurizer.fingerprint}:{r.digest()}:{d.shots}:{d.repeat}:{_digest(d.train, d.test)}"
+            done = _load_done(stem + ".json", identity)
+            if done is None:
+                done = _one_draw(d, r, y, frozen_features, featurizer, bank, slot, stem + ".state.pt", identity)
+                done["row"]["fit_seconds"] = time.perf_counter() - t0
+                _save_done(stem + ".json", identity, done)
+                with contextlib.suppress(OSError):
+                    os.remove(stem + ".state.pt")  # ~4x the model's size; the draw's result is kept
+            rows.append({"space": name, **done["row"]})
             predictions[(name, str(d.shots), d.repeat)] = {
-                "test": d.test, "y_pred": y_pred, "confidence": proba.max(1),
+                "test": np.asarray(d.test), "y_pred": np.asarray(done["y_pred"], dtype=y.dtype),
+                "confidence": np.asarray(done["confidence"], dtype=float),
             }
             log.info("fine-tuned k=%s repeat %d: accuracy %.4f in %.1f s", d.shots, d.repeat,
-                     rows[-1]["accuracy"], seconds)
+                     rows[-1]["accuracy"], rows[-1]["fit_seconds"])
             bar.update()
     finally:
         bar.close()
         if tmp is not None:
             tmp.cleanup()
     return rows, predictions
+
+
+def _one_draw(d: Any, r: Recipe, y: np.ndarray, frozen_features: np.ndarray, featurizer: Featurizer,
+              bank: Any, slot: dict[int, int], state_path: str, identity: str) -> dict[str, Any]:
+    classes, codes = np.unique(y[d.train], return_inverse=True)
+    net, _ = build_network(featurizer.resolved, featurizer.layer, featurizer.pool, len(classes))
+    if r.lp_init:
+        W, b = linear_probe(frozen_features[d.train], codes, len(classes), r.seed)
+        with torch.no_grad():
+            net.head.weight.copy_(torch.from_numpy(W))
+            net.head.bias.copy_(torch.from_numpy(b))
+    res = fine_tune(net, bank.subset([slot[int(i)] for i in d.train]), codes, r, featurizer.runtime,
+                    state_path=state_path, identity=identity)
+    proba = _predict_proba(net, bank, [slot[int(i)] for i in d.test], featurizer.runtime)
+    y_pred = classes[proba.argmax(1)]
+    y_true = y[d.test]
+    row = {
+        "shots": str(d.shots), "k": float(d.k), "repeat": int(d.repeat), "seed": int(d.seed),
+        "n_train": len(d.train), "n_test": len(d.test),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "best_epoch": res.best_epoch, "images_per_second": res.images_per_second,
+    }
+    return {"row": row, "y_pred": y_pred.tolist(), "confidence": proba.max(1).tolist()}
+
+
+def _digest(*arrays: Any) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.asarray(a, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:16]
+
+
+def _load_done(path: str, identity: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            done = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return done if done.get("identity") == identity else None
+
+
+def _save_done(path: str, identity: str, done: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"identity": identity, **done}, fh, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    os.replace(tmp, path)
 
 
 def _predict_proba(net: torch.nn.Module, bank: Any, idx: list[int], rt: Any) -> np.ndarray:
