@@ -280,3 +280,16 @@ def test_cli_fit_finetune_writes_an_ordinary_model_that_predict_accepts(
     # bad recipe value: one clear line, exit code != 0
     assert main([*args[:-2], "--epochs", "0", "--json", "-q"]) != 0
     assert "epochs must be an integer >= 1" in json.loads(capsys.readouterr().out)["error"]
+
+
+# sklearn's checks, with the image estimators' exemptions (they fit on 2-d numeric arrays,
+# which image estimators reject; see test_classify_images.py for the reasoning)
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from test_classify_images import _CLASSIFIER_EXEMPT  # noqa: E402
+
+
+@parametrize_with_checks([FineTuneClassifier()], expected_failed_checks=lambda e: _CLASSIFIER_EXEMPT,
+                         xfail_strict=True)
+def test_sklearn_checks_that_apply_to_image_input(estimator, check) -> None:
+    check(estimator)

@@ -16,6 +16,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from deepfeat.classify.cv import check_cv_possible
 from deepfeat.classify.embedder import ImageEmbedder, as_image_list, describe_failures
 from deepfeat.classify.transfer import TransferClassifier
 from deepfeat.exceptions import InputError
@@ -192,6 +193,7 @@ weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, see
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
+        check_cv_possible(y)  # the head search on the fine-tuned embeddings cross-validates
         items = as_image_list(X)
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
