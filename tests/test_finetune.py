@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from test_classify_images import _CLASSIFIER_EXEMPT
 
 from deepfeat.classify import TransferClassifier
 from deepfeat.exceptions import InputError
@@ -284,9 +286,6 @@ def test_cli_fit_finetune_writes_an_ordinary_model_that_predict_accepts(
 
 # sklearn's checks, with the image estimators' exemptions (they fit on 2-d numeric arrays,
 # which image estimators reject; see test_classify_images.py for the reasoning)
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
-
-from test_classify_images import _CLASSIFIER_EXEMPT  # noqa: E402
 
 
 @parametrize_with_checks([FineTuneClassifier()], expected_failed_checks=lambda e: _CLASSIFIER_EXEMPT,
