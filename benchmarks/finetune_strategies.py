@@ -10,7 +10,7 @@ Usage::
 
     python benchmarks/finetune_strategies.py DATA [--test-src DIR | --test-per-class N]
         [--pool-per-class 60] [--shots 10] [--repeats 3] [--cache /work/cache/finetune.h5]
-        [--csv out.csv]
+        [--epochs N] [--freeze BLOCKS] [--csv out.csv]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--shots", default="10")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=Recipe().epochs)
+    ap.add_argument("--freeze", type=int, default=Recipe().freeze)
     ap.add_argument("--cache", default="/work/cache/finetune.h5")
     ap.add_argument("--csv", default=None)
     a = ap.parse_args()
@@ -77,7 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     frozen = run_protocol({"frozen": res.features}, labels, draws, search_factory=default_search_factory).table
     print(f"frozen done in {time.perf_counter() - t0:.1f} s, load {os.getloadavg()}", flush=True)
-    rows, _ = finetune_draws(paths, labels, draws, res.features, f, Recipe(epochs=a.epochs))
+    rows, _ = finetune_draws(paths, labels, draws, res.features, f, Recipe(epochs=a.epochs, freeze=a.freeze))
     cmp = compare_strategies(frozen, rows, notes)
     pd.set_option("display.width", 200)
     print(cmp.summary.to_string(index=False))
