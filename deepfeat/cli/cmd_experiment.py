@@ -141,6 +141,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "C per decade) or full (every head and grid, several times slower); default: %(default)s",
     )
     g.add_argument("--seed", type=int, default=_D["seed"], help="base seed (default: %(default)s)")
+    g.add_argument(
+        "--strategies", default=",".join(_D["strategies"]),
+        help="frozen, or frozen,finetune: also fine-tune the main backbone inside every training draw "
+        "and compare on the same draws (default: %(default)s)",
+    )
+    g.add_argument("--finetune-epochs", type=int, default=None,
+                   help="fine-tuning epochs per draw (default: the recipe's)")
     add_runtime_options(p)
 
 
@@ -168,6 +175,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         seed=args.seed,
         featurizer_options=fkw,
         verbose=progress,
+        strategies=args.strategies,
+        finetune_options=None if args.finetune_epochs is None else {"epochs": args.finetune_epochs},
     )
     return res.to_dict(), 0
 
@@ -187,6 +196,8 @@ def format_text(r: dict[str, Any]) -> str:
         )
         lines.append(f"  {space:<40} {100 * a['mean']:5.1f}%{ci}{every}")
     lines += [f"  {v}" for v in r["verdicts"]]
+    if "strategies" in r:
+        lines.append(f"  frozen vs fine-tuned: {r['strategies']['verdict']}")
     lines += [f"  audit: {w}" for w in r["audit"]["warnings"]]
     main = r["extrapolation"].get(r["main_space"])
     if main:

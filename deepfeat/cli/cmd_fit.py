@@ -16,6 +16,7 @@ from deepfeat.classify.candidates import (
 from deepfeat.classify.cv import class_counts
 from deepfeat.classify.persistence import save
 from deepfeat.classify.transfer import TransferClassifier
+from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
 from deepfeat.cli.validate import checked, device, integer, scorer, workers
 from deepfeat.featurize.inputs import load_labeled
@@ -75,6 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--n-jobs", type=integer(nonzero=True), default=None, help="CV folds scored in parallel"
     )
     s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
+    add_finetune_arguments(p)
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -100,10 +102,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         verbose=0 if args.quiet else 1,
     )
     t0 = time.perf_counter()
-    model.fit(ds.paths, ds.labels)
+    tuned = None
+    if args.finetune:
+        from deepfeat.finetune import FineTuneClassifier
+
+        tuned = FineTuneClassifier(model, **finetune_kwargs(args)).fit(ds.paths, ds.labels)
+        model = tuned.transfer_  # an ordinary model on the fine-tuned checkpoint
+    else:
+        model.fit(ds.paths, ds.labels)
     fit_seconds = time.perf_counter() - t0
     out = save(model, args.out)
-    return {
+    result = {
         "model": out,
         "source": args.src,
         "n_images": len(ds.paths),
@@ -120,7 +129,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "fit_seconds": round(fit_seconds, 3),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in model.failures_],
         "skipped": ds.skipped,
-    }, 0
+    }
+    if tuned is not None:
+        result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
+    return result, 0
 
 
 def format_text(r: dict[str, Any]) -> str:
@@ -133,6 +145,11 @@ def format_text(r: dict[str, Any]) -> str:
         f"from cache {f['cached']}, failed {f['failed']}; fit {r['fit_seconds']:.1f} s",
         f"saved {r['model']}",
     ]
+    if "finetune" in r:
+        t = r["finetune"]
+        lines.insert(0, f"fine-tuned {len(t['history'])} epoch(s), best {t['best_epoch']}, on {t['n_train']} images "
+                        f"(+{t['n_val']} validation) in {t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s "
+                        f"({t['device']} {t['precision']}); backbone checkpoint {t['checkpoint']}")
     for x in r["failures"][:20]:
         lines.append(f"  left out {x['path']}: {x['reason']}")
     for x in r["skipped"][:10]:

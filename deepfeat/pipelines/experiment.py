@@ -46,6 +46,7 @@ from deepfeat.pipelines.spaces import (
     plan_spaces,
     suggest_layers,
 )
+from deepfeat.pipelines.strategies import FINETUNE, parse_strategies, run_finetune_strategy
 from deepfeat.pipelines.summary import (
     gains_to_dict,
     paired_gain,
@@ -107,6 +108,9 @@ class ExperimentResult:
         Seconds per stage.
     files : dict of str to str
         Output files, relative to ``out``.
+    strategies : StrategyComparison or None
+        Frozen features vs fine-tuning on the same draws (``strategies`` included
+        ``"finetune"``); see :mod:`deepfeat.pipelines.strategies`.
     """
 
     out: Path
@@ -128,6 +132,7 @@ class ExperimentResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     extrapolation_failures: dict[str, str] = field(default_factory=dict)
+    strategies: Any = None  # StrategyComparison (frozen vs fine-tuned) when asked for
 
     @property
     def report_html(self) -> Path:
@@ -174,6 +179,7 @@ class ExperimentResult:
             "notes": self.notes,
             "timings": self.timings,
             "files": self.files,
+            **({"strategies": self.strategies.to_dict()} if self.strategies is not None else {}),
         }
 
 
@@ -352,6 +358,8 @@ def run_experiment(
     featurizer_options: dict[str, Any] | None = None,
     title: str | None = None,
     verbose: bool = False,
+    strategies: Sequence[str] | str = ("frozen",),
+    finetune_options: dict[str, Any] | None = None,
 ) -> ExperimentResult:
     """Run a small-data transfer-learning experiment and write its report to ``out``.
 
@@ -407,6 +415,13 @@ def run_experiment(
         Report title (default: the source folder's name).
     verbose : bool
         Progress bars on stderr.
+    strategies : sequence of {"frozen", "finetune"} or str
+        ``"frozen,finetune"`` also fine-tunes the main backbone inside every training
+        draw and compares it with its frozen features on the same draws (paired gains,
+        intervals, training time per k, a verdict, a figure); see
+        :mod:`deepfeat.pipelines.strategies`.
+    finetune_options : dict, optional
+        :class:`~deepfeat.finetune.Recipe` fields (``epochs``, ``lr``, ``freeze``...).
 
     Returns
     -------
@@ -425,6 +440,7 @@ def run_experiment(
     cache_path = os.fspath(cache) if cache is not None else os.fspath(out / "features.h5")
     # Every setting is checked before any image is read: a typo costs nothing.
     shot_list = parse_shots(shots)
+    strategy_list = parse_strategies(strategies)
     if test_src is not None and test_size is not None:
         raise InvalidParameterError("give either test_src or test_size, not both")
     if test_size is not None:
@@ -460,6 +476,8 @@ def run_experiment(
         "search": search if search_factory is None else "custom search_factory",
         "head": _describe_head(search, search_factory),
         "featurizer_options": featurizer_options or {},
+        "strategies": list(strategy_list),
+        "finetune_options": finetune_options or {},
     }
 
     t0 = time.perf_counter()
@@ -521,6 +539,18 @@ def run_experiment(
         table, spaces, targets, seed, notes, failed_fits
     )
 
+    comparison = None
+    if FINETUNE in strategy_list:
+        t0 = time.perf_counter()
+        main_space = spaces[0]
+        comparison = run_finetune_strategy(
+            paths, labels, draws, proto.table[proto.table.space == main_space.name], main.features,
+            backbone=main_space.backbone, layer=main_space.layer, weights=main_space.weights,
+            cache=cache_path, featurizer_options=featurizer_options,
+            finetune_options=finetune_options, work_dir=os.fspath(out / "finetune"), progress=verbose,
+        )
+        timings["finetune"] = time.perf_counter() - t0
+
     ref = reference_shots(summary)
     at_ref = summary[summary.shots == ref].sort_values("mean", ascending=False, kind="stable")
     best_name = str(at_ref.space.iloc[0])
@@ -557,6 +587,7 @@ def run_experiment(
         notes=notes,
         timings=timings,
         extrapolation_failures=failed_fits,
+        strategies=comparison,
     )
 
     from deepfeat.pipelines.report import write_outputs

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from deepfeat.pipelines import plots
+from deepfeat.pipelines import plots, strategies
 from deepfeat.pipelines.extrapolate import BOOTSTRAP_METHOD
 from deepfeat.pipelines.heads import FIXED_HEAD_DESCRIPTION
 from deepfeat.pipelines.spaces import LAYER, TRANSFER
@@ -120,6 +120,8 @@ def write_tables(result: ExperimentResult) -> dict[str, str]:
         files["gains_csv"] = "gains.csv"
     result.audit.pairs.to_csv(out / "audit_pairs.csv", index=False)
     files["audit_csv"] = "audit_pairs.csv"
+    if result.strategies is not None:
+        files.update(strategies.write_strategy_outputs(result.strategies, out, result.main.label))
     return files
 
 
@@ -559,6 +561,10 @@ def render_html(result: ExperimentResult, title: str) -> str:
         _gain_section(result),
         _extrapolation_section(result),
     ]
+    if result.strategies is not None:
+        sections.append(strategies.strategy_section_html(result.strategies, _img(
+            result, "strategies", "Held-out accuracy per k, frozen features vs fine-tuned on the same draws; "
+            "bands: 95% t-intervals over draws.")))
     if "layer_sweep" in result.files:
         sections += [
             "<h2>Layer sweep</h2>",
