@@ -532,13 +532,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """One line naming the backbone, the chosen preprocessing and head, and the CV score."""
         check_is_fitted(self, "search_")
         spec = self.featurizer_spec_
+        space = (
+            getattr(self, "space_", None) or f"{spec['backbone']} [{spec['layer']}, {spec['pool']}]"
+        )
         p = self.best_params_
         extra = "".join(f", {k}={p[k]:.3g}" for k in ("C", "gamma") if k in p)
         score = self.search_.scoring if isinstance(self.search_.scoring, str) else "score"
+        honest = getattr(self, "honest_score_", float("nan"))
         return (
-            f"{spec['backbone']} [{spec['layer']}, {spec['pool']}] -> {p['preprocess']} -> {p['head']}"
+            f"{space} -> {p['preprocess']} -> {p['head']}"
             f"({extra.lstrip(', ')}); CV {score} {self.best_score_:.4f} +/- {self.best_std_:.4f} "
-            f"over {self.n_splits_} folds"
+            f"over {self.n_splits_} folds (optimistic), honest {honest:.4f}"
         )
 
 
