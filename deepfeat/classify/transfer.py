@@ -418,7 +418,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             if name not in first_parts and deadline is not None:
                 left = deadline - time.perf_counter()
                 guess = 0.0 if per_image is None else per_image * len(items)
-                if guess > 0.5 * left:  # keep half of what is left for the search
+                if left <= 0 or guess > 0.5 * left:  # keep half of what is left for the search
                     log.info(
                         "skipping space part %s: about %.0f s of featurizing, %.0f s left",
                         name,

@@ -97,8 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--cv",
         type=int,
-        default=5,
-        help="folds wanted (fewer when a class is small; repeated when tiny)",
+        default=None,
+        help="folds wanted (default 5, 3 from 2,000 images on; fewer when a class is small; "
+        "repeated when tiny)",
     )
     s.add_argument(
         "--scoring", default=_DEFAULTS["scoring"], help="e.g. accuracy, balanced_accuracy, f1_macro"
