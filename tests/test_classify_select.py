@@ -176,3 +176,40 @@ def test_time_budget_keeps_the_first_space_and_says_what_was_skipped(tmp_path):
     assert clf.space_ == SMALL + "[random]"
     status = {s["space"]: s["status"] for s in clf.selection_["spaces"]}
     assert status[f"{SMALL}@{late}[random]"] == "skipped: time budget"
+
+
+@pytest.mark.slow  # a whole experiment with its report: ~2 min on a loaded 2-core machine
+def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path):
+    from PIL import Image
+
+    from deepfeat.pipelines import run_experiment
+
+    src = tmp_path / "data"
+    imgs, y = _images(16, seed=7)
+    for i, (img, label) in enumerate(zip(imgs, y)):
+        (src / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(src / label / f"{i}.png")
+    res = run_experiment(
+        src,
+        tmp_path / "report",
+        layers=["blocks.5"],
+        shots="2,4",
+        repeats=1,
+        baselines=(),
+        targets=(0.9,),
+        cache=tmp_path / "c.h5",
+        featurizer_options={"device": "cpu"},
+        select="auto",
+    )
+    table = res.table
+    assert set(table.space) == {"efficientnet_lite0", "efficientnet_lite0@blocks.5", "auto"}
+    auto = table[table.space == "auto"]
+    assert len(auto) == 2 and auto.accuracy.between(0, 1).all()
+    # the choice is made inside the draw: its recipe names one of the candidate spaces
+    chosen = {json.loads(p)["space"] for p in auto.best_params if p}
+    assert chosen <= {
+        "efficientnet_lite0",
+        "efficientnet_lite0@blocks.5",
+        "efficientnet_lite0+efficientnet_lite0@blocks.5",
+    }
+    assert (tmp_path / "report" / "report.html").is_file()

@@ -37,7 +37,7 @@ SpaceSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 def embedder_space_params() -> tuple[str, ...]:
     """The ImageEmbedder parameters a space spec may set (``tta`` when the embedder has it)."""
     names = set(inspect.signature(ImageEmbedder).parameters)
-    return tuple(SPACE_PARAMS) + tuple(p for p in ("tta",) if p in names)
+    return tuple(dict.fromkeys((*SPACE_PARAMS, *(p for p in ("tta",) if p in names))))
 
 
 def space_parts(spec: SpaceSpec) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def _part_name(p: Mapping[str, Any]) -> str:
         name += f"@{p['layer']}"
     if p.get("pool", "avg") != "avg":
         name += f":{p['pool']}"
-    if p.get("tta"):
+    if p.get("tta") not in (None, "none"):
         name += f"[{p['tta']}]"
     if p.get("weights", "DEFAULT") is None:
         name += "[random]"
