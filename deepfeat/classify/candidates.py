@@ -46,6 +46,7 @@ __all__ = [
     "COMPACT_GRID",
     "GRIDS",
     "resolve_heads",
+    "resolve_preprocessing",
     "PREPROCESSING_STEPS",
     "DEFAULT_HEADS",
     "DEFAULT_PREPROCESSING",
@@ -65,7 +66,13 @@ AUTO = "auto"
 LINSVM_MAX_ROWS = 2000
 PREPROCESSING_STEPS = ("none", "l2", "standardize", "pca", "pca_whiten")
 DEFAULT_HEADS = AUTO
-DEFAULT_PREPROCESSING = ("standardize",)
+#: ``preprocessing="auto"``: standardized and L2-normalized up to L2_MAX_ROWS rows
+#: (with a few images per class, per-feature scales estimated from them are noisy and
+#: L2 normalization wins: measured 0.89 vs 0.98 held out with 10 images per class),
+#: standardized only beyond (on oxford17, 680 rows, adding L2 made the choice noisier).
+DEFAULT_PREPROCESSING = AUTO
+#: Up to this many rows ``preprocessing="auto"`` also tries L2 normalization.
+L2_MAX_ROWS = 300
 #: Fraction of the variance the ``"pca"`` steps keep.
 PCA_VARIANCE = 0.95
 
@@ -129,6 +136,19 @@ def check_heads(heads: str | Sequence[str] | None) -> tuple[str, ...]:
     return names
 
 
+def resolve_preprocessing(preprocessing: Sequence[str], n_samples: int) -> tuple[str, ...]:
+    """The preprocessing choices to search (see :data:`DEFAULT_PREPROCESSING`).
+
+    Examples
+    --------
+    >>> resolve_preprocessing(("auto",), 200), resolve_preprocessing(("auto",), 5000)
+    (('standardize', 'l2'), ('standardize',))
+    """
+    if tuple(preprocessing) != (AUTO,):
+        return tuple(preprocessing)
+    return ("standardize", "l2") if n_samples <= L2_MAX_ROWS else ("standardize",)
+
+
 def resolve_heads(heads: Sequence[str], n_samples: int) -> tuple[str, ...]:
     """The heads to search: ``("auto",)`` becomes logistic regression, plus the linear SVM
     when there are at most :data:`LINSVM_MAX_ROWS` rows (its cost grows with their square).
@@ -151,7 +171,11 @@ def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str,
     >>> check_preprocessing(["l2+standardize", "pca_whiten"])
     ('l2+standardize', 'pca_whiten')
     """
-    names = _names(preprocessing, DEFAULT_PREPROCESSING, "preprocessing")
+    names = _names(preprocessing, (AUTO,), "preprocessing")
+    if AUTO in names:
+        if len(names) > 1:
+            raise ValueError(f"preprocessing: 'auto' stands alone, got {list(names)}")
+        return names
     for name in names:
         bad = [s for s in name.split("+") if s not in PREPROCESSING_STEPS]
         if bad:

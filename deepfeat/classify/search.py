@@ -44,6 +44,7 @@ from deepfeat.classify.candidates import (
     make_preprocess,
     resolve_grid,
     resolve_heads,
+    resolve_preprocessing,
 )
 from deepfeat.classify.cv import check_cv_possible, class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
@@ -130,9 +131,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         Heads to try (a comma-separated string is accepted): ``"logreg"``, ``"linsvm"``,
         ``"rbfsvm"``. ``"auto"``: logistic regression, and the linear SVM when there are
         at most :data:`~deepfeat.classify.candidates.LINSVM_MAX_ROWS` rows.
-    preprocessing : str or sequence of str, default=("standardize",)
+    preprocessing : str or sequence of str, default="auto"
         Preprocessing choices to try: ``"none"``, ``"l2"``, ``"standardize"``, ``"pca"``,
         ``"pca_whiten"``, or steps chained with ``"+"`` such as ``"l2+standardize"``.
+        ``"auto"``: ``"standardize"`` and ``"l2"`` up to
+        :data:`~deepfeat.classify.candidates.L2_MAX_ROWS` rows, ``"standardize"`` beyond.
     grid : {"compact", "full"}, default="compact"
         The default values searched (see :mod:`deepfeat.classify.candidates`).
     param_grid : dict or None, default=None
@@ -214,8 +217,8 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     >>> clf = EmbeddingClassifier(heads="logreg").fit(X, y)
     >>> sorted(clf.best_params_), clf.best_score_ > 0.9, clf.honest_score_ > 0.9
     (['C', 'head', 'preprocess'], True, True)
-    >>> clf.cv_results_frame_.shape[0]
-    15
+    >>> clf.cv_results_frame_.shape[0]  # 15 C values x (standardize, l2) on 150 rows
+    30
     """
 
     def __init__(
@@ -345,6 +348,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     def _score_all(self, X: np.ndarray, y: np.ndarray, splitter: Any) -> SearchScores:
         """Cross-validate every candidate on ``X`` (no choice, no refit)."""
         heads, preps = self._check_params()
+        preps = resolve_preprocessing(preps, X.shape[0])
         scorer = check_scoring(self, scoring=self.scoring)
         cands = self._candidates(X, heads, preps)
         return self._search(X, y, splitter, preps, cands, scorer)

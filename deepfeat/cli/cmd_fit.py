@@ -91,7 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--preprocessing",
-        default=",".join(_DEFAULTS["preprocessing"]),
+        default=_DEFAULTS["preprocessing"]
+        if isinstance(_DEFAULTS["preprocessing"], str)
+        else ",".join(_DEFAULTS["preprocessing"]),
         help=f"comma-separated choices; steps {','.join(PREPROCESSING_STEPS)}, chained with '+'",
     )
     s.add_argument(
