@@ -16,9 +16,9 @@ from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfeat.classify.calibration import TemperatureScaledClassifier
-from deepfeat.classify.candidates import DEFAULT_GRID, make_preprocess, resolve_grid
+from deepfeat.classify.candidates import DEFAULT_GRID, HEADS, make_preprocess, resolve_grid
 from deepfeat.classify.cv import small_data_cv
-from deepfeat.classify.search import FALLBACK_PARAMS, EmbeddingClassifier, build_search
+from deepfeat.classify.search import EmbeddingClassifier, build_search
 from deepfeat.exceptions import InputError
 
 #: A small grid so that sklearn's ~55 checks per estimator stay fast; the code paths are
@@ -83,7 +83,7 @@ def test_default_grid_covers_the_kornblith_protocol():
     assert len(Cs) == 45
     np.testing.assert_allclose(Cs, np.logspace(-6, 5, 45))
     X, y = make_blobs(60, centers=2, n_features=8, random_state=0)
-    clf = EmbeddingClassifier(heads="logreg", preprocessing="standardize").fit(X, y)
+    clf = EmbeddingClassifier(heads="logreg", preprocessing="standardize", grid="full").fit(X, y)
     np.testing.assert_allclose(np.sort(clf.cv_results_["param_C"].astype(float)), Cs)
 
 
@@ -141,7 +141,9 @@ def test_search_finds_signal_and_shuffled_labels_score_near_chance():
 
 def test_results_frame_and_best_attributes():
     X, y = make_blobs(80, centers=3, n_features=6, random_state=1)
-    clf = EmbeddingClassifier(param_grid=SMALL_GRID).fit(X, y)
+    clf = EmbeddingClassifier(
+        HEADS, preprocessing=("standardize", "l2"), param_grid=SMALL_GRID, selection="best"
+    ).fit(X, y)
     df = clf.cv_results_frame_
     assert len(df) == 2 * (2 + 1 + 1)
     assert {
@@ -176,12 +178,18 @@ def test_probability_scoring_leaves_svm_candidates_unscored():
     assert clf.best_params_["head"] == "logreg"
 
 
-def test_single_example_class_falls_back_with_a_warning():
+def test_single_example_class_is_refused_like_transfer_classifier():
+    """Issue 16 item 12: one behaviour for both estimators (TransferClassifier: the test
+    ``test_a_class_with_one_image_is_a_clear_error``): an InputError naming the class."""
     X, y = make_blobs([10, 10, 1], centers=[[0, 0], [5, 5], [0, 5]], random_state=0)
-    with pytest.warns(UserWarning, match="single example"):
-        clf = EmbeddingClassifier().fit(X, y)
-    assert clf.best_params_ == FALLBACK_PARAMS and np.isnan(clf.best_score_)
-    assert (clf.predict(X) == y).mean() > 0.9
+    with pytest.raises(InputError, match=r"class\(es\) 2 have a single example"):
+        EmbeddingClassifier().fit(X, y)
+    # an explicit splitter is used as given: the search then runs
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn: a class smaller than n_splits
+        clf = EmbeddingClassifier("logreg", cv=cv).fit(X, y)
+    assert np.isfinite(clf.best_score_) and (clf.predict(X) == y).mean() > 0.9
 
 
 @pytest.mark.parametrize(

@@ -135,11 +135,6 @@ def test_predicting_leaves_the_fitted_state_unchanged(make, images):
     assert joblib.hash(est) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16.12: TransferClassifier.predict calls set_params on embedder_ when a "
-    "runtime setting changed since fit",
-)
 def test_predicting_after_a_runtime_change_leaves_the_fitted_state_unchanged(
     images, tmp_path_factory
 ):

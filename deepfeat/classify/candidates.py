@@ -12,7 +12,14 @@ Preprocessing (fitted on the training folds only; chain steps with ``"+"``, e.g.
     :data:`PCA_VARIANCE` of the variance), ``"pca_whiten"`` (the same, whitened).
 
 Grids
-    The logistic-regression grid is the reference protocol of Kornblith, Shlens & Le,
+    ``"compact"`` (the default) is few, well-placed values: 15 values of ``C`` for
+    logistic regression and 7 for the linear SVM, half a decade or a decade apart, *relative
+    to the scale of the preprocessed features* (a value ``c`` becomes ``c / s`` with ``s``
+    the mean squared row norm per feature of the preprocessed training data: 1 for
+    standardized features), so one grid suits every preprocessing; the RBF SVM gets 4 x 3
+    values. With fewer candidates the choice follows noise less, and it costs less.
+    ``"full"`` (:data:`DEFAULT_GRID`) is the previous default: the logistic-regression
+    grid is the reference protocol of Kornblith, Shlens & Le,
     "Do Better ImageNet Models Transfer Better?" (CVPR 2019): 45 log-spaced values of
     ``C`` from 1e-6 to 1e5. The RBF ``gamma`` values are *factors* of scikit-learn's
     ``gamma="scale"`` (``1 / (n_features * X.var())`` on the preprocessed training
@@ -36,6 +43,12 @@ from deepfeat.exceptions import InvalidParameterError
 
 __all__ = [
     "HEADS",
+    "AUTO",
+    "LINSVM_MAX_ROWS",
+    "COMPACT_GRID",
+    "GRIDS",
+    "resolve_heads",
+    "resolve_preprocessing",
     "PREPROCESSING_STEPS",
     "DEFAULT_HEADS",
     "DEFAULT_PREPROCESSING",
@@ -49,9 +62,19 @@ __all__ = [
 ]
 
 HEADS = ("logreg", "linsvm", "rbfsvm")
+#: ``heads="auto"``: logistic regression, plus the linear SVM while it is affordable.
+AUTO = "auto"
+#: Above this many training rows ``heads="auto"`` leaves the (quadratic) linear SVM out.
+LINSVM_MAX_ROWS = 2000
 PREPROCESSING_STEPS = ("none", "l2", "standardize", "pca", "pca_whiten")
-DEFAULT_HEADS = HEADS
-DEFAULT_PREPROCESSING = ("standardize", "l2")
+DEFAULT_HEADS = AUTO
+#: ``preprocessing="auto"``: standardized and L2-normalized up to L2_MAX_ROWS rows
+#: (with a few images per class, per-feature scales estimated from them are noisy and
+#: L2 normalization wins: measured 0.89 vs 0.98 held out with 10 images per class),
+#: standardized only beyond (on oxford17, 680 rows, adding L2 made the choice noisier).
+DEFAULT_PREPROCESSING = AUTO
+#: Up to this many rows ``preprocessing="auto"`` also tries L2 normalization.
+L2_MAX_ROWS = 300
 #: Fraction of the variance the ``"pca"`` steps keep.
 PCA_VARIANCE = 0.95
 
@@ -64,6 +87,18 @@ DEFAULT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
         "gamma_factor": tuple(np.logspace(-2, 1, 7).tolist()),
     },
 }
+
+#: The default grid (see the module docstring): values relative to the feature scale.
+COMPACT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
+    "logreg": {"C": tuple(np.logspace(-5, 2, 15).tolist())},
+    "linsvm": {"C": tuple(np.logspace(-6, 0, 7).tolist())},
+    "rbfsvm": {
+        "C": tuple(np.logspace(0, 3, 4).tolist()),
+        "gamma_factor": (0.3, 1.0, 3.0),
+    },
+}
+#: Named grids: ``grid=`` of the search.
+GRIDS = {"compact": COMPACT_GRID, "full": DEFAULT_GRID}
 
 
 def _names(value: str | Sequence[str] | None, default: Sequence[str], what: str) -> tuple[str, ...]:
@@ -92,11 +127,42 @@ def check_heads(heads: str | Sequence[str] | None) -> tuple[str, ...]:
     >>> check_heads("logreg,rbfsvm")
     ('logreg', 'rbfsvm')
     """
-    names = _names(heads, DEFAULT_HEADS, "heads")
+    names = _names(heads, (AUTO,), "heads")
+    if AUTO in names:
+        if len(names) > 1:
+            raise InvalidParameterError(f"heads: 'auto' stands alone, got {list(names)}")
+        return names
     bad = [h for h in names if h not in HEADS]
     if bad:
-        raise InvalidParameterError(f"heads must be among {HEADS}, got unknown {bad}")
+        raise InvalidParameterError(f"heads must be among {HEADS} or 'auto', got unknown {bad}")
     return names
+
+
+def resolve_preprocessing(preprocessing: Sequence[str], n_samples: int) -> tuple[str, ...]:
+    """The preprocessing choices to search (see :data:`DEFAULT_PREPROCESSING`).
+
+    Examples
+    --------
+    >>> resolve_preprocessing(("auto",), 200), resolve_preprocessing(("auto",), 5000)
+    (('standardize', 'l2'), ('standardize',))
+    """
+    if tuple(preprocessing) != (AUTO,):
+        return tuple(preprocessing)
+    return ("standardize", "l2") if n_samples <= L2_MAX_ROWS else ("standardize",)
+
+
+def resolve_heads(heads: Sequence[str], n_samples: int) -> tuple[str, ...]:
+    """The heads to search: ``("auto",)`` becomes logistic regression, plus the linear SVM
+    when there are at most :data:`LINSVM_MAX_ROWS` rows (its cost grows with their square).
+
+    Examples
+    --------
+    >>> resolve_heads(("auto",), 500), resolve_heads(("auto",), 5000)
+    (('logreg', 'linsvm'), ('logreg',))
+    """
+    if tuple(heads) != (AUTO,):
+        return tuple(heads)
+    return ("logreg", "linsvm") if n_samples <= LINSVM_MAX_ROWS else ("logreg",)
 
 
 def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -107,7 +173,11 @@ def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str,
     >>> check_preprocessing(["l2+standardize", "pca_whiten"])
     ('l2+standardize', 'pca_whiten')
     """
-    names = _names(preprocessing, DEFAULT_PREPROCESSING, "preprocessing")
+    names = _names(preprocessing, (AUTO,), "preprocessing")
+    if AUTO in names:
+        if len(names) > 1:
+            raise InvalidParameterError(f"preprocessing: 'auto' stands alone, got {list(names)}")
+        return names
     for name in names:
         bad = [s for s in name.split("+") if s not in PREPROCESSING_STEPS]
         if bad:
@@ -119,9 +189,12 @@ def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str,
 
 
 def resolve_grid(
-    heads: Sequence[str], param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None
+    heads: Sequence[str],
+    param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None,
+    base: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, dict[str, tuple[float, ...]]]:
-    """Merge user overrides into :data:`DEFAULT_GRID` for ``heads``; values sorted ascending.
+    """Merge user overrides into ``base`` (default :data:`DEFAULT_GRID`) for ``heads``;
+    values sorted ascending.
 
     Parameters
     ----------
@@ -142,6 +215,7 @@ def resolve_grid(
     unknown = [h for h in param_grid if h not in HEADS]
     if unknown:
         raise InvalidParameterError(f"param_grid: unknown head(s) {unknown}; heads are {HEADS}")
+    base = DEFAULT_GRID if base is None else base
     grid: dict[str, dict[str, tuple[float, ...]]] = {}
     for head in heads:
         over = param_grid.get(head, {})
@@ -151,7 +225,7 @@ def resolve_grid(
                 f"param_grid[{head!r}]: unknown parameter(s) {bad}; {head} takes {list(DEFAULT_GRID[head])}"
             )
         grid[head] = {}
-        for param, default in DEFAULT_GRID[head].items():
+        for param, default in base[head].items():
             values = np.asarray(over.get(param, default), dtype=float).ravel()
             if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
                 raise InvalidParameterError(

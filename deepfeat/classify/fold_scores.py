@@ -99,7 +99,7 @@ def score_fold(
     max_iter: int = 1000,
     tol: float = 1e-4,
     random_state: int | None = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Validation scores of ``candidates`` (all using ``preprocess``) on one split.
 
     Parameters
@@ -129,11 +129,17 @@ def score_fold(
         Fit + score time of each candidate (shared preprocessing time spread evenly).
     errors : list of str
         One message per failed candidate.
+    predictions : ndarray of int, shape (n_candidates, len(test))
+        Each candidate's predicted class on the validation rows, as an index into
+        ``np.unique(y)`` (-1 where the candidate failed): the out-of-fold predictions
+        the honest estimate (:mod:`deepfeat.classify.select_rule`) resamples.
     """
     scores = np.full(len(candidates), np.nan)
     losses = np.full(len(candidates), np.nan)
     seconds = np.zeros(len(candidates))
     errors: list[str] = []
+    classes = np.unique(y)
+    predictions = np.full((len(candidates), len(test)), -1, dtype=np.int32)
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         t0 = time.perf_counter()
@@ -165,6 +171,7 @@ def score_fold(
                     est = logreg.set_params(C=cand["C"]).fit(Ltr, ytr)
                     pred, losses[i] = _logreg_outputs(est, Lte, yte)
                     scores[i] = _metric(metric, yte, pred) if metric else scorer(est, Lte, yte)
+                    predictions[i] = np.searchsorted(classes, pred)
                 else:
                     if not gram:
                         gram["linear"] = (Ztr @ Ztr.T, Zte @ Ztr.T)
@@ -181,8 +188,10 @@ def score_fold(
                         break_ties=True,
                         random_state=random_state,
                     ).fit(Ktr, ytr)
+                    pred = est.predict(Kte)
+                    predictions[i] = np.searchsorted(classes, pred)
                     if metric:
-                        scores[i] = _metric(metric, yte, est.predict(Kte))
+                        scores[i] = _metric(metric, yte, pred)
                     else:
                         scores[i] = scorer(est, Kte, yte)
             except Exception as exc:  # noqa: BLE001 - like GridSearchCV(error_score=nan)
@@ -190,4 +199,4 @@ def score_fold(
                 if head == "logreg":
                     logreg = None  # do not warm-start from a failed fit
             seconds[i] = time.perf_counter() - t0 + shared
-    return scores, losses, seconds, errors
+    return scores, losses, seconds, errors, predictions

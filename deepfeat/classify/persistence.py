@@ -117,6 +117,8 @@ def _walk(obj: Any, depth: int = 0) -> Iterator[Any]:
             yield from _walk(sub, depth + 1)
     for _, step in getattr(obj, "steps", []) or []:
         yield from _walk(step, depth + 1)
+    for _, part in getattr(obj, "transformer_list", []) or []:  # a concatenated space
+        yield from _walk(part, depth + 1)
 
 
 def featurizer_specs(model: Any) -> list[dict[str, Any]]:

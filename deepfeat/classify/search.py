@@ -2,10 +2,12 @@
 
 :class:`EmbeddingClassifier` is a scikit-learn classifier on embedding arrays that picks
 its own preprocessing, head and hyperparameters by cross-validation on the data it is
-fitted on, then refits the best combination on all of it. The grid is
-:data:`deepfeat.classify.candidates.DEFAULT_GRID` (it covers the 45-value logistic
-regression protocol of Kornblith et al. 2019); the folds come from
-:func:`deepfeat.classify.cv.small_data_cv`. :func:`build_search` is the factory the
+fitted on, then refits the chosen combination on all of it. The default grid is
+:data:`deepfeat.classify.candidates.COMPACT_GRID` (few, well-placed values;
+``grid="full"`` is the 45-value logistic-regression protocol of Kornblith et al. 2019);
+the folds come from :func:`deepfeat.classify.cv.small_data_cv`; the choice follows the
+one-standard-error rule and comes with an honest estimate
+(:mod:`deepfeat.classify.select_rule`). :func:`build_search` is the factory the
 experiments use.
 """
 
@@ -35,21 +37,29 @@ from deepfeat.classify.calibration import TemperatureScaledClassifier
 from deepfeat.classify.candidates import (
     DEFAULT_HEADS,
     DEFAULT_PREPROCESSING,
+    GRIDS,
     check_heads,
     check_preprocessing,
     make_head,
     make_preprocess,
     resolve_grid,
+    resolve_heads,
+    resolve_preprocessing,
 )
-from deepfeat.classify.cv import class_counts, small_data_cv
+from deepfeat.classify.cv import check_cv_possible, class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
+from deepfeat.classify.select_rule import SELECTIONS, bbc_estimate, choose
 from deepfeat.exceptions import InvalidParameterError
 
-__all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "build_search", "results_frame"]
+__all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "SearchScores", "build_search", "results_frame"]
 
 log = logging.getLogger(__name__)
 
-#: What is fitted, untuned, when some class has a single example (no CV possible).
+#: From this many rows on, ``cv=None`` uses 3 folds instead of 5.
+LARGE_ROWS = 2000
+
+#: The untuned head the experiments fit when a class has a single training image (no CV
+#: possible); :class:`EmbeddingClassifier` itself refuses such data (see its Notes).
 FALLBACK_PARAMS = {"preprocess": "standardize", "head": "logreg", "C": 1.0}
 
 
@@ -67,31 +77,80 @@ def results_frame(cv_results: Mapping[str, Any]) -> Any:
     )
 
 
+class SearchScores:
+    """Everything the cross-validation of one candidate list produced (see ``_score_all``).
+
+    Attributes
+    ----------
+    candidates : list of dict
+    scores, losses, seconds : ndarray of shape (n_candidates, n_splits)
+    predictions : ndarray of int, shape (n_candidates, n_samples)
+        Out-of-fold predicted class index of each row (its first validation fold);
+        ``-2`` for rows never validated.
+    splitter : CV splitter
+    """
+
+    def __init__(self, candidates, scores, losses, seconds, predictions, splitter) -> None:
+        self.candidates = candidates
+        self.scores = scores
+        self.losses = losses
+        self.seconds = seconds
+        self.predictions = predictions
+        self.splitter = splitter
+
+    def summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean score, score spread and mean log-loss of each candidate over the folds."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            return (
+                np.nanmean(self.scores, axis=1),
+                np.nanstd(self.scores, axis=1),
+                np.nanmean(self.losses, axis=1),
+            )
+
+    @staticmethod
+    def family(cand: Mapping[str, Any]) -> str:
+        """Candidates of one family differ only in ``C`` (their regularisation)."""
+        gf = cand.get("gamma_factor")
+        return f"{cand['preprocess']}|{cand['head']}" + ("" if gf is None else f"|{gf:.6g}")
+
+
 class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     """Classifier on embeddings choosing preprocessing, head and regularisation by CV.
 
     Every combination of a ``preprocessing`` choice, a head and the head's grid values is
-    scored by cross-validation; the best is refitted on all the data. Best means: highest
-    mean score; among ties (frequent with accuracy on small data), lowest validation
-    log-loss (logistic regression has one; an SVM does not and so yields to it), then
-    lowest spread over the folds. The search shares work between candidates (see
-    :mod:`deepfeat.classify.fold_scores`), so the 45-value logistic-regression path costs
-    a few cold fits.
+    scored by cross-validation. The best mean score is found (ties: lowest validation
+    log-loss, then lowest spread over the folds); with ``selection="one_se"`` the most
+    strongly regularised candidate of the same preprocessing and head within one standard
+    error of it is chosen instead (see :mod:`deepfeat.classify.select_rule`). The choice
+    is refitted on all the data. The search shares work between candidates (see
+    :mod:`deepfeat.classify.fold_scores`).
 
     Parameters
     ----------
-    heads : str or sequence of str, default=("logreg", "linsvm", "rbfsvm")
-        Heads to try (a comma-separated string is accepted).
-    preprocessing : str or sequence of str, default=("standardize", "l2")
+    heads : str or sequence of str, default="auto"
+        Heads to try (a comma-separated string is accepted): ``"logreg"``, ``"linsvm"``,
+        ``"rbfsvm"``. ``"auto"``: logistic regression, and the linear SVM when there are
+        at most :data:`~deepfeat.classify.candidates.LINSVM_MAX_ROWS` rows.
+    preprocessing : str or sequence of str, default="auto"
         Preprocessing choices to try: ``"none"``, ``"l2"``, ``"standardize"``, ``"pca"``,
         ``"pca_whiten"``, or steps chained with ``"+"`` such as ``"l2+standardize"``.
+        ``"auto"``: ``"standardize"`` and ``"l2"`` up to
+        :data:`~deepfeat.classify.candidates.L2_MAX_ROWS` rows, ``"standardize"`` beyond.
+    grid : {"compact", "full"}, default="compact"
+        The default values searched (see :mod:`deepfeat.classify.candidates`).
     param_grid : dict or None, default=None
-        Overrides of the default grid, ``{head: {param: values}}``; parameters are ``C``
-        for every head and ``gamma_factor`` for ``"rbfsvm"`` (a multiple of
-        ``gamma="scale"``).
+        Overrides of the grid, ``{head: {param: values}}``; parameters are ``C`` for every
+        head and ``gamma_factor`` for ``"rbfsvm"`` (a multiple of ``gamma="scale"``).
+        ``C`` values given here are used as they are (not relative to the feature scale).
+    selection : {"one_se", "best"}, default="one_se"
+        The one-standard-error rule, or the best mean score.
+    honest : bool, default=True
+        Compute :attr:`honest_score_` (bootstrap bias-corrected CV; costs no fits).
     cv : int, CV splitter, iterable or None, default=None
         ``None`` or an int ``k``: :func:`~deepfeat.classify.cv.small_data_cv` with
-        ``n_splits=k`` (default 5). Anything else is used as given.
+        ``n_splits=k`` (``None``: 5, or 3 from :data:`LARGE_ROWS` rows on). Anything else
+        is used as given.
     scoring : str or callable, default="accuracy"
         A scikit-learn scorer name (e.g. ``"balanced_accuracy"``, ``"f1_macro"``) or
         ``scorer(estimator, X, y)``. Probability-based scorers cannot score SVM
@@ -109,7 +168,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Splits scored in parallel (joblib).
     random_state : int or None, default=0
-        Seeds the default folds and the heads.
+        Seeds the default folds, the heads and the bootstrap of the honest estimate.
     verbose : int, default=0
         ``> 0``: report search progress on stderr (a bar on a terminal, else log lines).
 
@@ -120,9 +179,14 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     best_params_ : dict
         ``preprocess``, ``head``, ``C`` and, for ``"rbfsvm"``, ``gamma`` and ``gamma_factor``.
     best_score_ : float
-        Mean cross-validated score of the best candidate (NaN when no search was possible).
+        Mean cross-validated score of the chosen candidate: **optimistic** (it was chosen
+        because it scored well on these folds).
     best_std_ : float
         Standard deviation of that score over the validation folds.
+    honest_score_, honest_std_ : float
+        Bootstrap bias-corrected CV estimate of the score of the whole selection on
+        unseen data, and its bootstrap spread (NaN when ``honest=False`` or the scoring
+        is not accuracy or balanced accuracy).
     best_index_ : int
     cv_results_ : dict of ndarray
         Like :class:`~sklearn.model_selection.GridSearchCV`: ``params``, ``param_*``,
@@ -132,7 +196,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : int
         Iterations of the refitted head's solver (the largest, for several sub-problems).
     n_splits_ : int
-        Validation folds used (0 when no search was possible).
+        Validation folds used.
     search_time_, refit_time_ : float
         Seconds spent in the search and in the final refit.
     classes_ : ndarray of shape (n_classes,)
@@ -142,18 +206,20 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    When some class has a single example, cross-validation is impossible: the estimator
-    then warns and fits :data:`FALLBACK_PARAMS` untuned (``best_score_`` is NaN).
+    With the default folds, a class with a single example makes ``fit`` raise
+    :class:`~deepfeat.exceptions.InputError` naming it: no cross-validated choice, and no
+    honest figure, is possible. :class:`~deepfeat.classify.TransferClassifier` behaves
+    the same way. Pass an explicit ``cv`` splitter to search anyway.
 
     Examples
     --------
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = EmbeddingClassifier(heads="logreg").fit(X, y)
-    >>> sorted(clf.best_params_), clf.best_score_ > 0.9
-    (['C', 'head', 'preprocess'], True)
-    >>> clf.cv_results_frame_.shape[0]
-    90
+    >>> sorted(clf.best_params_), clf.best_score_ > 0.9, clf.honest_score_ > 0.9
+    (['C', 'head', 'preprocess'], True, True)
+    >>> clf.cv_results_frame_.shape[0]  # 15 C values x (standardize, l2) on 150 rows
+    30
     """
 
     def __init__(
@@ -161,7 +227,10 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         heads: str | Sequence[str] = DEFAULT_HEADS,
         *,
         preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
+        grid: str = "compact",
         param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        selection: str = "one_se",
+        honest: bool = True,
         cv: Any = None,
         scoring: Any = "accuracy",
         class_weight: Any = None,
@@ -174,7 +243,10 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         self.heads = heads
         self.preprocessing = preprocessing
+        self.grid = grid
         self.param_grid = param_grid
+        self.selection = selection
+        self.honest = honest
         self.cv = cv
         self.scoring = scoring
         self.class_weight = class_weight
@@ -186,10 +258,20 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _check_params(self) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    def _check_params(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         heads = check_heads(self.heads)
         preps = check_preprocessing(self.preprocessing)
-        grid = resolve_grid(heads, self.param_grid)
+        if self.grid not in GRIDS:
+            raise InvalidParameterError(f"grid must be one of {tuple(GRIDS)}, got {self.grid!r}")
+        resolve_grid(
+            [h for h in ("logreg", "linsvm", "rbfsvm") if heads == ("auto",) or h in heads],
+            self.param_grid,
+            GRIDS[self.grid],
+        )
+        if self.selection not in SELECTIONS:
+            raise InvalidParameterError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if not isinstance(self.honest, (bool, np.bool_)):
+            raise InvalidParameterError(f"honest must be True or False, got {self.honest!r}")
         if not (
             self.class_weight is None
             or self.class_weight == "balanced"
@@ -210,22 +292,26 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidParameterError(f"tol must be a positive number, got {self.tol!r}")
         if isinstance(self.cv, bool) or (isinstance(self.cv, (int, np.integer)) and self.cv < 2):
             raise InvalidParameterError(f"cv as an integer must be >= 2, got {self.cv!r}")
-        return heads, preps, grid
+        return heads, preps
 
-    def _candidates(
-        self, X: np.ndarray, heads: Sequence[str], preps: Sequence[str], grid: dict
-    ) -> list[dict]:
+    def _candidates(self, X: np.ndarray, heads: Sequence[str], preps: Sequence[str]) -> list[dict]:
+        heads = resolve_heads(heads, X.shape[0])
+        grid = resolve_grid(heads, self.param_grid, GRIDS[self.grid])
+        overrides = self.param_grid or {}
         cands = []
         for prep in preps:
-            gamma_scale = None
-            if "rbfsvm" in heads:
-                with threadpool_limits(limits=1, user_api="blas"):
-                    Z = make_preprocess(prep, self.random_state).fit_transform(X)
-                var = float(np.var(Z))
-                gamma_scale = 1.0 / (Z.shape[1] * var) if var > 0 else 1.0
+            with threadpool_limits(limits=1, user_api="blas"):
+                Z = make_preprocess(prep, self.random_state).fit_transform(X)
+            Z = np.asarray(Z, dtype=np.float64)
+            var = float(np.var(Z))
+            gamma_scale = 1.0 / (Z.shape[1] * var) if var > 0 else 1.0
+            # mean squared row norm per feature: 1 for standardized features, 1/d after l2
+            scale = float(np.mean(np.sum(Z * Z, axis=1))) / max(Z.shape[1], 1)
             for head in heads:
+                relative = self.grid == "compact" and "C" not in overrides.get(head, {})
+                Cs = [c / scale if relative and scale > 0 else c for c in grid[head]["C"]]
                 if head == "rbfsvm":
-                    for gf, C in product(grid[head]["gamma_factor"], grid[head]["C"]):
+                    for gf, C in product(grid[head]["gamma_factor"], Cs):
                         cands.append(
                             {
                                 "preprocess": prep,
@@ -236,14 +322,40 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                             }
                         )
                 else:
-                    cands.extend(
-                        {"preprocess": prep, "head": head, "C": C} for C in grid[head]["C"]
-                    )
+                    cands.extend({"preprocess": prep, "head": head, "C": C} for C in Cs)
         return cands
 
     # ------------------------------------------------------------------ fitting
+    def _prepare(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Validate, set ``classes_``, and return ``X``, ``y`` and the CV splitter."""
+        self._check_params()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise InvalidParameterError(
+                f"{type(self).__name__} needs at least 2 classes, got 1 class: {self.classes_.tolist()}"
+            )
+        default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
+        if default_cv:
+            check_cv_possible(y)
+            # with many rows 3 folds estimate as well as 5 and cost half (time bound)
+            k = (5 if len(y) < LARGE_ROWS else 3) if self.cv is None else int(self.cv)
+            splitter = small_data_cv(y, n_splits=k, random_state=self.random_state)
+        else:
+            splitter = check_cv(self.cv, y, classifier=True)
+        return X, y, splitter
+
+    def _score_all(self, X: np.ndarray, y: np.ndarray, splitter: Any) -> SearchScores:
+        """Cross-validate every candidate on ``X`` (no choice, no refit)."""
+        heads, preps = self._check_params()
+        preps = resolve_preprocessing(preps, X.shape[0])
+        scorer = check_scoring(self, scoring=self.scoring)
+        cands = self._candidates(X, heads, preps)
+        return self._search(X, y, splitter, preps, cands, scorer)
+
     def fit(self, X: Any, y: Any) -> EmbeddingClassifier:
-        """Search the grid by cross-validation, then refit the best candidate on all data.
+        """Search the grid by cross-validation, then refit the chosen candidate on all data.
 
         Parameters
         ----------
@@ -255,89 +367,94 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        InputError
+            With the default folds: a class with a single example.
         """
-        heads, preps, grid = self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        counts = class_counts(y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs at least 2 classes, got 1 class: {self.classes_.tolist()}"
-            )
-        scorer = check_scoring(self, scoring=self.scoring)
         t0 = time.perf_counter()
-        default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
-        if default_cv and min(counts.values()) < 2:
-            single = [c for c, n in counts.items() if n < 2]
-            warnings.warn(
-                f"class(es) {single[:10]} have a single example: no cross-validated search is "
-                f"possible; fitting {FALLBACK_PARAMS} untuned",
-                UserWarning,
-                stacklevel=2,
-            )
-            cands, scores, seconds = (
-                [dict(FALLBACK_PARAMS)],
-                np.full((1, 0), np.nan),
-                np.zeros((1, 0)),
-            )
-            losses = scores
-            splitter = None
-        else:
-            splitter = (
-                small_data_cv(
-                    y,
-                    n_splits=5 if self.cv is None else int(self.cv),
-                    random_state=self.random_state,
-                )
-                if default_cv
-                else check_cv(self.cv, y, classifier=True)
-            )
-            cands = self._candidates(X, heads, preps, grid)
-            scores, losses, seconds = self._search(X, y, splitter, preps, cands, scorer)
-        self.search_time_ = time.perf_counter() - t0
-        self.n_splits_ = scores.shape[1]
-        self.cv_results_ = self._results(cands, scores, losses, seconds)
-        means = self.cv_results_["mean_test_score"]
-        stds = self.cv_results_["std_test_score"]
-        mean_loss = self.cv_results_["mean_val_log_loss"]
-        if scores.shape[1] and np.all(np.isnan(means)):
-            raise ValueError(
+        X, y, splitter = self._prepare(X, y)
+        res = self._score_all(X, y, splitter)
+        search_time = time.perf_counter() - t0
+        fam = [SearchScores.family(c) for c in res.candidates]
+        best = self._choose(res, fam)
+        honest = self._honest(res.predictions, y, fam, res.candidates, best)
+        return self._finish(X, y, res, best, honest, search_time)
+
+    def _choose(self, res: SearchScores, families: Sequence[str]) -> int:
+        means, stds, losses = res.summary()
+        if res.scores.shape[1] and np.all(np.isnan(means)):
+            raise InvalidParameterError(
                 f"scoring={self.scoring!r} failed for every candidate; see the logged errors"
             )
-        order = np.lexsort(
-            (
-                np.nan_to_num(stds, nan=np.inf),
-                np.nan_to_num(mean_loss, nan=np.inf),
-                -np.round(np.nan_to_num(means, nan=-np.inf), 12),
-            )
+        strength = np.array([c["C"] for c in res.candidates], dtype=float)
+        return choose(means, stds, losses, res.scores.shape[1], families, strength, self.selection)
+
+    def _honest(
+        self,
+        predictions: np.ndarray,
+        y: np.ndarray,
+        families: Sequence[str],
+        candidates: Sequence[Mapping[str, Any]],
+        best: int,
+    ) -> dict[str, float]:
+        nan = {"score": float("nan"), "std": float("nan"), "n_bootstrap": 0}
+        if not self.honest or self.scoring not in FAST_METRICS:
+            return nan
+        y_idx = np.searchsorted(np.unique(y), y)
+        strength = np.array([c["C"] for c in candidates], dtype=float)
+        return bbc_estimate(
+            predictions,
+            y_idx,
+            families,
+            strength,
+            selection=self.selection,
+            metric=self.scoring,
+            random_state=self.random_state,
         )
-        self.best_index_ = int(order[0])
+
+    def _finish(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        res: SearchScores,
+        best: int,
+        honest: Mapping[str, float],
+        search_time: float,
+    ) -> EmbeddingClassifier:
+        """Set the fitted attributes from ``res`` and refit candidate ``best`` on all data."""
+        self.search_time_ = search_time
+        self.n_splits_ = res.scores.shape[1]
+        self.cv_results_ = self._results(res.candidates, res.scores, res.losses, res.seconds)
+        self.best_index_ = int(best)
         self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
-        self.best_score_ = float(means[self.best_index_])
-        self.best_std_ = float(stds[self.best_index_])
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.best_std_ = float(self.cv_results_["std_test_score"][self.best_index_])
+        self.honest_score_ = float(honest["score"])
+        self.honest_std_ = float(honest["std"])
         t0 = time.perf_counter()
-        self.best_estimator_ = self._refit(X, y, self.best_params_, splitter)
+        self.best_estimator_ = self._refit(X, y, self.best_params_, res.splitter)
         self.refit_time_ = time.perf_counter() - t0
         head = self.best_estimator_[-1]
         head = getattr(head, "estimator_", head)
         self.n_iter_ = int(np.max(getattr(head, "n_iter_", 0)))
         log.info(
-            "best of %d candidates x %d folds: %s, %s %.4f +/- %.4f (search %.1f s, refit %.1f s)",
-            len(cands),
+            "chose of %d candidates x %d folds: %s, %s %.4f +/- %.4f (optimistic), honest %.4f "
+            "(search %.1f s, refit %.1f s)",
+            len(res.candidates),
             self.n_splits_,
             self.best_params_,
             self.scoring if isinstance(self.scoring, str) else "score",
             self.best_score_,
             self.best_std_,
+            self.honest_score_,
             self.search_time_,
             self.refit_time_,
         )
         return self
 
-    def _search(
-        self, X, y, splitter, preps, cands, scorer
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _search(self, X, y, splitter, preps, cands, scorer) -> SearchScores:
         splits = list(splitter.split(X, y))
         by_prep = {p: [i for i, c in enumerate(cands) if c["preprocess"] == p] for p in preps}
         tasks = [(p, k) for p in preps for k in range(len(splits))]
@@ -361,13 +478,21 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         scores = np.full((len(cands), len(splits)), np.nan)
         losses = np.full((len(cands), len(splits)), np.nan)
         seconds = np.zeros((len(cands), len(splits)))
+        oof = np.full((len(cands), len(y)), -2, dtype=np.int32)
+        first_fold = np.full(len(y), -1)
+        for k in range(len(splits) - 1, -1, -1):
+            first_fold[splits[k][1]] = k
         errors: list[str] = []
         bar = self._progress(len(tasks))
         results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
-        for done, ((p, k), (s, loss, sec, err)) in enumerate(zip(tasks, results), 1):
-            scores[by_prep[p], k] = s
-            losses[by_prep[p], k] = loss
-            seconds[by_prep[p], k] = sec
+        for done, ((p, k), (s, loss, sec, err, pred)) in enumerate(zip(tasks, results), 1):
+            rows = np.asarray(by_prep[p])
+            scores[rows, k] = s
+            losses[rows, k] = loss
+            seconds[rows, k] = sec
+            test = np.asarray(splits[k][1])
+            mine = first_fold[test] == k
+            oof[np.ix_(rows, test[mine])] = pred[:, mine]
             errors.extend(err)
             if bar is not None:
                 bar.update(1)
@@ -377,7 +502,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             bar.close()
         if errors:
             log.warning("%d candidate fits could not be scored, e.g. %s", len(errors), errors[0])
-        return scores, losses, seconds
+        return SearchScores(cands, scores, losses, seconds, oof, splitter)
 
     def _progress(self, total: int) -> Any:
         if not (self.verbose and sys.stderr.isatty()):
@@ -392,7 +517,9 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     ) -> dict[str, Any]:
         n = len(cands)
         res: dict[str, Any] = {"params": [dict(c) for c in cands]}
-        for key in ("preprocess", "head", "C", "gamma", "gamma_factor"):
+        for key in ("space", "preprocess", "head", "C", "gamma", "gamma_factor"):
+            if key == "space" and not any("space" in c for c in cands):
+                continue
             col = np.empty(n, dtype=object)
             col[:] = [c.get(key) for c in cands]
             res[f"param_{key}"] = col
@@ -502,7 +629,7 @@ def build_search(
     Parameters
     ----------
     heads : str, sequence of str or None, default=None
-        ``None``: all heads (``"logreg"``, ``"linsvm"``, ``"rbfsvm"``).
+        ``None``: ``"auto"`` (see :class:`EmbeddingClassifier`).
     cv : int, CV splitter, iterable or None, default=None
         ``None``: folds from :func:`~deepfeat.classify.cv.small_data_cv`, drawn from
         ``y`` here when given, else from the labels passed to ``fit``.
@@ -512,8 +639,8 @@ def build_search(
     random_state : int or None, default=0
     y : array-like or None, default=None
         Labels the search will be fitted on; used to choose the folds now. When some
-        class has a single example the folds are left to ``fit``, which then fits an
-        untuned fallback (see :class:`EmbeddingClassifier`).
+        class has a single example the folds are left to ``fit``, which then raises
+        (see :class:`EmbeddingClassifier`).
 
     Returns
     -------

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import FeatureUnion
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from deepfeat.classify.candidates import DEFAULT_HEADS, DEFAULT_PREPROCESSING
 from deepfeat.classify.cv import check_cv_possible
-from deepfeat.classify.embedder import ImageEmbedder, as_image_list, describe_failures
+from deepfeat.classify.embedder import as_image_list, describe_failures
 from deepfeat.classify.search import EmbeddingClassifier, results_frame
-from deepfeat.exceptions import InputError
+from deepfeat.classify.select_embed import embed, embedder_parts, make_embedder, with_runtime
+from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
+from deepfeat.classify.spaces import check_space_spec, default_space_specs, space_name
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
 
 __all__ = ["TransferClassifier"]
@@ -43,7 +48,10 @@ _EMBEDDER_PARAMS = (
 _SEARCH_PARAMS = (
     "heads",
     "preprocessing",
+    "grid",
     "param_grid",
+    "selection",
+    "honest",
     "cv",
     "scoring",
     "class_weight",
@@ -69,15 +77,42 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
         ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
         (e.g. to predict on another machine).
-    heads, preprocessing, param_grid, cv, scoring, class_weight, calibrate, n_jobs, random_state
+    spaces : None, "auto" or list of space specs, default=None
+        ``None``: the one space given by ``backbone``, ``layer`` and ``pool``. ``"auto"``:
+        :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its
+        penultimate embedding, a late cut point, their concatenation, and flip-averaged
+        embeddings where the embedder offers them). A list: these candidates (each a dict
+        of ImageEmbedder space parameters, or a list of such dicts to concatenate). The
+        space and the head are chosen together by
+        :func:`~deepfeat.classify.select_space.select_space`.
+    time_budget : float or None, default=None
+        Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
+        would not fit in it are skipped (and listed as such in :attr:`selection_`). The
+        first candidate space is always used.
+    max_cv_spaces : int, default=4
+        Candidate spaces cross-validated; more are first pruned by their LogME score.
+    heads, preprocessing, grid, param_grid, selection, honest, cv, scoring, class_weight, calibrate, n_jobs, random_state
         The search; see :class:`~deepfeat.classify.search.EmbeddingClassifier`.
     verbose : int, default=0
         ``> 0``: progress of featurizing and of the search on stderr.
 
     Attributes
     ----------
-    embedder_ : ImageEmbedder
-        The fitted embedder.
+    embedder_ : ImageEmbedder or FeatureUnion
+        The fitted embedder of the chosen space (a FeatureUnion of ImageEmbedders for a
+        concatenation).
+    space_ : str
+        Name of the chosen space (see :func:`~deepfeat.classify.spaces.space_name`).
+    space_spec_ : list of dict
+        Its full recipe: the ImageEmbedder space parameters of each part.
+    selection_ : dict
+        What was tried: ``spaces`` (one row per candidate space, with its status and
+        scores), ``candidates`` (every cross-validated head candidate of every space, with
+        its CV score), ``chosen``, ``cv_score_optimistic``, ``honest_score`` and
+        ``honest_std``.
+    honest_score_ : float
+        Bootstrap bias-corrected CV estimate of the accuracy of the whole selection
+        (spaces and heads) on unseen images; ``best_score_`` is the optimistic one.
     search_ : EmbeddingClassifier
         The fitted search (its ``best_estimator_`` is the head).
     featurizer_spec_ : dict
@@ -93,6 +128,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
+    A class with a single (readable) image raises :class:`~deepfeat.exceptions.InputError`
+    naming it, as :class:`~deepfeat.classify.search.EmbeddingClassifier` does: no
+    cross-validated choice is possible. Predicting never changes the fitted state: new
+    runtime settings (``cache``, ``device``...) act on a copy of :attr:`embedder_`.
+
     ``predict``, ``predict_proba``, ``decision_function`` and ``score`` raise
     :class:`~deepfeat.exceptions.InputError` naming any image that cannot be read: they
     cannot return a label for it. :meth:`predict_table` reports such images row by row.
@@ -125,9 +165,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         jit: bool | str = "auto",
         storage_dtype: str = "float32",
         lock_timeout: float | None = 30.0,
+        spaces: str | Sequence[Any] | None = None,
+        time_budget: float | None = None,
+        max_cv_spaces: int = MAX_CV_SPACES,
         heads: str | Sequence[str] = DEFAULT_HEADS,
         preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
+        grid: str = "compact",
         param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        selection: str = "one_se",
+        honest: bool = True,
         cv: Any = None,
         scoring: Any = "accuracy",
         class_weight: Any = None,
@@ -150,9 +196,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.jit = jit
         self.storage_dtype = storage_dtype
         self.lock_timeout = lock_timeout
+        self.spaces = spaces
+        self.time_budget = time_budget
+        self.max_cv_spaces = max_cv_spaces
         self.heads = heads
         self.preprocessing = preprocessing
+        self.grid = grid
         self.param_grid = param_grid
+        self.selection = selection
+        self.honest = honest
         self.cv = cv
         self.scoring = scoring
         self.class_weight = class_weight
@@ -172,17 +224,18 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         p["progress"] = bool(self.verbose)
         return p
 
-    def _embed(self, X: Any) -> FeaturizeResult:
-        """Embed with the current runtime settings (they may have changed since fit)."""
-        check_is_fitted(self, "search_")
-        runtime = {
+    def _runtime_params(self) -> dict[str, Any]:
+        return {
             k: v
             for k, v in self._embedder_params().items()
             if k not in ("backbone", "layer", "pool", "weights", "checkpoint", "tta")
         }
-        if any(self.embedder_.get_params()[k] != v for k, v in runtime.items()):
-            self.embedder_.set_params(**runtime)
-        return self.embedder_.embed(X)
+
+    def _embed(self, X: Any) -> FeaturizeResult:
+        """Embed with the current runtime settings (they may have changed since fit), on a
+        copy of :attr:`embedder_`: predicting never changes the fitted state."""
+        check_is_fitted(self, "search_")
+        return embed(with_runtime(self.embedder_, self._runtime_params()), X)
 
     def _embeddings(self, X: Any) -> np.ndarray:
         res = self._embed(X)
@@ -193,9 +246,37 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         return res.features
 
+    def _space_specs(self) -> list[list[dict[str, Any]]]:
+        """The candidate spaces, each as its list of parts (ImageEmbedder space params)."""
+        own = {"backbone": self.backbone, "layer": self.layer, "pool": self.pool}
+        own.update(weights=self.weights, checkpoint=self.checkpoint)
+        if self.tta != "none":  # a space's name ignores tta='none'
+            own["tta"] = self.tta
+        if self.spaces is None:
+            return [[own]]
+        if isinstance(self.spaces, str):
+            if self.spaces != "auto":
+                raise InvalidParameterError(f"spaces must be None, 'auto' or a list, got {self.spaces!r}")
+            specs = default_space_specs([self.backbone])
+        else:
+            specs = list(self.spaces)
+            if not specs:
+                raise InvalidParameterError("spaces: give at least one candidate space")
+        common = {"weights": self.weights, "checkpoint": self.checkpoint}
+        out = []
+        for spec in specs:
+            parts = check_space_spec(spec)
+            out.append([{**common, **p} for p in parts])
+        return out
+
+    def _check_budget(self) -> None:
+        b = self.time_budget
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
+            raise InvalidParameterError(f"time_budget must be a positive number of seconds or None, got {b!r}")
+
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> TransferClassifier:
-        """Embed the images (once per unique image) and search the head.
+        """Embed the images (once per unique image and space), choose space and head.
 
         Parameters
         ----------
@@ -215,10 +296,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             Fewer than two classes, a class with a single (readable) image, no readable
             image at all, or ``X`` and ``y`` of different lengths.
         """
+        t_start = time.perf_counter()
         if y is None:
             raise InputError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
             )
+        self._check_budget()
+        specs = self._space_specs()
+        EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
         default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
@@ -227,32 +312,157 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         items = as_image_list(X)
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
-        # Heads, preprocessing and grids are checked before any image is embedded.
-        EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
-        self.embedder_ = ImageEmbedder(**self._embedder_params(), on_error="nan").fit(items)
-        self.featurizer_spec_ = self.embedder_.featurizer_spec_
-        res = self.embedder_.embed(items)
-        self.failures_ = list(res.failures)
-        self.featurize_summary_ = dict(res.summary)
-        if not res.ok.any():
-            raise InputError(describe_failures(res.failures, len(items)))
-        if res.failures:
+        deadline = None if self.time_budget is None else t_start + float(self.time_budget)
+        results, skipped = self._featurize_parts(items, specs, deadline)
+        usable = [s for s in specs if all(space_name(p) in results for p in s)]
+        merged = {space_name(s): embed_merge(results, s) for s in usable}
+        first = merged[space_name(usable[0])]
+        ok = np.logical_and.reduce([m.ok for m in merged.values()])
+        self.failures_ = list(first.failures)
+        seen = {f["index"] for f in self.failures_}
+        for m in merged.values():
+            self.failures_ += [f for f in m.failures if f["index"] not in seen]
+            seen |= {f["index"] for f in m.failures}
+        self.failures_.sort(key=lambda f: f["index"])
+        self.featurize_summary_ = _featurize_summary(results)
+        if not ok.any():
+            raise InputError(describe_failures(self.failures_, len(items)))
+        if self.failures_:
             log.warning(
-                "%s; they are left out of the fit", describe_failures(res.failures, len(items))
+                "%s; they are left out of the fit", describe_failures(self.failures_, len(items))
             )
             if default_cv:
                 try:
-                    check_cv_possible(y[res.ok])
+                    check_cv_possible(y[ok])
                 except InputError as exc:
                     raise InputError(
-                        f"after leaving out {len(res.failures)} unreadable image(s): {exc}"
+                        f"after leaving out {len(self.failures_)} unreadable image(s): {exc}"
                     ) from None
-        self.search_ = EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})
-        self.search_.fit(res.features[res.ok], y[res.ok])
+        base = EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})
+        if len(merged) == 1:
+            name = next(iter(merged))
+            self.search_ = base.fit(merged[name].features[ok], y[ok])
+            tried = [
+                {
+                    "space": name,
+                    "dim": int(merged[name].features.shape[1]),
+                    "status": "cross-validated",
+                }
+            ]
+            cands = [
+                {
+                    "space": name,
+                    **{k: p.get(k) for k in ("preprocess", "head", "C")},
+                    "mean_cv_score": float(m),
+                    "std_cv_score": float(sd),
+                }
+                for p, m, sd in zip(
+                    self.search_.cv_results_["params"],
+                    self.search_.cv_results_["mean_test_score"],
+                    self.search_.cv_results_["std_test_score"],
+                )
+            ]
+        else:
+            choice = select_space(
+                {n: m.features[ok] for n, m in merged.items()},
+                y[ok],
+                base,
+                max_cv_spaces=self.max_cv_spaces,
+                deadline=deadline,
+            )
+            name, self.search_ = choice.space, choice.search
+            tried, cands = choice.tried, choice.candidates
+        tried += skipped
+        chosen = next(s for s in usable if space_name(s) == name)
+        fitted = [results[space_name(p)]["embedder"] for p in chosen]
+        self.embedder_ = (
+            fitted[0]
+            if len(fitted) == 1
+            else FeatureUnion([(space_name(p), e) for p, e in zip(chosen, fitted)])
+        )
+        self.space_ = name
+        self.space_spec_ = [dict(p) for p in chosen]
+        self.featurizer_spec_ = embedder_parts(self.embedder_)[0].featurizer_spec_
         self.classes_ = self.search_.classes_
-        for name in ("best_params_", "best_score_", "best_std_", "cv_results_", "n_splits_"):
-            setattr(self, name, getattr(self.search_, name))
+        for attr in (
+            "best_params_",
+            "best_score_",
+            "best_std_",
+            "cv_results_",
+            "n_splits_",
+            "honest_score_",
+        ):
+            setattr(self, attr, getattr(self.search_, attr))
+        self.selection_ = {
+            "chosen": {"space": name, "parts": self.space_spec_, "head": dict(self.best_params_)},
+            "cv_score_optimistic": self.best_score_,
+            "honest_score": self.honest_score_,
+            "honest_std": self.search_.honest_std_,
+            "spaces": tried,
+            "candidates": cands,
+            "seconds": time.perf_counter() - t_start,
+        }
         return self
+
+    def _featurize_parts(
+        self, items: list[Any], specs: list[list[dict[str, Any]]], deadline: float | None
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """Featurize every distinct part of ``specs`` (the first spec always), in order,
+        skipping parts the time budget cannot afford; returns ``{part name: {"embedder",
+        "result"}}`` and rows for the skipped spaces."""
+        parts: dict[str, dict[str, Any]] = {}
+        for spec in specs:
+            for p in spec:
+                parts.setdefault(space_name(p), p)
+        if len(parts) > 1:
+            log.info(
+                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d forward "
+                "passes (%d images each; images already in the cache cost none)",
+                len(specs),
+                ", ".join(space_name(s) for s in specs),
+                len(parts),
+                len(parts) * len(items),
+                len(items),
+            )
+        results: dict[str, dict[str, Any]] = {}
+        per_image = None
+        runtime = self._runtime_params()
+        first_parts = {space_name(p) for p in specs[0]}
+        for k, (name, p) in enumerate(parts.items(), 1):
+            if name not in first_parts and deadline is not None:
+                left = deadline - time.perf_counter()
+                guess = 0.0 if per_image is None else per_image * len(items)
+                if left <= 0 or guess > 0.5 * left:  # keep half of what is left for the search
+                    log.info(
+                        "skipping space part %s: about %.0f s of featurizing, %.0f s left",
+                        name,
+                        guess,
+                        left,
+                    )
+                    continue
+            t0 = time.perf_counter()
+            emb = make_embedder([p], {**runtime, "on_error": "nan"}).fit(items)
+            res = emb.embed(items)
+            secs = time.perf_counter() - t0
+            done = res.summary.get("featurized", 0)
+            if done:
+                per_image = max(per_image or 0.0, secs / done)
+            log.info(
+                "space part %d/%d %s: %d computed, %d from the cache (%.1f s)",
+                k,
+                len(parts),
+                name,
+                done,
+                res.summary.get("cached", 0),
+                secs,
+            )
+            results[name] = {"embedder": emb, "result": res}
+        skipped = [
+            {"space": space_name(s), "status": "skipped: time budget"}
+            for s in specs
+            if not all(space_name(p) in results for p in s)
+        ]
+        return results, skipped
 
     # ------------------------------------------------------------------ predicting
     def predict(self, X: Any) -> np.ndarray:
@@ -309,7 +519,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             status[f["index"]] = f["reason"]
         # file names that are not valid UTF-8 (lone surrogates) as \xNN escapes: pandas'
         # string columns (and the CSV written from them) cannot hold the raw bytes
-        paths = [p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in paths]
+        paths = [
+            p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in paths
+        ]
         df = pd.DataFrame({"path": paths})
         ok = res.ok
         if ok.any():
@@ -334,11 +546,34 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """One line naming the backbone, the chosen preprocessing and head, and the CV score."""
         check_is_fitted(self, "search_")
         spec = self.featurizer_spec_
+        space = (
+            getattr(self, "space_", None) or f"{spec['backbone']} [{spec['layer']}, {spec['pool']}]"
+        )
         p = self.best_params_
         extra = "".join(f", {k}={p[k]:.3g}" for k in ("C", "gamma") if k in p)
         score = self.search_.scoring if isinstance(self.search_.scoring, str) else "score"
+        honest = getattr(self, "honest_score_", float("nan"))
         return (
-            f"{spec['backbone']} [{spec['layer']}, {spec['pool']}] -> {p['preprocess']} -> {p['head']}"
+            f"{space} -> {p['preprocess']} -> {p['head']}"
             f"({extra.lstrip(', ')}); CV {score} {self.best_score_:.4f} +/- {self.best_std_:.4f} "
-            f"over {self.n_splits_} folds"
+            f"over {self.n_splits_} folds (optimistic), honest {honest:.4f}"
         )
+
+
+def embed_merge(results: Mapping[str, Mapping[str, Any]], spec: Sequence[Mapping[str, Any]]):
+    """The merged featurize result of the parts of ``spec`` (see ``_featurize_parts``)."""
+    from deepfeat.classify.select_embed import merge_results
+
+    return merge_results([results[space_name(p)]["result"] for p in spec])
+
+
+def _featurize_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    parts = [dict(r["result"].summary) for r in results.values()]
+    if len(parts) == 1:
+        return parts[0]
+    out = {k: parts[0].get(k) for k in ("total", "failed")}
+    for k in ("featurized", "cached"):
+        out[k] = int(sum(p.get(k, 0) for p in parts))
+    out["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
+    out["parts"] = {name: p for name, p in zip(results, parts)}
+    return out

@@ -140,6 +140,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="hyperparameter search inside each training draw: fast (logistic regression, "
         "C per decade) or full (every head and grid, several times slower); default: %(default)s",
     )
+    g.add_argument(
+        "--select",
+        choices=("none", "auto"),
+        default=_D["select"],
+        help="auto: also measure fit's automatic choice of space and head, made inside each "
+        "training draw (an extra curve 'auto' next to each fixed space)",
+    )
     g.add_argument("--seed", type=int, default=_D["seed"], help="base seed (default: %(default)s)")
     g.add_argument(
         "--strategies", default=",".join(_D["strategies"]),
@@ -172,6 +179,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         targets=args.targets,
         max_per_class=args.max_per_class,
         search=args.search,
+        select=args.select,
         seed=args.seed,
         featurizer_options=fkw,
         verbose=progress,

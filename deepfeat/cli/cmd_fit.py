@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from deepfeat.classify.candidates import (
+    GRIDS,
     HEADS,
     PREPROCESSING_STEPS,
     check_heads,
@@ -15,6 +16,8 @@ from deepfeat.classify.candidates import (
 )
 from deepfeat.classify.cv import class_counts
 from deepfeat.classify.persistence import save
+from deepfeat.classify.select_rule import SELECTIONS
+from deepfeat.classify.spaces import default_space_specs
 from deepfeat.classify.transfer import TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
@@ -23,7 +26,8 @@ from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
 
 HELP = (
-    "train a classifier on labelled images: embed what the cache lacks, search the head by CV, save"
+    "train a classifier on labelled images: embed what the cache lacks, choose space and head "
+    "by CV, save"
 )
 
 _DEFAULTS = {k: p.default for k, p in inspect.signature(TransferClassifier).parameters.items()}
@@ -47,24 +51,65 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--workers", type=workers, default=_DEFAULTS["num_workers"], help="decoding processes"
     )
+    c = p.add_argument_group("candidate spaces")
+    c.add_argument(
+        "--select",
+        default="auto",
+        choices=("auto", "none"),
+        help="auto: choose among candidate spaces (the backbone's penultimate embedding, a late "
+        "cut point, their concatenation, flip-averaged where available); none: only "
+        "--backbone/--layer",
+    )
+    c.add_argument(
+        "--backbones",
+        default=None,
+        help="comma-separated backbones to choose among (default: --backbone)",
+    )
+    c.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated cut points to choose among, 'penultimate' for the pooled "
+        "embedding (default: --layer, else the penultimate and a late cut point)",
+    )
+    c.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="bound on the whole fit, featurizing included: spaces that do not fit are skipped",
+    )
     s = p.add_argument_group("search")
     s.add_argument(
         "--heads",
         type=checked(check_heads),
-        default=",".join(_DEFAULTS["heads"]),
-        help=f"comma-separated, among {','.join(HEADS)}",
+        default=_DEFAULTS["heads"]
+        if isinstance(_DEFAULTS["heads"], str)
+        else ",".join(_DEFAULTS["heads"]),
+        help=f"comma-separated, among {','.join(HEADS)}; auto: logreg, plus linsvm on small data",
+    )
+    s.add_argument(
+        "--grid", default=_DEFAULTS["grid"], choices=tuple(GRIDS), help="default values searched"
+    )
+    s.add_argument(
+        "--selection",
+        default=_DEFAULTS["selection"],
+        choices=SELECTIONS,
+        help="one_se: the most regularised candidate within one standard error of the best",
     )
     s.add_argument(
         "--preprocessing",
         type=checked(check_preprocessing),
-        default=",".join(_DEFAULTS["preprocessing"]),
+        default=_DEFAULTS["preprocessing"]
+        if isinstance(_DEFAULTS["preprocessing"], str)
+        else ",".join(_DEFAULTS["preprocessing"]),
         help=f"comma-separated choices; steps {','.join(PREPROCESSING_STEPS)}, chained with '+'",
     )
     s.add_argument(
         "--cv",
         type=integer(2),
-        default=5,
-        help="folds wanted (fewer when a class is small; repeated when tiny)",
+        default=None,
+        help="folds wanted (default 5, 3 from 2,000 images on; fewer when a class is small; "
+        "repeated when tiny)",
     )
     s.add_argument(
         "--scoring", default=_DEFAULTS["scoring"], type=scorer, help="e.g. accuracy, balanced_accuracy, f1_macro"
@@ -79,8 +124,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_finetune_arguments(p)
 
 
+def _list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
+    """The ``spaces`` argument of TransferClassifier for ``--select/--backbones/--layers``."""
+    if args.select == "none":
+        return None
+    backbones = _list(args.backbones) or [args.backbone]
+    layers = _list(args.layers) or ([args.layer] if args.layer else None)
+    return default_space_specs(backbones, layers)
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
+    spaces = candidate_spaces(args)
     model = TransferClassifier(
         backbone=args.backbone,
         layer=args.layer,
@@ -92,7 +151,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         precision=args.precision,
         batch_size=args.batch_size,
         num_workers=args.workers,
+        spaces=spaces,
+        time_budget=args.time_budget,
         heads=args.heads,
+        grid=args.grid,
+        selection=args.selection,
         preprocessing=args.preprocessing,
         cv=args.cv,
         scoring=args.scoring,
@@ -120,10 +183,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "best_pipeline": model.describe(),
         "best_params": model.best_params_,
         "cv_score": model.best_score_,
+        "cv_score_is": "optimistic: the mean CV score of the chosen candidate",
         "cv_std": model.best_std_,
+        "honest_score": model.honest_score_,
+        "honest_score_is": "bootstrap bias-corrected CV estimate of the whole selection",
+        "space": model.space_,
+        "recipe": model.space_spec_,
+        "spaces_tried": model.selection_["spaces"],
+        "candidates_tried": model.selection_["candidates"],
         "scoring": args.scoring,
         "n_splits": model.n_splits_,
-        "n_candidates": len(model.cv_results_["params"]),
+        "n_candidates": len(model.selection_["candidates"]),
         "featurize": model.featurize_summary_,
         "search_seconds": round(model.search_.search_time_, 3),
         "fit_seconds": round(fit_seconds, 3),
@@ -137,10 +207,33 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 def format_text(r: dict[str, Any]) -> str:
     f = r["featurize"]
+    honest = r.get("honest_score", float("nan"))
     lines = [
         f"best: {r['best_pipeline']}",
-        f"CV {r['scoring']} {r['cv_score']:.4f} (std {r['cv_std']:.4f}) over {r['n_splits']} folds, "
-        f"{r['n_candidates']} candidates searched in {r['search_seconds']:.1f} s",
+        f"CV {r['scoring']} {r['cv_score']:.4f} (std {r['cv_std']:.4f}; optimistic) over "
+        f"{r['n_splits']} folds, {r['n_candidates']} candidates searched in "
+        f"{r['search_seconds']:.1f} s",
+        f"honest estimate {honest:.4f} (bootstrap bias-corrected CV of the whole selection)"
+        if honest == honest
+        else "honest estimate: not available for this scoring",
+        "spaces tried:",
+    ]
+    best_by_space: dict[str, dict[str, Any]] = {}
+    for c in r.get("candidates_tried", []):
+        b = best_by_space.get(c["space"])
+        if b is None or c["mean_cv_score"] > b["mean_cv_score"]:
+            best_by_space[c["space"]] = c
+    for sp in r.get("spaces_tried", []):
+        b = best_by_space.get(sp["space"])
+        mark = "*" if sp["space"] == r.get("space") else " "
+        best = (
+            f"best CV {b['mean_cv_score']:.4f} ({b['preprocess']} -> {b['head']}, C={b['C']:.3g})"
+            if b
+            else ""
+        )
+        logme = f"LogME {sp['logme']:.3f} " if "logme" in sp else ""
+        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{best}".rstrip())
+    lines += [
         f"{r['n_images']} images in {len(r['classes'])} classes; featurized {f['featurized']}, "
         f"from cache {f['cached']}, failed {f['failed']}; fit {r['fit_seconds']:.1f} s",
         f"saved {r['model']}",

@@ -41,6 +41,7 @@ from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 from deepfeat.pipelines.protocol import make_draws, run_protocol
 from deepfeat.pipelines.sampling import check_test_size, parse_shots, stratified_split
 from deepfeat.pipelines.spaces import (
+    LAYER,
     FeatureSpace,
     compute_space,
     plan_spaces,
@@ -360,6 +361,7 @@ def run_experiment(
     verbose: bool = False,
     strategies: Sequence[str] | str = ("frozen",),
     finetune_options: dict[str, Any] | None = None,
+    select: str = "none",
 ) -> ExperimentResult:
     """Run a small-data transfer-learning experiment and write its report to ``out``.
 
@@ -411,6 +413,10 @@ def run_experiment(
         training draw); overrides ``search``.
     featurizer_options : dict, optional
         Extra :class:`~deepfeat.featurize.Featurizer` arguments (``device``, ``batch_size``...).
+    select : {"none", "auto"}, default="none"
+        ``"auto"``: also measure the automatic choice of ``deepfeat fit`` (space and head
+        chosen by CV among the pretrained spaces and their concatenations, *inside each
+        training draw*: see :func:`auto_selection_space`), as an extra curve ``auto``.
     title : str, optional
         Report title (default: the source folder's name).
     verbose : bool
@@ -475,11 +481,14 @@ def run_experiment(
         "seed": seed,
         "search": search if search_factory is None else "custom search_factory",
         "head": _describe_head(search, search_factory),
+        "select": select,
         "featurizer_options": featurizer_options or {},
         "strategies": list(strategy_list),
         "finetune_options": finetune_options or {},
     }
 
+    if select not in ("none", "auto"):
+        raise ValueError(f"select must be 'none' or 'auto', got {select!r}")
     t0 = time.perf_counter()
     data = load_experiment_data(src, test_src, max_per_class=max_per_class, seed=seed)
     notes += data.notes
@@ -530,6 +539,8 @@ def run_experiment(
         search_factory=search_factory or partial(default_search_factory, search=search),
         progress=verbose,
     )
+    if select == "auto":
+        proto = auto_selection_space(spaces, computed, labels, draws, proto, verbose)
     timings["train_and_score"] = time.perf_counter() - t0
 
     meta = pd.DataFrame([{**s.to_dict(), "space": s.name} for s in spaces]).drop(columns="name")
@@ -601,6 +612,47 @@ def run_experiment(
         json.dump({"config": config, **_jsonable(result.to_dict())}, fh, indent=1)
     log.info("report written to %s", result.report_html)
     return result
+
+
+def auto_selection_space(spaces, computed, labels, draws, proto, progress: bool = False):
+    """Add the space ``auto`` to ``spaces`` and its draws to ``proto``.
+
+    Its features are the pretrained spaces side by side; inside each training draw
+    :class:`~deepfeat.classify.select_auto.AutoSpaceClassifier` chooses among them (and the
+    main space concatenated with each other one) and a head, as ``deepfeat fit`` does.
+    """
+    from deepfeat.classify.select_auto import AutoSpaceClassifier
+    from deepfeat.pipelines.protocol import ProtocolResult
+
+    fixed = [s for s in spaces if not s.is_baseline]
+    blocks, start = [], 0
+    for s in fixed:
+        dim = computed[s.name].features.shape[1]
+        blocks.append((s.name, start, start + dim))
+        start += dim
+    X = np.hstack([computed[s.name].features for s in fixed])
+    auto = run_protocol(
+        {"auto": X},
+        labels,
+        draws,
+        search_factory=lambda y_train, seed: AutoSpaceClassifier(blocks, random_state=seed),
+        progress=progress,
+    )
+    main = spaces[0]
+    spaces.append(
+        FeatureSpace(
+            "auto",
+            LAYER,
+            main.backbone,
+            "auto",
+            main.weights,
+            "automatic choice (space + head by CV inside each draw)",
+        )
+    )
+    return ProtocolResult(
+        table=pd.concat([proto.table, auto.table], ignore_index=True),
+        predictions={**proto.predictions, **auto.predictions},
+    )
 
 
 def _jsonable(obj: Any) -> Any:

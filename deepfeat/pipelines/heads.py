@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from deepfeat.classify.candidates import make_head, make_preprocess
+from deepfeat.classify.candidates import HEADS, make_head, make_preprocess
 from deepfeat.classify.cv import small_data_cv
 from deepfeat.classify.search import FALLBACK_PARAMS, build_search
 from deepfeat.exceptions import InvalidParameterError
@@ -118,8 +118,10 @@ def default_search_factory(y_train: np.ndarray, seed: int, *, search: str = "fas
     """
     describe_search(search)  # validates
     cv = small_data_cv(y_train, random_state=seed)
-    if search == "full":
-        return build_search(cv=cv, random_state=seed, y=y_train)
+    if search == "full":  # the previous classify default, as described above
+        return build_search(HEADS, cv=cv, random_state=seed, y=y_train).set_params(
+            preprocessing=("standardize", "l2"), grid="full"
+        )
     return build_search("logreg", cv=cv, random_state=seed, y=y_train).set_params(
         preprocessing=("standardize",), param_grid={"logreg": {"C": FAST_C}}, tol=FAST_TOL
     )

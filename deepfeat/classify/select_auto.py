@@ -1,0 +1,122 @@
+""":class:`AutoSpaceClassifier`: the automatic space + head choice as one estimator on arrays.
+
+Its input is the column-wise concatenation of several candidate spaces (``blocks`` says
+which columns belong to which); ``fit`` runs
+:func:`~deepfeat.classify.select_space.select_space` on the candidate spaces (each block,
+and the first block concatenated with each later one) and keeps the choice. This is what
+``deepfeat experiment --select auto`` fits inside every training draw, so the held-out
+images of the draw never take part in choosing the space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from deepfeat.classify.search import EmbeddingClassifier
+from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
+from deepfeat.exceptions import InvalidParameterError
+
+__all__ = ["AutoSpaceClassifier"]
+
+
+class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
+    """Choose a feature space (column block) and a head by CV, on concatenated blocks.
+
+    Parameters
+    ----------
+    blocks : sequence of (name, start, stop)
+        Column ranges of the candidate spaces in ``X``, the preferred one first.
+    concat : bool, default=True
+        Also try the first block concatenated with each later block.
+    max_cv_spaces : int, default=4
+    random_state : int or None, default=0
+
+    Attributes
+    ----------
+    space_ : str
+        The chosen space (block names joined by ``+`` for a concatenation).
+    columns_ : ndarray of int
+        Its columns in ``X``.
+    search_ : EmbeddingClassifier
+    best_params_ : dict
+        ``{"space": space_, **search_.best_params_}``.
+    best_score_, honest_score_ : float
+    classes_ : ndarray
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(n_class=3, return_X_y=True)
+    >>> noise = np.random.default_rng(0).normal(size=(len(y), 16))
+    >>> clf = AutoSpaceClassifier([("noise", 0, 16), ("digits", 16, 80)])
+    >>> clf.fit(np.hstack([noise, X]), y).space_ in ("digits", "noise+digits")
+    True
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[tuple[str, int, int]] = (),
+        *,
+        concat: bool = True,
+        max_cv_spaces: int = MAX_CV_SPACES,
+        random_state: int | None = 0,
+    ) -> None:
+        self.blocks = blocks
+        self.concat = concat
+        self.max_cv_spaces = max_cv_spaces
+        self.random_state = random_state
+
+    def _spaces(self, n_features: int) -> dict[str, np.ndarray]:
+        if not self.blocks:
+            raise InvalidParameterError("blocks: give at least one (name, start, stop) column range")
+        cols = {}
+        for name, start, stop in self.blocks:
+            if not 0 <= start < stop <= n_features:
+                raise InvalidParameterError(f"blocks: {name!r} columns {start}:{stop} outside 0:{n_features}")
+            cols[name] = np.arange(start, stop)
+        if self.concat and len(self.blocks) > 1:
+            first = self.blocks[0][0]
+            for name, _, _ in self.blocks[1:]:
+                cols[f"{first}+{name}"] = np.concatenate([cols[first], cols[name]])
+        return cols
+
+    def fit(self, X: Any, y: Any) -> AutoSpaceClassifier:
+        """Choose the space and head on ``X`` (all blocks side by side), ``y``.
+
+        Returns
+        -------
+        self
+        """
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        cols = self._spaces(X.shape[1])
+        choice = select_space(
+            {n: X[:, c] for n, c in cols.items()},
+            y,
+            EmbeddingClassifier(random_state=self.random_state),
+            max_cv_spaces=self.max_cv_spaces,
+        )
+        self.space_ = choice.space
+        self.columns_ = cols[choice.space]
+        self.search_ = choice.search
+        self.classes_ = choice.search.classes_
+        self.best_params_ = {"space": choice.space, **choice.search.best_params_}
+        self.best_score_ = choice.optimistic_score
+        self.honest_score_ = choice.honest_score
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class of each row."""
+        check_is_fitted(self, "search_")
+        return self.search_.predict(np.asarray(X, dtype=np.float64)[:, self.columns_])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the chosen head."""
+        check_is_fitted(self, "search_")
+        return self.search_.predict_proba(np.asarray(X, dtype=np.float64)[:, self.columns_])

@@ -1,0 +1,86 @@
+"""Embedders for space specs: one :class:`ImageEmbedder`, or a :class:`FeatureUnion` of them.
+
+A concatenated space is a :class:`~sklearn.pipeline.FeatureUnion` of embedders sharing
+one cache (each part its own space in it). :func:`embed` gives the
+:class:`~deepfeat.featurize.FeaturizeResult`-like view both kinds need (features, which
+rows are good, failures); :func:`with_runtime` returns a *copy* of a fitted embedder with
+new runtime settings, so predicting never changes a fitted model's state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import FeatureUnion
+
+from deepfeat.classify.embedder import RUNTIME_PARAMS, ImageEmbedder
+from deepfeat.classify.spaces import space_name
+from deepfeat.featurize import FeaturizeResult
+
+__all__ = ["make_embedder", "embedder_parts", "embed", "with_runtime", "merge_results"]
+
+
+def make_embedder(
+    parts: Sequence[Mapping[str, Any]], runtime: Mapping[str, Any]
+) -> ImageEmbedder | FeatureUnion:
+    """An unfitted embedder for ``parts`` (space parameters) with ``runtime`` settings."""
+    embs = [ImageEmbedder(**dict(p), **dict(runtime)) for p in parts]
+    if len(embs) == 1:
+        return embs[0]
+    return FeatureUnion([(space_name(p), e) for p, e in zip(parts, embs)])
+
+
+def embedder_parts(embedder: Any) -> list[ImageEmbedder]:
+    """The ImageEmbedders inside ``embedder`` (itself, or a FeatureUnion's transformers)."""
+    if isinstance(embedder, FeatureUnion):
+        return [t for _, t in embedder.transformer_list]
+    return [embedder]
+
+
+def merge_results(results: Sequence[FeaturizeResult]) -> FeaturizeResult:
+    """Concatenate the features of several results on the same inputs; a row is good only
+    when it is good in every part (its failures are those of the first part that failed)."""
+    if len(results) == 1:
+        return results[0]
+    ok = np.logical_and.reduce([np.asarray(r.ok) for r in results])
+    failures: dict[int, dict[str, Any]] = {}
+    for r in results:
+        for f in r.failures:
+            failures.setdefault(f["index"], f)
+    summary = {
+        k: sum(r.summary.get(k, 0) for r in results)
+        for k in ("total", "featurized", "cached", "failed", "seconds")
+    }
+    summary["failed"] = int((~ok).sum())
+    summary["total"] = int(len(ok))
+    summary["parts"] = [dict(r.summary) for r in results]
+    feats = np.hstack([r.features for r in results])
+    return FeaturizeResult(
+        feats, ok, results[0].keys, [failures[i] for i in sorted(failures)], summary
+    )
+
+
+def embed(embedder: Any, X: Any) -> FeaturizeResult:
+    """Featurize ``X`` with a fitted embedder (single or union); failures kept, never raised."""
+    return merge_results([e.embed(X) for e in embedder_parts(embedder)])
+
+
+def with_runtime(embedder: Any, runtime: Mapping[str, Any]) -> Any:
+    """A copy of the fitted ``embedder`` whose runtime settings are ``runtime``.
+
+    The feature space (``featurizer_spec_``) is shared with the original; nothing of the
+    original is modified.
+    """
+    runtime = {k: v for k, v in runtime.items() if k in RUNTIME_PARAMS}
+    out = copy.copy(embedder)
+    if isinstance(out, FeatureUnion):
+        out.transformer_list = [
+            (name, with_runtime(t, runtime)) for name, t in embedder.transformer_list
+        ]
+        return out
+    if any(embedder.get_params()[k] != v for k, v in runtime.items()):
+        out.set_params(**runtime)
+    return out

@@ -1,0 +1,155 @@
+"""Candidate feature spaces for the automatic selection of ``fit``.
+
+A *space spec* is a dict of :class:`~deepfeat.classify.embedder.ImageEmbedder` parameters
+that define a feature space (``backbone``, ``layer``, ``pool``, ``weights``, and ``tta``
+where the embedder has it), or a list of such dicts: the concatenation of their
+embeddings (a :class:`~sklearn.pipeline.FeatureUnion` of embedders sharing one cache, each
+part its own space in the cache, so a concatenation costs no forward pass of its own).
+
+:func:`default_space_specs` lists the default candidates: for each backbone, its
+penultimate embedding, a late cut point, and the concatenation of the two; the flip-
+averaged penultimate embedding when the embedder offers ``tta="flip"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from deepfeat.classify.embedder import SPACE_PARAMS, ImageEmbedder
+from deepfeat.exceptions import InvalidParameterError
+from deepfeat.featurize import DEFAULT_BACKBONE
+
+__all__ = [
+    "SpaceSpec",
+    "embedder_space_params",
+    "check_space_spec",
+    "space_name",
+    "space_parts",
+    "late_cut_points",
+    "default_space_specs",
+]
+
+SpaceSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+def embedder_space_params() -> tuple[str, ...]:
+    """The ImageEmbedder parameters a space spec may set (``tta`` when the embedder has it)."""
+    names = set(inspect.signature(ImageEmbedder).parameters)
+    return tuple(dict.fromkeys((*SPACE_PARAMS, *(p for p in ("tta",) if p in names))))
+
+
+def space_parts(spec: SpaceSpec) -> list[dict[str, Any]]:
+    """The parts of ``spec`` (one dict, or several for a concatenation)."""
+    parts = [spec] if isinstance(spec, Mapping) else list(spec)
+    return [dict(p) for p in parts]
+
+
+def check_space_spec(spec: SpaceSpec) -> list[dict[str, Any]]:
+    """Validate ``spec`` and return its parts, each with ``backbone`` filled in.
+
+    Raises
+    ------
+    ValueError
+        An empty concatenation, or a parameter ImageEmbedder does not define spaces with.
+    """
+    parts = space_parts(spec)
+    if not parts:
+        raise InvalidParameterError("a space spec needs at least one part")
+    allowed = embedder_space_params()
+    for p in parts:
+        bad = sorted(set(p) - set(allowed))
+        if bad:
+            raise InvalidParameterError(f"space spec {p}: unknown parameter(s) {bad}; allowed: {allowed}")
+        p.setdefault("backbone", DEFAULT_BACKBONE)
+    return parts
+
+
+def _part_name(p: Mapping[str, Any]) -> str:
+    name = p.get("backbone", DEFAULT_BACKBONE)
+    if p.get("layer"):
+        name += f"@{p['layer']}"
+    if p.get("pool", "avg") != "avg":
+        name += f":{p['pool']}"
+    if p.get("tta") not in (None, "none"):
+        name += f"[{p['tta']}]"
+    if p.get("weights", "DEFAULT") is None:
+        name += "[random]"
+    return name
+
+
+def space_name(spec: SpaceSpec) -> str:
+    """A short unique name: ``backbone[@layer][:pool][[tta]]``, parts joined by ``+``.
+
+    Examples
+    --------
+    >>> space_name([{"backbone": "efficientnet_lite0"}, {"layer": "blocks.5"}])
+    'efficientnet_lite0+efficientnet_lite0@blocks.5'
+    """
+    return "+".join(_part_name(p) for p in space_parts(spec))
+
+
+@functools.lru_cache(maxsize=16)
+def late_cut_points(backbone: str) -> tuple[str, ...]:
+    """A late cut point of ``backbone``: the output of the last block before the final
+    stage, at the smallest spatial resolution above 1x1 (``blocks.5`` of EfficientNet-Lite,
+    ``layer4.0``-like names elsewhere); empty when the graph offers none.
+
+    The layer graph does not depend on the weights, so it is listed with random ones.
+    """
+    from deepfeat.featurize.backbones import resolve_backbone
+    from deepfeat.featurize.truncate import list_layers
+
+    resolved = resolve_backbone(backbone, weights=None)
+    rows = list_layers(resolved.build(), resolved.family, tuple(resolved.preprocess.crop))
+    spatial = [r for r in rows if len(r["shape"]) == 3 and r["shape"][1] > 1]
+    if not spatial:
+        return ()
+    smallest = min(r["shape"][1] for r in spatial)
+    last_res = [r for r in spatial if r["shape"][1] == smallest]
+    depth = max(r["layer"].count(".") for r in last_res)
+    blocks = [r for r in last_res if r["layer"].count(".") == depth]
+    # the final block at this resolution is what the penultimate embedding pools; take
+    # the one before it (a different, earlier view at the same resolution)
+    if len(blocks) < 2:
+        return ()
+    return (blocks[-2]["layer"],)
+
+
+def default_space_specs(
+    backbones: Sequence[str] | None = None, layers: Sequence[str] | None = None
+) -> list[SpaceSpec]:
+    """The default candidate spaces, most preferred first.
+
+    Parameters
+    ----------
+    backbones : sequence of str or None
+        ``None``: the offline default backbone.
+    layers : sequence of str or None
+        Cut points to use for every backbone (``"penultimate"`` for the pooled
+        embedding); ``None``: the penultimate and :func:`late_cut_points`.
+
+    Returns
+    -------
+    list
+        Space specs: each backbone's penultimate space, its cut points, and the
+        concatenation of the penultimate with each cut point; a flip-averaged
+        penultimate space when :class:`ImageEmbedder` has ``tta``.
+    """
+    backbones = [DEFAULT_BACKBONE] if not backbones else list(dict.fromkeys(backbones))
+    has_tta = "tta" in embedder_space_params()
+    specs: list[SpaceSpec] = []
+    for b in backbones:
+        if layers is None:
+            cuts: list[str | None] = [None, *late_cut_points(b)]
+        else:
+            cuts = [None if v in ("penultimate", "") else v for v in dict.fromkeys(layers)]
+        singles = [{"backbone": b, **({"layer": c} if c else {})} for c in cuts]
+        specs += singles
+        if None in cuts:
+            specs += [[{"backbone": b}, s] for s in singles if s.get("layer")]
+            if has_tta:
+                specs.append({"backbone": b, "tta": "flip"})
+    return specs
