@@ -328,7 +328,13 @@ class Featurizer:
     # ------------------------------------------------------------------ model
     @property
     def model(self) -> torch.nn.Module:
-        """The truncated backbone on its device (built on first access)."""
+        """The truncated backbone on its device (built on first access).
+
+        Where its first convolution absorbed the mean/std normalisation
+        (:func:`~deepfeat.featurize.runtime.fold_input_normalization`; attribute
+        ``takes_raw_pixels``) it takes the uint8 pixel batch: feed it through
+        :meth:`_model_input`, never through ``preprocess.normalize`` yourself.
+        """
         if self._model is None:
             t0 = time.perf_counter()
             net = truncate(self.resolved.build(), self.layer, self.pool, self.resolved.family)
