@@ -1,6 +1,8 @@
 """CPU time per image of each featurize stage, and the end-to-end/ceiling bound it implies.
 
 Usage: python benchmarks/profile_stages.py [N_IMAGES] [BACKBONE]
+Prints the load averages and the number of other running processes before and after:
+the figures are CPU time of one thread, which other work on the same cores still inflates.
 (random weights for any backbone other than the offline default).
 For a sampling profile of a real run: py-spy record --threads -- deepfeat featurize DIR --cache c.h5
 """

@@ -18,6 +18,7 @@ __all__ = [
     "CacheLockedError",
     "CacheCorruptError",
     "NotFittedError",
+    "UnsupportedPreprocessingError",
 ]
 
 
@@ -83,3 +84,8 @@ class CacheCorruptError(CacheError):
 
 class NotFittedError(DeepfeatError, ValueError, AttributeError):
     """Raised when a deepfeat object is used before it has been fitted."""
+
+
+class UnsupportedPreprocessingError(DeepfeatError, ValueError):
+    """A backbone's preprocessing asks for something deepfeat does not reproduce (e.g. timm's
+    ``crop_mode="border"``): refused by name rather than approximated."""

@@ -33,7 +33,7 @@ from deepfeat.exceptions import (
 )
 from deepfeat.featurize.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
 from deepfeat.featurize.cache import FeatureCache
-from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_image, describe_source, read_bytes
+from deepfeat.featurize.decode import DEFAULT_MAX_PIXELS, decode_pixels, describe_source, read_bytes
 from deepfeat.featurize.faults import kill_point
 from deepfeat.featurize.hashing import hash_array, hash_bytes
 from deepfeat.featurize.identity import (
@@ -45,6 +45,7 @@ from deepfeat.featurize.identity import (
 from deepfeat.featurize.runtime import (
     Runtime,
     cpu_count,
+    fold_input_normalization,
     optimize_for_inference,
     resolve_runtime,
     trace_for_cpu,
@@ -136,7 +137,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         item = self.items[i]
         try:
-            img = decode_image(item, draft_size=self.preprocess.draft_size, max_pixels=self.max_pixels)
+            img = decode_pixels(item, draft_size=self.preprocess.draft_size, max_pixels=self.max_pixels)
             return i, self.preprocess.geometry(img), ""
         except ImageDecodeError as exc:
             return i, self._blank, exc.reason
@@ -398,7 +399,13 @@ class Featurizer:
     # ------------------------------------------------------------------ model
     @property
     def model(self) -> torch.nn.Module:
-        """The truncated backbone on its device (built on first access)."""
+        """The truncated backbone on its device (built on first access).
+
+        Where its first convolution absorbed the mean/std normalisation
+        (:func:`~deepfeat.featurize.runtime.fold_input_normalization`; attribute
+        ``takes_raw_pixels``) it takes the uint8 pixel batch: feed it through
+        :meth:`_model_input`, never through ``preprocess.normalize`` yourself.
+        """
         if self._model is None:
             t0 = time.perf_counter()
             net = truncate(self.resolved.build(), self.layer, self.pool, self.resolved.family)
@@ -408,6 +415,11 @@ class Featurizer:
             h, w = self.preprocess.crop
             example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
             self._model = optimize_for_inference(net, self._layout(example.to(self.runtime.device)))
+            # the network takes uint8 pixels where its first convolution can absorb mean/std
+            p, dev = self.preprocess, self.runtime.device
+            raw = fold_input_normalization(self._model, p.mean, p.std, self._layout(
+                self._example_pixels(2, torch.Generator().manual_seed(0)).to(dev)), self.runtime.dtype)
+            self._model = self._model if raw is None else raw
             log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
         return self._model
 
@@ -437,8 +449,12 @@ class Featurizer:
             t0 = time.perf_counter()
             h, w = self.preprocess.crop
             gen = torch.Generator().manual_seed(0)
-            example = self._layout(torch.randn(CPU_FORWARD_ROWS, 3, h, w, generator=gen))
-            check = self._layout(torch.randn(3, 3, h, w, generator=gen))
+            if getattr(model, "takes_raw_pixels", False):
+                example = self._layout(self._example_pixels(CPU_FORWARD_ROWS, gen))
+                check = self._layout(self._example_pixels(3, gen))
+            else:
+                example = self._layout(torch.randn(CPU_FORWARD_ROWS, 3, h, w, generator=gen))
+                check = self._layout(torch.randn(3, 3, h, w, generator=gen))
             self._traced = trace_for_cpu(model, example, self.runtime, check)
             if self._traced is not None:
                 log.info("traced and fused the network for the CPU in %.1f s", time.perf_counter() - t0)
@@ -473,7 +489,14 @@ class Featurizer:
     def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
         """A uint8 ``(N, 3, H, W)`` batch from the loader as the model's input on its device."""
         x = batch.to(self.runtime.device, non_blocking=True)
+        if getattr(self.model, "takes_raw_pixels", False):  # normalisation folded into the network
+            return self._layout(x)
         return self._layout(self.preprocess.normalize(x))
+
+    def _example_pixels(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """A random uint8 ``(n, 3, H, W)`` batch at the input size."""
+        h, w = self.preprocess.crop
+        return torch.randint(0, 256, (n, 3, h, w), generator=gen, dtype=torch.uint8)
 
     def _space_attrs(self) -> dict[str, Any]:
         import h5py

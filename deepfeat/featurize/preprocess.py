@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Preprocess"]
+from deepfeat.exceptions import UnsupportedPreprocessingError
+
+__all__ = ["Preprocess", "CROP_MODES"]
+
+#: ``center``: resize the shorter side to ``resize`` keeping the aspect ratio, then a centre
+#: crop; ``squash`` (timm): resize both sides to ``resize``, ignoring the aspect ratio, then
+#: a centre crop. timm's ``border`` (fit inside, then pad) is refused by name.
+CROP_MODES = ("center", "squash")
 
 _PIL_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
@@ -45,6 +52,8 @@ class Preprocess:
         One of ``nearest``, ``bilinear``, ``bicubic``, ``lanczos``, ``box``, ``hamming``.
     mean, std : tuple of float
         Per-channel normalisation applied to pixel values scaled to [0, 1].
+    crop_mode : str
+        One of :data:`CROP_MODES` (``center`` by default; square crops only for ``squash``).
 
     Examples
     --------
@@ -60,11 +69,20 @@ class Preprocess:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _PIL_INTERPOLATION:
             raise ValueError(
                 f"interpolation must be one of {sorted(_PIL_INTERPOLATION)}, got {self.interpolation!r}"
+            )
+        if self.crop_mode not in CROP_MODES:
+            raise UnsupportedPreprocessingError(
+                f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}"
+            )
+        if self.crop_mode == "squash" and self.crop[0] != self.crop[1]:
+            raise UnsupportedPreprocessingError(
+                f"crop_mode='squash' is supported for square crops only, got crop={tuple(self.crop)}"
             )
 
     # -- constructors -----------------------------------------------------------------
@@ -73,8 +91,12 @@ class Preprocess:
         """Build from a timm data config (``timm.data.resolve_data_config``)."""
         _, h, w = cfg["input_size"]
         crop_pct = float(cfg.get("crop_pct") or 0.875)
-        if cfg.get("crop_mode", "center") not in ("center", "squash", "border"):
-            raise ValueError(f"unsupported timm crop_mode {cfg.get('crop_mode')!r}")
+        mode = str(cfg.get("crop_mode") or "center")
+        if mode not in CROP_MODES:
+            raise UnsupportedPreprocessingError(
+                f"timm crop_mode {mode!r} is not supported (supported: {', '.join(CROP_MODES)}); "
+                "this model's pretrained config asks for it, so its features would not match timm's"
+            )
         resize = int(math.floor(min(h, w) / crop_pct))
         return cls(
             resize=resize,
@@ -82,6 +104,7 @@ class Preprocess:
             interpolation=str(cfg.get("interpolation", "bilinear")),
             mean=tuple(float(x) for x in cfg["mean"]),
             std=tuple(float(x) for x in cfg["std"]),
+            crop_mode=mode,
         )
 
     @classmethod
@@ -106,6 +129,7 @@ class Preprocess:
             interpolation=str(d["interpolation"]),
             mean=tuple(float(x) for x in d["mean"]),
             std=tuple(float(x) for x in d["std"]),
+            crop_mode=str(d.get("crop_mode", "center")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +137,10 @@ class Preprocess:
         d["crop"] = list(self.crop)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.crop_mode == "center":
+            # the default is left out, so every space made before crop modes existed keeps
+            # its fingerprint
+            del d["crop_mode"]
         return d
 
     # -- application ------------------------------------------------------------------
@@ -121,26 +149,34 @@ class Preprocess:
         """Smallest shorter side the decoder must deliver (for JPEG draft decoding)."""
         return max(self.resize, *self.crop)
 
-    def geometry(self, img: Image.Image) -> torch.Tensor:
-        """Resize the shorter side and centre-crop; return a uint8 ``(3, H, W)`` tensor."""
-        w, h = img.size
-        scale = self.resize / min(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    def geometry(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        """Resize the shorter side and centre-crop; return a uint8 ``(3, H, W)`` tensor.
+
+        ``img`` is an RGB ``PIL.Image`` or a uint8 ``(H, W, 3)`` tensor
+        (:func:`~deepfeat.featurize.decode.decode_pixels`).
+        """
+        is_tensor = isinstance(img, torch.Tensor)
+        h, w = (int(img.shape[0]), int(img.shape[1])) if is_tensor else (img.size[1], img.size[0])
+        if self.crop_mode == "squash":
+            nw = nh = self.resize
+        else:
+            scale = self.resize / min(w, h)
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         ch, cw = self.crop
         # An image narrower than the crop after resizing is scaled up to cover it.
         if nw < cw or nh < ch:
             up = max(cw / nw, ch / nh)
             nw, nh = math.ceil(nw * up), math.ceil(nh * up)
         left, top = (nw - cw) // 2, (nh - ch) // 2
-        if (nw, nh) != (w, h) and self.interpolation in _TORCH_ANTIALIAS and img.mode == "RGB":
+        if (nw, nh) != (w, h) and self.interpolation in _TORCH_ANTIALIAS and (is_tensor or img.mode == "RGB"):
             # PyTorch's vectorised uint8 kernels (antialiased, Pillow's filter taps: pixel
-            # values within a few levels of Pillow's, most equal) resize the whole image
-            # faster than Pillow resamples the crop window alone.
-            x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
-            y = torch.nn.functional.interpolate(
-                x, size=(nh, nw), mode=self.interpolation, antialias=True, align_corners=False
-            )
-            return y[0, :, top : top + ch, left : left + cw]
+            # values within a few levels of Pillow's, most equal) resize faster than Pillow
+            # resamples the crop window alone.
+            x = img if is_tensor else torch.from_numpy(np.array(img, dtype=np.uint8))
+            return _resize_crop(x.permute(2, 0, 1).unsqueeze(0), (nh, nw), (top, left), (ch, cw),
+                                self.interpolation)[0]
+        if is_tensor:
+            img = Image.fromarray(img.numpy())
         if (nw, nh) != (w, h):
             # Resample only the crop window: the same filter taps as resizing the whole image
             # and cropping after (Pillow reads the source pixels around the box), less work.
@@ -160,3 +196,62 @@ class Preprocess:
         shift = (-torch.tensor(self.mean, dtype=torch.float64) / std).to(batch.device, torch.float32).view(1, 3, 1, 1)
         x = torch.addcmul(shift, batch.to(torch.float32), scale)
         return x.to(dtype)
+
+
+#: Largest misalignment, in source pixels, accepted between the resampling grid of a
+#: cropped source window and that of the whole image (see :func:`_axis_window`).
+WINDOW_SHIFT_TOLERANCE = 0.01
+
+
+def _axis_window(n_src: int, n_out: int, lo: int, c: int) -> tuple[int, int, int]:
+    """Source span ``[a, b)`` whose resize at scale ``n_out / n_src`` holds outputs ``lo .. lo+c``.
+
+    Resizing the whole axis maps output ``j`` to source ``(j + 0.5) * s - 0.5`` with
+    ``s = n_src / n_out``; resizing ``[a, b)`` at the same scale maps its output ``j - k``
+    to ``a + (j - k + 0.5) * s - 0.5``: the grids agree when ``a == k * s``. The largest
+    output shift ``k`` whose ``k * s`` lies within :data:`WINDOW_SHIFT_TOLERANCE` of an
+    integer ``a`` (and keeps the filter's support, ``2 s`` source pixels for bicubic, plus
+    a margin, inside the span) is taken; ``(0, n_src, lo)`` when none is.
+
+    Returns
+    -------
+    a, b : int
+        The source span.
+    offset : int
+        Where output ``lo`` sits in the span's resize (``lo - k``).
+    """
+    s = n_src / n_out
+    support = 2.0 * max(s, 1.0) + 2.0  # bicubic taps reach 2 s (antialiased) plus a margin
+    first = lo * s - support
+    for k in range(lo, 0, -1):
+        a = k * s
+        a_int = math.floor(a + 0.5)
+        if a_int <= first and abs(a - a_int) <= WINDOW_SHIFT_TOLERANCE:
+            b = min(n_src, math.ceil((lo + c) * s + support))
+            return a_int, b, lo - k
+    return 0, min(n_src, math.ceil((lo + c) * s + support)), lo
+
+
+def _resize_crop(x: torch.Tensor, size: tuple[int, int], corner: tuple[int, int], crop: tuple[int, int],
+                 mode: str) -> torch.Tensor:
+    """``interpolate(x, size)[..., top:top+ch, left:left+cw]``, resampling only the window kept.
+
+    Cropping before resizing cuts the resampling work by the share of the image the centre
+    crop drops (a third of a 4:3 photo's long side): 0.46 -> 0.32 ms per Oxford 17 photo on
+    one core. Pixels agree with resizing the whole image to within a level or two (the grids
+    are aligned to :data:`WINDOW_SHIFT_TOLERANCE` of a source pixel; tested).
+    """
+    (nh, nw), (top, left), (ch, cw) = size, corner, crop
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    y0, y1, oy = _axis_window(h, nh, top, ch)
+    x0, x1, ox = _axis_window(w, nw, left, cw)
+    windowed = (y0, y1, x0, x1) != (0, h, 0, w)
+    # torch sizes the output floor(n * scale): the window's must still hold the crop
+    if windowed and (math.floor((y1 - y0) * (nh / h)) >= oy + ch and math.floor((x1 - x0) * (nw / w)) >= ox + cw):
+        y = torch.nn.functional.interpolate(
+            x[:, :, y0:y1, x0:x1], scale_factor=(nh / h, nw / w), recompute_scale_factor=False,
+            mode=mode, antialias=True, align_corners=False,
+        )
+        return y[:, :, oy : oy + ch, ox : ox + cw]
+    y = torch.nn.functional.interpolate(x, size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+    return y[:, :, top : top + ch, left : left + cw]

@@ -26,6 +26,8 @@ __all__ = [
     "cpu_has_native_bf16",
     "optimize_for_inference",
     "trace_for_cpu",
+    "fold_input_normalization",
+    "RawPixelInput",
 ]
 
 log = logging.getLogger(__name__)
@@ -359,3 +361,196 @@ def trace_for_cpu(
         log.warning("the traced network's output differs (min cosine %.5f); using it eagerly", float(cos.min()))
         return None
     return traced
+
+
+class _BorderBias(torch.nn.Module):
+    """A convolution plus a bias that differs from its interior value only near the borders.
+
+    The rows ``[:top]`` and ``[H-bottom:]`` and, between them, the columns ``[:left]`` and
+    ``[W-right:]`` of the output get ``delta`` added: an in-place add over a few border
+    lines instead of a pass over the whole activation map.
+    """
+
+    def __init__(self, conv: torch.nn.Module, delta: torch.Tensor, edges: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv = conv
+        self.register_buffer("delta", delta)
+        self.top, self.bottom, self.left, self.right = edges
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        h, w = y.shape[-2], y.shape[-1]
+        d = self.delta.to(y.dtype)
+        t, b, lf, r = self.top, self.bottom, self.left, self.right
+        if t:
+            y[:, :, :t] += d[:, :t]
+        if b:
+            y[:, :, h - b :] += d[:, h - b :]
+        if lf:
+            y[:, :, t : h - b, :lf] += d[:, t : h - b, :lf]
+        if r:
+            y[:, :, t : h - b, w - r :] += d[:, t : h - b, w - r :]
+        return y
+
+
+class RawPixelInput(torch.nn.Module):
+    """A network whose first convolution absorbed the mean/std normalisation.
+
+    It takes the uint8 pixel batch (or the same values as floats) and casts it to its
+    weights' dtype: ``0 .. 255`` are exact in bf16, fp16 and fp32.
+    """
+
+    takes_raw_pixels = True
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            x = x.to(torch.float32)
+        return self.net(x)
+
+
+def _edges(delta: torch.Tensor, tol: float) -> tuple[int, int, int, int] | None:
+    """Widths of the border lines where ``delta`` (C, H, W) is non-zero; None if not a border."""
+    big = delta.abs().amax(0) > tol  # (H, W)
+    h, w = big.shape
+
+    def run(flags: list[bool]) -> int:  # length of the leading run of True
+        return next((i for i, v in enumerate(flags) if not v), len(flags))
+
+    # border lines are narrow (about half a kernel): look for them away from the corners
+    rows = big[:, w // 4 : w - w // 4].any(1).tolist()
+    cols = big[h // 4 : h - h // 4, :].any(0).tolist()
+    top, bottom, left, right = run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
+    if top + bottom >= h or left + right >= w or bool(big[top : h - bottom, left : w - right].any()):
+        return None
+    return top, bottom, left, right
+
+
+def fold_input_normalization(
+    model: torch.nn.Module,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    example: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> RawPixelInput | None:
+    """Fold ``(x / 255 - mean) / std`` into the first convolution; None where it does not fit.
+
+    With ``n = a x + b`` (``a = 1 / (255 std)``, ``b = -mean / std`` per channel) and a
+    convolution that zero-pads its input, ``conv(pad0(n), W) = conv(pad0(x), W a) +
+    conv(pad0(b), W)``. The last term is a fixed bias map for the fixed input size: constant
+    inside, different only where the kernel reaches into the padding (zero padding of the
+    normalised input is padding with the *mean* of the raw one). So the folded network is
+    exact for any padding -- ``padding=1``, timm's TF-"same" ``Conv2dSame``, ``valid`` --
+    with the interior value as the convolution's bias and the border lines corrected in
+    place (:class:`_BorderBias`). The scaled weights are rounded to ``dtype`` first and the
+    bias computed from the rounded ones, so in bf16 the error stays proportional to the
+    centred input, as without folding.
+
+    The first convolution is the one whose input is the network's input tensor itself (found
+    with hooks on one forward pass); it must be a 3-channel, ungrouped ``Conv2d``. The folded
+    copy is used only if it reproduces ``model(normalised example)`` from the raw
+    ``example`` (float32, every row's cosine >= 0.99999 and ``allclose``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The eval-mode network, taking normalised input.
+    mean, std : tuple of float
+        The preprocessing's normalisation (of pixels scaled to [0, 1]).
+    example : Tensor
+        A uint8 ``(N, 3, H, W)`` batch at the input size the network will run at.
+    dtype : torch.dtype
+        The dtype the network will compute in.
+
+    Returns
+    -------
+    RawPixelInput or None
+        A copy taking raw pixels, or None (the caller keeps normalising).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    >>> x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    >>> raw = fold_input_normalization(net, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), x)
+    >>> n = (x / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    >>> bool(torch.allclose(raw(x), net(n), atol=1e-4))
+    True
+    """
+    import copy
+
+    a = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))
+    b = -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)
+    x = example.to(torch.float32)
+    normalised = (x * a.float().view(1, 3, 1, 1) + b.float().view(1, 3, 1, 1)).contiguous(
+        memory_format=torch.channels_last if example.is_contiguous(memory_format=torch.channels_last)
+        and not example.is_contiguous() else torch.contiguous_format
+    )
+    try:
+        net = copy.deepcopy(model).eval()
+        first: list[str] = []
+        hooks = []
+
+        def pre(name: str):
+            def hook(_m, inp):
+                if inp and inp[0] is normalised:
+                    first.append(name)
+            return hook
+
+        for name, m in net.named_modules():
+            if isinstance(m, torch.nn.Conv2d):
+                hooks.append(m.register_forward_pre_hook(pre(name)))
+        try:
+            with torch.no_grad():
+                ref = net(normalised)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        if len(first) != 1:
+            log.debug("input normalisation not folded: %d convolutions take the input", len(first))
+            return None
+        conv = net.get_submodule(first[0])
+        if conv.in_channels != 3 or conv.groups != 1 or getattr(conv, "padding_mode", "zeros") != "zeros":
+            return None
+        with torch.no_grad():
+            w = conv.weight.float()
+            w_raw = (w * a.float().view(1, 3, 1, 1)).to(dtype).float()  # as it will compute
+            w_eff = w_raw / a.float().view(1, 3, 1, 1)  # the normalised-input weights it implies
+            probe = copy.deepcopy(conv).float()
+            probe.weight.copy_(w_eff)
+            fill = b.float().view(1, 3, 1, 1).expand(1, 3, *x.shape[-2:]).contiguous()
+            bias_map = probe(fill)[0]  # includes the conv's own bias
+            ho, wo = bias_map.shape[-2:]
+            interior = bias_map[:, ho // 2, wo // 2].clone()
+            delta = bias_map - interior.view(-1, 1, 1)
+            edges = _edges(delta, 1e-6 * float(bias_map.abs().max()) + 1e-9)
+            if edges is None:
+                return None
+            fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) \
+                and not conv.weight.is_contiguous() else torch.contiguous_format
+            conv.weight = torch.nn.Parameter(w_raw.to(conv.weight.dtype).contiguous(memory_format=fmt),
+                                             requires_grad=False)
+            conv.bias = torch.nn.Parameter(interior.to(conv.weight.dtype), requires_grad=False)
+        if any(edges):
+            parent, _, attr = first[0].rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, attr, _BorderBias(conv, delta, edges))
+        raw = RawPixelInput(net).eval()
+        with torch.no_grad():
+            got = raw(example)
+        if dtype == torch.float32:
+            tol = 1e-4 * float(ref.abs().max()) + 1e-6
+            close = got.shape == ref.shape and torch.allclose(got, ref, rtol=1e-3, atol=tol)
+        else:  # weights rounded to dtype: compare with the network that implies
+            close = got.shape == ref.shape
+        cos = torch.nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1), dim=1, eps=1e-12)
+        if not close or float(cos.min()) < 0.99999 - (0 if dtype == torch.float32 else 0.0009):
+            log.warning("folding the input normalisation changed the output; normalising separately")
+            return None
+    except Exception as exc:  # noqa: BLE001 - an optimisation must never break featurizing
+        log.info("input normalisation not folded: %s: %s", type(exc).__name__, exc)
+        return None
+    log.debug("folded the input normalisation into %s", first[0])
+    return raw
