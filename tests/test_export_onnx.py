@@ -157,6 +157,12 @@ def test_serve_runtime_onnx_does_not_import_torch(exported, tmp_path):
                                "\nexcept SystemExit: pass\nprint('torch' in sys.modules)"],
                               capture_output=True, text=True, timeout=120)
     assert "--runtime" in help_out.stdout and help_out.stdout.strip().endswith("False")
+    # the `deepfeat` command itself imports only the subcommand it runs
+    cli_out = subprocess.run([sys.executable, "-c", "import sys\nfrom deepfeat.cli.main import main"
+                              "\ntry: main(['serve', '--help'])\nexcept SystemExit: pass"
+                              "\nprint('torch' in sys.modules)"],
+                             capture_output=True, text=True, timeout=120)
+    assert "--runtime" in cli_out.stdout and cli_out.stdout.strip().endswith("False")
 
 
 @pytest.mark.slow

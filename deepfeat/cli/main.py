@@ -57,9 +57,9 @@ EXIT_USAGE = 2
 log = logging.getLogger("deepfeat")
 
 
-def _load_commands() -> dict[str, Any]:
+def _load_commands(only: str | None = None) -> dict[str, Any]:
     mods = {}
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             mods[name] = importlib.import_module(f"deepfeat.cli.cmd_{name}")
         except ModuleNotFoundError as exc:  # subcommand not shipped in this build
@@ -83,8 +83,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
-    """Build the argument parser and return it with the subcommand modules."""
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """Build the argument parser and return it with the subcommand modules.
+
+    With ``only``, just that subcommand is imported: ``deepfeat serve --runtime onnx`` then
+    never imports torch, which the other subcommands need.
+    """
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
@@ -96,7 +100,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     )
     parser.add_argument("--version", action="version", version=f"deepfeat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mods = _load_commands()
+    mods = _load_commands(only)
     for name, mod in mods.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[common])
         mod.add_arguments(p)
@@ -129,8 +133,9 @@ def _default_text(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepfeat`` console script; returns the exit code."""
-    parser, mods = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser, mods = build_parser(first if first in COMMANDS else None)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
