@@ -74,7 +74,9 @@ def test_onnx_matches_deepfeat_on_real_photos(exported):
     pil = np.stack([to_model_input(im, pre.to_dict()) for im in images])
     assert np.abs(pil.astype(int) - crops.astype(int)).max() <= 2
     got_pil = sess.run(None, {"pixels": pil})[0]
-    assert np.abs(got_pil - want).max() <= 1e-3
+    # Pillow's resampling is not torch's (deepfeat resizes only the crop window, on a grid
+    # aligned to 0.01 source pixel): a level or two apart, probabilities within 5e-3 here
+    assert np.abs(got_pil - want).max() <= 5e-3
     assert (got_pil.argmax(1) == want.argmax(1)).all()
 
 

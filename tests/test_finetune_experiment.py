@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.pipelines.strategies import parse_strategies
 
 
 def test_parse_strategies() -> None:
     assert parse_strategies("frozen,finetune") == ("frozen", "finetune")
-    with pytest.raises(InputError, match="subset of frozen,finetune; got 'frozen,lora'"):
+    with pytest.raises(InvalidParameterError, match="subset of frozen,finetune; got 'frozen,lora'"):
         parse_strategies("frozen,lora")
-    with pytest.raises(InputError, match="must include 'frozen'"):
+    with pytest.raises(InvalidParameterError, match="must include 'frozen'"):
         parse_strategies("finetune")
 
 

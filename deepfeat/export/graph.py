@@ -30,5 +30,9 @@ class ImageToProba(torch.nn.Module):
         self.register_buffer("shift", (-torch.tensor(mean, dtype=torch.float64) / std64).float().view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if getattr(self.backbone, "takes_raw_pixels", False):
+            # the first convolution absorbed the normalisation (featurize.runtime's
+            # fold_input_normalization): it takes the pixels as they are
+            return self.head(self.backbone(pixels).float())
         x = pixels.to(torch.float32) * self.scale + self.shift
         return self.head(self.backbone(x).float())

@@ -152,6 +152,19 @@ def export_onnx(
     out = os.fspath(out)
     if not out.lower().endswith(".onnx"):
         raise InputError(f"--out {out}: an ONNX file name ends in .onnx")
+    from deepfeat.classify.select_embed import embedder_parts
+
+    parts = embedder_parts(model.embedder_) if hasattr(model, "embedder_") else []
+    if len(parts) > 1:
+        raise ExportRefused(
+            f"the model's space {getattr(model, 'space_', '?')!r} concatenates {len(parts)} feature "
+            f"spaces; ONNX export takes one space: fit with --select none (or --layers one layer)"
+        )
+    if model.featurizer_spec_.get("tta", "none") != "none":
+        raise ExportRefused(
+            f"the model's space uses test-time augmentation (tta={model.featurizer_spec_['tta']!r}); "
+            f"ONNX export takes tta='none'"
+        )
     n_classes = len(model.classes_)
     head = head_module(model.search_.best_estimator_, n_classes)
     f = Featurizer.from_spec(model.featurizer_spec_, device="cpu", precision="fp32", cache=None,
@@ -161,7 +174,7 @@ def export_onnx(
     h, w = pre.crop
     crops = _smooth_crops(h, w)
     with torch.no_grad():
-        emb = backbone(pre.normalize(torch.from_numpy(crops))).float().numpy()
+        emb = f.embed_pixels(crops)
     head_diff = _check_head_matches(model, head, emb)
     if head_diff > 1e-4:
         raise ExportRefused(

@@ -11,13 +11,15 @@ import os
 import warnings
 from pathlib import Path
 from struct import error as struct_error  # Pillow raises it on corrupt TIFF/EXIF
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from deepfeat.exceptions import ImageDecodeError
+
+if TYPE_CHECKING:  # torch is imported where pixels become tensors: a server on onnxruntime
+    import torch  # decodes with this module and never imports torch
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -239,6 +241,8 @@ def _decode_jpeg_tensor(data: bytes) -> torch.Tensor | None:
     """
     if not data.endswith(b"\xff\xd9"):
         return None
+    import torch
+
     try:  # torchvision 0.29 deprecates its decoders (for TorchCodec); without them, Pillow
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # pragma: no cover - a torchvision that dropped them
@@ -287,6 +291,8 @@ def decode_pixels(
             if fast is not None:
                 return fast.permute(1, 2, 0)
     img = decode_image(source, draft_size=draft_size, max_pixels=max_pixels, data=data)
+    import torch
+
     return torch.from_numpy(np.array(img, dtype=np.uint8))
 
 

@@ -724,6 +724,30 @@ class Featurizer:
             batches.close()
         return done
 
+    def embed_pixels(self, batch: Any) -> np.ndarray:
+        """Embeddings of images already decoded, resized and cropped: a uint8 ``(N, 3, H, W)``
+        batch as :meth:`Preprocess.geometry` makes it (what a server holds in memory).
+
+        The same network, precision, normalisation and TTA as :meth:`featurize`; nothing is
+        read from or written to the cache.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> f = Featurizer("timm:test_resnet", weights=None, device="cpu", cache=None)
+        >>> h, w = f.preprocess.crop
+        >>> f.embed_pixels(np.zeros((2, 3, h, w), np.uint8)).shape[0]
+        2
+        """
+        x = torch.as_tensor(np.asarray(batch))
+        h, w = self.preprocess.crop
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, h, w):
+            raise InvalidParameterError(
+                f"embed_pixels takes a uint8 (N, 3, {h}, {w}) batch, got {x.dtype} {tuple(x.shape)}"
+            )
+        with torch.inference_mode():
+            return self._infer(self._model_input(x)).numpy()
+
     def _forward(self, batch: torch.Tensor, reasons: list[str]) -> torch.Tensor | None:
         """Embeddings (float32, on the CPU) of the decodable images of a uint8 batch."""
         good = [j for j, r in enumerate(reasons) if not r]

@@ -43,6 +43,11 @@ def _results(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -
     return out
 
 
+def _geometry(pre: dict[str, Any]) -> str:
+    """What decides the pixels a part's network sees (not its normalisation)."""
+    return repr(sorted((k, v) for k, v in pre.items() if k not in ("mean", "std")))
+
+
 class TorchPredictor:
     """A model saved by ``deepfeat fit`` (a fitted TransferClassifier), run with torch.
 
@@ -57,15 +62,27 @@ class TorchPredictor:
     runtime = "torch"
 
     def __init__(self, model: Any, info: dict[str, Any], device: str = "cpu") -> None:
+        from deepfeat.classify.select_embed import embedder_parts
         from deepfeat.featurize import Featurizer
 
         self.model = model
         self.info = info
-        # the model's own precision: "auto" may mean bf16 here, fp32 where it was fitted
-        self.featurizer = Featurizer.from_spec(
-            model.featurizer_spec_, device=device, precision=getattr(model, "precision", "auto"),
-            cache=None, num_workers=0, jit=False,
-        )
+        # one featurizer per part of the model's space (a concatenation has several), each at
+        # the precision its space was computed in ("auto" may mean bf16 here, fp32 at fit time)
+        self.featurizers = []
+        for part in embedder_parts(model.embedder_):
+            spec = part.featurizer_spec_
+            self.featurizers.append(Featurizer.from_spec(
+                spec, device=device, precision=spec.get("precision", getattr(model, "precision", "auto")),
+                cache=None, num_workers=0, jit=False,
+            ))
+        self.featurizer = self.featurizers[0]
+        geometry = {_geometry(f.preprocess.to_dict()) for f in self.featurizers}
+        if len(geometry) > 1:
+            raise InputError(
+                f"the model's space {getattr(model, 'space_', '?')!r} joins parts with different input "
+                f"sizes; serving needs one input size (fit with --select none)"
+            )
         self.preprocess = self.featurizer.preprocess.to_dict()
         self.classes = [_plain(c) for c in model.classes_]
         self.has_proba = hasattr(model.search_, "predict_proba")
@@ -95,15 +112,8 @@ class TorchPredictor:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch (normalised, then the network)."""
-        import torch
-
-        f = self.featurizer
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(f.runtime.device)
-        x = f.preprocess.normalize(x)
-        if f.runtime.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), f.runtime.autocast():
-            return f.model(x).float().cpu().numpy()
+        batch = np.ascontiguousarray(batch)
+        return np.hstack([f.embed_pixels(batch) for f in self.featurizers])
 
     def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
         """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
