@@ -346,3 +346,38 @@ def test_a_large_jpeg_is_decoded_as_featurizing_decodes_it(client, model_path, t
     got = r.json()["results"][0]["probabilities"]
     want = load(model_path).predict_proba([str(path)])[0]  # featurize: JPEG draft decoding
     np.testing.assert_allclose([got["dark"], got["light"]], want, atol=1e-5)
+
+
+def test_a_concatenated_flip_averaged_space_is_served_as_the_model_predicts(tmp_path):
+    """The model `fit --select auto` may choose: several parts, one of them flip-averaged.
+    Serving embeds every part (negative control: the first part alone is another input)."""
+    from serve_models import TINY
+
+    from deepfeat.classify import TransferClassifier, save
+
+    X, y = tone_images(6)
+    spaces = [[{"backbone": TINY["backbone"], "weights": None},
+               {"backbone": TINY["backbone"], "weights": None, "layer": "features.9", "tta": "flip"}]]
+    clf = TransferClassifier(**TINY, spaces=spaces, heads="logreg").fit(X, y)
+    assert "+" in clf.space_ and "[flip]" in clf.space_
+    save(clf, tmp_path / "concat.joblib")
+    predictor = load_predictor(str(tmp_path / "concat.joblib"))
+    assert len(predictor.featurizers) == 2
+    Xt, _ = tone_images(2, seed=11)  # 4 images: the limit per request
+    with TestClient(create_app(predictor, limits=LIMITS)) as c:
+        r = c.post("/predict", files=files(*((f"{i}.png", png(a)) for i, a in enumerate(Xt))))
+    assert r.status_code == 200, r.text
+    got = np.array([[row["probabilities"][k] for k in ("dark", "light")] for row in r.json()["results"]])
+    np.testing.assert_allclose(got, load(tmp_path / "concat.joblib").predict_proba(Xt), atol=1e-4)
+    crops = np.stack([predictor.prepare(predictor_image(a)) for a in Xt])
+    assert predictor.embed(crops).shape[1] > predictor.featurizers[0].embed_pixels(crops).shape[1]
+    with pytest.raises(Exception, match="concatenates 2 feature spaces"):
+        from deepfeat.export import export_onnx
+
+        export_onnx(load(tmp_path / "concat.joblib"), tmp_path / "x.onnx")
+
+
+def predictor_image(a: np.ndarray):  # noqa: ANN201 - PIL image
+    from PIL import Image
+
+    return Image.fromarray(a)
