@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from deepfeat.exceptions import UnsupportedPreprocessingError
+from deepfeat.featurize.interpolation import PIL_INTERPOLATION as _PIL_INTERPOLATION
 
 __all__ = ["Preprocess", "CROP_MODES"]
 
@@ -24,14 +25,6 @@ __all__ = ["Preprocess", "CROP_MODES"]
 #: a centre crop. timm's ``border`` (fit inside, then pad) is refused by name.
 CROP_MODES = ("center", "squash")
 
-_PIL_INTERPOLATION = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 
 #: Interpolations resized with ``torch.nn.functional.interpolate(..., antialias=True)``

@@ -17,16 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from deepfeat.featurize.interpolation import PIL_INTERPOLATION as _PIL_INTERPOLATION
+
 __all__ = ["resized_size", "to_model_input"]
 
-_PIL_INTERPOLATION = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 
 def resized_size(w: int, h: int, resize: int, crop: tuple[int, int]) -> tuple[int, int]:
