@@ -626,19 +626,10 @@ class FeatureCache:
             if self._manifest is None:
                 return {"segments_before": before, "rows": sum(len(sp) for sp in index.values()),
                         "bytes": os.path.getsize(self.path) if before else 0}
-            tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
-            try:
+            with _replacing(self.path) as tmp:
                 _check_free_space(self.path, sum(os.path.getsize(p) for p in self.segments()))
                 added, grown, _ = self._write_twin(tmp, self._stored_records(index))
                 _read_back(tmp, grown)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
-                raise
-            _fsync_dir(self.path)
             folder = segment_dir(self.path)
             for seg in old:
                 with contextlib.suppress(OSError):
@@ -874,17 +865,8 @@ class FeatureCache:
         for name, (attrs, dim, dtype, n) in meta.items():
             if n and name not in spaces:
                 spaces[name] = (attrs, dim, dtype)
-        tmp = f"{self.path}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
-        try:
+        with _replacing(self.path) as tmp:
             write_manifest(tmp, self.path, segments, spaces, FORMAT)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-        _fsync_dir(self.path)
 
     def _write_twin(self, tmp: str, records: Iterable[Any], known: dict[str, _Space] | None = None,
                     sizes: dict[str, int] | None = None) -> tuple[int, dict[str, int], dict[str, tuple[dict[str, Any], int, str, int]]]:
@@ -1003,6 +985,24 @@ def _file_sig(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@contextlib.contextmanager
+def _replacing(dst: str) -> Iterator[str]:
+    """A temporary name beside ``dst``: what the block writes there is fsynced and then
+    atomically replaces ``dst`` (its folder fsynced too); on any error the temporary file
+    is removed and ``dst`` is left as it was."""
+    tmp = f"{dst}.tmp-{os.getpid()}-{next(_TWIN_COUNTER)}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(dst)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
