@@ -49,6 +49,20 @@ def test_bench_cli_prints_each_contender_and_the_ratios(tmp_path, capsys):
     assert out["targets"]["bf16_mean_cosine"]["met"] is None  # part not run
 
 
+def test_bench_cache_write_part_reports_flat_small_writes(tmp_path, capsys):
+    code = main(["bench", "--json", "-q", "--parts", "cache_write", "--cache-write-rows", "2000,20000",
+                 "--workdir", str(tmp_path)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["cache_write"]["rows"]
+    assert [r["cache_rows"] for r in rows] == [2000, 20000]
+    # a write of 5 rows writes about as much into a 10x larger cache (the v1 layout copied it all)
+    assert rows[1]["bytes_of_new_files"] < 2 * rows[0]["bytes_of_new_files"] < rows[1]["cache_bytes"]
+    assert out["cache_write_max_seconds"] == max(r["seconds"] for r in rows)
+    assert out["targets"]["cache_write_max_seconds"]["met"] in (True, False)
+    assert out["targets"]["ray_overhead"]["met"] is None  # part not run
+
+
 def test_check_targets_reports_a_miss():
     res = check_targets({"speedup_vs_naive": 3.9, "peak_memory_growth_percent": 4.0})
     assert res["speedup_vs_naive"]["met"] is False

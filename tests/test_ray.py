@@ -171,3 +171,27 @@ def test_a_killed_driver_resumes_computing_only_what_is_missing(ray_cluster, fac
     assert res["cached"] == len(left) and res["failed"] == 1
     _assert_complete(cache, local_rows)
     assert FeatureCache(cache).spaces()
+
+
+def test_ray_overhead_benchmark_runs_both_engines_on_distinct_photos(ray_cluster, tmp_path):
+    """The `deepfeat bench --parts ray` measurement: both engines featurize every photo, each
+    photo its own content (none deduplicated), in alternating rounds."""
+    from skimage import data
+
+    from deepfeat.benchmarking.ray_overhead import make_photos, measure_ray_overhead
+    from deepfeat.featurize.hashing import hash_bytes
+
+    src = []
+    for name in ("astronaut", "chelsea", "coffee"):
+        p = tmp_path / f"{name}.jpg"
+        Image.fromarray(getattr(data, name)()).save(p)
+        src.append(str(p))
+    photos = make_photos(src, 24, tmp_path / "photos", size=64)
+    assert len({hash_bytes(Path(p).read_bytes()) for p in photos}) == 24
+    res = measure_ray_overhead(photos, tmp_path / "caches", backbone=KW["backbone"], weights=None,
+                               rounds=2, batch_size=8)
+    assert [sorted(r) for r in res["rounds"]] == [sorted(res["rounds"][0])] * 2
+    assert all(r["local_featurized"] == r["ray_featurized"] == 24 for r in res["rounds"])
+    assert res["featurized_equal"] is True
+    assert res["ray_seconds"] > 0 and res["local_seconds"] > 0
+    assert ray.is_initialized()  # a cluster it did not start is left running

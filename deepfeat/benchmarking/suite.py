@@ -28,7 +28,7 @@ __all__ = ["BenchConfig", "PARTS", "TARGETS", "run_benchmark", "format_table", "
 
 log = logging.getLogger(__name__)
 
-PARTS = ("throughput", "precision", "memory", "cache", "search", "onnx")
+PARTS = ("throughput", "precision", "memory", "cache", "search", "onnx", "cache_write", "ray")
 
 #: Targets of the performance issue on a 2-core CPU without a GPU: name -> (figure, bound, kind)
 TARGETS = {
@@ -40,6 +40,8 @@ TARGETS = {
     "peak_memory_growth_percent": ("<=", 10.0),
     "peak_memory_large_mib": ("<", 2048.0),
     "cache_read_vs_h5py_sequential": (">=", 0.5),
+    "cache_write_max_seconds": ("<=", 1.0),
+    "ray_overhead": ("<=", 0.2),
 }
 
 _TIERS = {
@@ -53,6 +55,8 @@ _TIERS = {
         "memory": (200, 600),
         "cache_rows": 20_000,
         "search_sizes": [150, 300],
+        "cache_write_rows": [10_000, 100_000],
+        "ray_images": 300,
     },
     "default": {
         "images": 192,
@@ -62,6 +66,8 @@ _TIERS = {
         "memory": (1000, 5000),
         "cache_rows": 100_000,
         "search_sizes": [500, 1000],
+        "cache_write_rows": [10_000, 100_000],
+        "ray_images": 2_000,
     },
     "full": {
         "images": 1360,
@@ -71,6 +77,8 @@ _TIERS = {
         "memory": (2000, 20_000),
         "cache_rows": 100_000,
         "search_sizes": [1000, 2000, 5000, 10_000],
+        "cache_write_rows": [10_000, 100_000, 1_000_000],
+        "ray_images": 20_000,
     },
 }
 
@@ -104,6 +112,9 @@ class BenchConfig:
     memory: tuple[int, int] | None = None
     cache_rows: int | None = None
     search_sizes: list[int] | None = None
+    cache_write_rows: list[int] | None = None
+    ray_images: int | None = None
+    ray_address: str | None = None
     workdir: str | None = None
     datasets: str | None = None
     synthetic: bool = False
@@ -238,6 +249,19 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             out["onnx"] = measure_onnx_runtime(config.backbones[0], imgs.paths, work / "onnx",
                                                repeats=sz["repeats"],
                                                weights="DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None)
+        if "cache_write" in config.parts:
+            from deepfeat.benchmarking.cache_write import measure_cache_write
+
+            out["cache_write"] = measure_cache_write(tuple(sz["cache_write_rows"]), folder=str(work))
+        if "ray" in config.parts:
+            from deepfeat.benchmarking.ray_overhead import make_photos, measure_ray_overhead
+
+            src = bench_images(work, 10**9, datasets=config.datasets, synthetic=config.synthetic)
+            photos = make_photos(src.paths, sz["ray_images"], work / f"ray-photos-{sz['ray_images']}")
+            out["ray"] = measure_ray_overhead(photos, work / "ray", backbone=config.backbones[0],
+                                              weights="DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None,
+                                              address=config.ray_address)
+            out["ray"]["images_source"] = f"distinct shifted crops of {src.source}"
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -296,6 +320,12 @@ def _headline(out: dict[str, Any]) -> dict[str, Any]:
     if cr:
         h["cache_read_vs_h5py_sequential"] = cr["cache_read_vs_h5py_sequential"]
         h["cache_read_float32_vs_h5py_sequential"] = cr["cache_read_float32_vs_h5py_sequential"]
+    cw = out.get("cache_write")
+    if cw:
+        h["cache_write_max_seconds"] = max(r["seconds"] for r in cw["rows"])
+    ray = out.get("ray")
+    if ray and "ray_overhead" in ray:
+        h["ray_overhead"] = ray["ray_overhead"]
     return h
 
 
@@ -387,6 +417,26 @@ def format_table(out: dict[str, Any]) -> str:
             f"(float16, like for like); {cr['cache_read_float32_vs_h5py_sequential']:.3f} widened to float32; "
             f"{cr['cache_read_warm_vs_h5py_sequential']:.3f} with the index already loaded"
         )
+    cw = out.get("cache_write")
+    if cw:
+        from deepfeat.benchmarking.cache_write import format_cache_write
+
+        lines += ["", "Cache write: " + format_cache_write(cw).replace("\n", "\n  ")]
+    ray = out.get("ray")
+    if ray and "skipped" in ray:
+        lines += ["", f"Ray overhead: skipped: {ray['skipped']}"]
+    elif ray:
+        lines += [
+            "",
+            f"Ray overhead: {ray['images']:,} photos ({ray['images_source']}), {ray['backbone']}, "
+            f"Ray resources {ray['ray_resources']}, median of {len(ray['rounds'])} alternating rounds",
+        ]
+        for i, r in enumerate(ray["rounds"]):
+            lines.append(f"  round {i + 1}: local {r['local_seconds']:.1f} s, ray {r['ray_seconds']:.1f} s "
+                         f"(+{100 * r['ray_overhead']:.1f} %), load before {r['local_load_before']:.2f} / "
+                         f"{r['ray_load_before']:.2f}")
+        lines.append(f"  ray / local - 1: {100 * ray['ray_overhead']:+.1f} %; same rows featurized: "
+                     f"{ray['featurized_equal']}")
     se = out.get("search")
     if se:
         lines += ["", "Default head search (build_search):"]

@@ -68,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="image counts of the two peak-memory runs",
     )
     p.add_argument("--cache-rows", type=_positive, default=None, help="rows of the cache-read test")
+    p.add_argument("--cache-write-rows", type=_ints, default=None, metavar="N,N,...",
+                   help="cache sizes the cache-write test adds 5 rows to")
+    p.add_argument("--ray-images", type=_positive, default=None, help="photos of the Ray-overhead test")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster for the Ray-overhead test (default: a local Ray with 2 CPUs)")
     p.add_argument(
         "--search-sizes", type=_ints, default=None, metavar="N,N,...", help="head-search sizes"
     )
@@ -96,6 +101,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         memory=mem,
         cache_rows=args.cache_rows,
         search_sizes=args.search_sizes,
+        cache_write_rows=args.cache_write_rows,
+        ray_images=args.ray_images,
+        ray_address=args.ray_address,
         workdir=args.workdir,
         datasets=args.datasets,
         synthetic=args.synthetic,
