@@ -73,7 +73,8 @@ def space_features(paths, specs, cache):
         parts = spec if isinstance(spec, list) else [spec]
         cols = []
         for p in parts:
-            f = Featurizer(p.get("backbone", "efficientnet_lite0"), layer=p.get("layer"), cache=cache)
+            f = Featurizer(p.get("backbone", "efficientnet_lite0"), layer=p.get("layer"),
+                           tta=p.get("tta", "none"), cache=cache)
             cols.append(f.featurize(list(paths)).features)
         blocks[space_name(spec)] = np.hstack(cols)
     return blocks

@@ -213,3 +213,36 @@ def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path):
         "efficientnet_lite0+efficientnet_lite0@blocks.5",
     }
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_default_candidates_end_with_the_zoo_ensemble_only_where_it_belongs():
+    from deepfeat.classify.spaces import default_space_specs, ensemble_members, space_parts
+    from deepfeat.classify.transfer import TransferClassifier
+
+    zoo = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    assert ensemble_members(None) == ensemble_members(["efficientnet_lite0"]) == zoo
+    last = space_parts(default_space_specs()[-1])
+    assert {p["backbone"] for p in last} == set(zoo)
+    assert [p for p in last if p.get("tta") == "flip"] and [p for p in last if p.get("layer")]
+    assert len(default_space_specs(ensemble=False)) == len(default_space_specs()) - 1
+    # one other backbone: no ensemble; two named backbones: theirs
+    assert ensemble_members(["torchvision:resnet18"]) == ()
+    two = space_parts(default_space_specs(["efficientnet_lite0", "torchvision:resnet18"])[-1])
+    assert {p["backbone"] for p in two} == {"efficientnet_lite0", "torchvision:resnet18"}
+    # random weights or a checkpoint of one backbone never bring the zoo's pretrained nets in
+    for kw in ({}, {"weights": None}, {"checkpoint": "ft.pt"}):
+        specs = TransferClassifier(spaces="auto", **kw)._space_specs()
+        backbones = {p["backbone"] for s in specs for p in s}
+        assert (backbones == set(zoo)) if not kw else (backbones == {"efficientnet_lite0"})
+
+
+def test_cli_fit_leaves_the_ensemble_out_of_a_finetune(tmp_path):
+    from deepfeat.cli.cmd_fit import candidate_spaces
+    from deepfeat.cli.main import build_parser
+
+    def backbones(*extra):
+        args = build_parser("fit")[0].parse_args(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), *extra])
+        return {p["backbone"] for s in candidate_spaces(args) for p in ([s] if isinstance(s, dict) else s)}
+
+    assert "efficientnet_lite2" in backbones()
+    assert backbones("--finetune") == backbones("--weights", "none") == {"efficientnet_lite0"}

@@ -86,12 +86,16 @@ def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
     r = json.loads(out)
     assert out_model.is_file() and r["model"] == str(out_model)
     assert r["classes"] == {"face": 12, "nonface": 12}
-    # the default: 4 candidate spaces (penultimate, a late cut point, their concatenation,
-    # the flip-averaged penultimate) x 2 preprocessings (standardize, l2: "auto" on few
-    # images) x the 15-value compact logistic-regression grid; every one of them is listed
-    assert [s["status"] for s in r["spaces_tried"]] == ["cross-validated"] * 4
+    # the default: 5 candidate spaces (penultimate, a late cut point, their concatenation,
+    # the flip-averaged penultimate, the offline zoo's ensemble) x 2 preprocessings
+    # (standardize, l2: "auto" on few images) x the 15-value compact logistic-regression
+    # grid; every one of them is listed
+    assert [s["status"] for s in r["spaces_tried"]] == ["cross-validated"] * 5
     assert any("[flip]" in s["space"] for s in r["spaces_tried"])
-    assert r["n_candidates"] == 120 == len(r["candidates_tried"])
+    ensemble = r["spaces_tried"][-1]["space"].split("+")
+    assert {p.split("[")[0].split("@")[0] for p in ensemble} == {
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert r["n_candidates"] == 150 == len(r["candidates_tried"])
     assert r["space"] in {s["space"] for s in r["spaces_tried"]} and r["recipe"]
     assert 0 <= r["honest_score"] <= 1
     assert r["cv_score"] >= 0.9 and 0 <= r["cv_std"] <= 0.2  # measured 1.0 +/- 0.0

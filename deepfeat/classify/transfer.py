@@ -89,7 +89,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
         would not fit in it are skipped (and listed as such in :attr:`selection_`). The
         first candidate space is always used.
-    max_cv_spaces : int, default=4
+    max_cv_spaces : int, default=5
         Candidate spaces cross-validated; more are first pruned by their LogME score.
     heads, preprocessing, grid, param_grid, selection, honest, cv, scoring, class_weight, calibrate, n_jobs, random_state
         The search; see :class:`~deepfeat.classify.search.EmbeddingClassifier`.
@@ -257,7 +257,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(self.spaces, str):
             if self.spaces != "auto":
                 raise InvalidParameterError(f"spaces must be None, 'auto' or a list, got {self.spaces!r}")
-            specs = default_space_specs([self.backbone])
+            # the ensemble space brings other backbones with their own pretrained weights:
+            # not with random weights or a checkpoint of this backbone
+            specs = default_space_specs(
+                [self.backbone], ensemble=self.weights == "DEFAULT" and self.checkpoint is None
+            )
         else:
             specs = list(self.spaces)
             if not specs:

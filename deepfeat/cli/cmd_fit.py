@@ -134,7 +134,10 @@ def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
         return None
     backbones = _list(args.backbones) or [args.backbone]
     layers = _list(args.layers) or ([args.layer] if args.layer else None)
-    return default_space_specs(backbones, layers)
+    # the ensemble space brings other backbones with their own pretrained weights: not
+    # with random weights, a checkpoint, or a backbone about to be fine-tuned
+    own_weights = args.weights == "DEFAULT" and not args.checkpoint and not getattr(args, "finetune", False)
+    return default_space_specs(backbones, layers, ensemble=own_weights)
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
