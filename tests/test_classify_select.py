@@ -246,3 +246,23 @@ def test_cli_fit_leaves_the_ensemble_out_of_a_finetune(tmp_path):
 
     assert "efficientnet_lite2" in backbones()
     assert backbones("--finetune") == backbones("--weights", "none") == {"efficientnet_lite0"}
+
+
+def test_an_ensemble_space_is_skipped_above_its_image_limit(tmp_path, monkeypatch):
+    import deepfeat.classify.transfer as transfer
+
+    imgs, y = _images(10, seed=6)
+    other = "torchvision:resnet18"
+    kw = dict(weights=None, cache=str(tmp_path / "c.h5"), device="cpu", heads="logreg",
+              spaces=[{"backbone": SMALL}, [{"backbone": SMALL}, {"backbone": other}]])
+
+    def status(clf):
+        return {s["space"]: s["status"] for s in clf.selection_["spaces"]}
+
+    ens = f"{SMALL}[random]+{other}[random]"
+    # control: under the limit the mixed-backbone space is cross-validated
+    assert status(TransferClassifier(SMALL, **kw).fit(imgs, y))[ens] == "cross-validated"
+    monkeypatch.setattr(transfer, "ENSEMBLE_MAX_IMAGES", 8)
+    clf = TransferClassifier(SMALL, **kw).fit(imgs, y)
+    assert status(clf)[ens] == "skipped: an ensemble, with more than 8 images"
+    assert clf.space_ == f"{SMALL}[random]"

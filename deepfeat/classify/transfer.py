@@ -25,9 +25,15 @@ from deepfeat.classify.spaces import check_space_spec, default_space_specs, spac
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
 
-__all__ = ["TransferClassifier"]
+__all__ = ["ENSEMBLE_MAX_IMAGES", "TransferClassifier"]
 
 log = logging.getLogger(__name__)
+
+#: Above this many training images, candidate spaces that mix backbones are skipped: their
+#: head search (a 4,400-d space for the offline zoo) costs more than every other space's
+#: together, and the gain from an ensemble is largest with few labels. 3,000 rows of 100
+#: classes took 66 s with it against 16 s without (benchmarks/fit_scaling.py).
+ENSEMBLE_MAX_IMAGES = 2000
 
 _EMBEDDER_PARAMS = (
     "backbone",
@@ -80,15 +86,18 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     spaces : None, "auto" or list of space specs, default=None
         ``None``: the one space given by ``backbone``, ``layer`` and ``pool``. ``"auto"``:
         :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its
-        penultimate embedding, a late cut point, their concatenation, and flip-averaged
-        embeddings where the embedder offers them). A list: these candidates (each a dict
+        penultimate embedding, a late cut point, their concatenation, flip-averaged
+        embeddings where the embedder offers them, and the offline zoo's ensemble space
+        with the default pretrained weights). A list: these candidates (each a dict
         of ImageEmbedder space parameters, or a list of such dicts to concatenate). The
         space and the head are chosen together by
         :func:`~deepfeat.classify.select_space.select_space`.
     time_budget : float or None, default=None
         Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
         would not fit in it are skipped (and listed as such in :attr:`selection_`). The
-        first candidate space is always used.
+        first candidate space is always used. Candidates that mix several backbones
+        (ensembles) are skipped above :data:`ENSEMBLE_MAX_IMAGES` training images, where
+        their head search would cost more than every other space's together.
     max_cv_spaces : int, default=5
         Candidate spaces cross-validated; more are first pruned by their LogME score.
     heads, preprocessing, grid, param_grid, selection, honest, cv, scoring, class_weight, calibrate, n_jobs, random_state
@@ -317,7 +326,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
         deadline = None if self.time_budget is None else t_start + float(self.time_budget)
+        too_big: list[dict[str, Any]] = []
+        if len(items) > ENSEMBLE_MAX_IMAGES and len(specs) > 1:
+            for s in [s for s in specs[1:] if len({p["backbone"] for p in s}) > 1]:
+                specs.remove(s)
+                too_big.append({"space": space_name(s), "status": f"skipped: an ensemble, with more "
+                                f"than {ENSEMBLE_MAX_IMAGES:,} images"})
         results, skipped = self._featurize_parts(items, specs, deadline)
+        skipped = too_big + skipped
         usable = [s for s in specs if all(space_name(p) in results for p in s)]
         merged = {space_name(s): embed_merge(results, s) for s in usable}
         first = merged[space_name(usable[0])]
