@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "none"),
         help="auto: choose among candidate spaces (the backbone's penultimate embedding, a late "
-        "cut point, their concatenation, flip-averaged where available); none: only "
+        "cut point, their concatenation, flip-averaged where available, and an ensemble of the "
+        "offline zoo up to 2,000 images); none: only "
         "--backbone/--layer",
     )
     c.add_argument(
