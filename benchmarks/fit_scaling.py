@@ -64,12 +64,12 @@ def main(argv=None):
         # copy, and the zoo ensemble (three 1280-d penultimates and three late blocks)
         rng = np.random.default_rng(1)
         flip = X + 0.1 * rng.normal(size=X.shape)
-        ens = np.hstack([flip, X + 0.3 * rng.normal(size=X.shape), X + 0.3 * rng.normal(size=X.shape),
-                         late, late + 0.3 * rng.normal(size=late.shape), late[:, :176]])
         default = {"pen": X, "late": late, "pen+late": np.hstack([X, late]), "flip": flip}
-        if n <= ENSEMBLE_MAX_IMAGES or args.ensemble:
-            default["ensemble"] = ens
-            row["ensemble_dim"] = ens.shape[1]
+        if n <= ENSEMBLE_MAX_IMAGES or args.ensemble:  # built only where it is searched
+            default["ensemble"] = np.hstack(
+                [flip, X + 0.3 * rng.normal(size=X.shape), X + 0.3 * rng.normal(size=X.shape),
+                 late, late + 0.3 * rng.normal(size=late.shape), late[:, :176]])
+            row["ensemble_dim"] = default["ensemble"].shape[1]
         t0 = time.perf_counter()
         choice = select_space(default, y)
         row[f"new_default_{len(default)}_spaces_s"] = round(time.perf_counter() - t0, 1)

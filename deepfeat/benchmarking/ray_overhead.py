@@ -47,7 +47,9 @@ def make_photos(sources: list[str], n: int, folder: str | os.PathLike, size: int
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(str(sources[i % len(sources)]), i // len(sources), size, str(folder / f"{i:06d}.jpg"))
             for i in range(n)]
-    with Pool(max(1, os.cpu_count() or 1)) as pool:
+    from deepfeat.featurize.runtime import cpu_count
+
+    with Pool(cpu_count()) as pool:
         return pool.map(_photo_job, jobs, chunksize=200)
 
 

@@ -9,8 +9,9 @@ part its own space in the cache, so a concatenation costs no forward pass of its
 :func:`default_space_specs` lists the default candidates: for each backbone, its
 penultimate embedding, a late cut point, and the concatenation of the two; the flip-
 averaged penultimate embedding when the embedder offers ``tta="flip"``; and an *ensemble*
-space, the concatenation of several backbones' flip-averaged embeddings (for the offline
-default, the whole offline zoo: EfficientNet-Lite0, -Lite1 and -Lite2).
+space, the concatenation of several backbones' flip-averaged penultimate embeddings and
+late cut points (for the offline default, the whole offline zoo: EfficientNet-Lite0,
+-Lite1 and -Lite2).
 """
 
 from __future__ import annotations

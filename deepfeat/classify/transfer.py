@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Above this many training images, candidate spaces that mix backbones are skipped: their
 #: head search (a 4,400-d space for the offline zoo) costs more than every other space's
-#: together, and the gain from an ensemble is largest with few labels. 3,000 rows of 100
-#: classes took 66 s with it against 16 s without (benchmarks/fit_scaling.py).
+#: together, and the gain from an ensemble is largest with few labels. On 3,000 synthetic
+#: rows of 100 classes the five default spaces took 66 s with it, four took 15 s without
+#: (benchmarks/fit_scaling.py, two runs on a loaded machine).
 ENSEMBLE_MAX_IMAGES = 2000
 
 _EMBEDDER_PARAMS = (
