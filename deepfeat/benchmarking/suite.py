@@ -242,13 +242,15 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             )
         if "search" in config.parts:
             out["search"] = _search(memory_result, src, sz["search_sizes"])
+        # the ONNX and Ray parts run the first backbone: pretrained where its weights are offline
+        first_weights = "DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None
         if "onnx" in config.parts:
             from deepfeat.benchmarking.onnx_runtime import measure_onnx_runtime
 
             imgs = bench_images(work, sz["images_second"], datasets=config.datasets, synthetic=config.synthetic)
             out["onnx"] = measure_onnx_runtime(config.backbones[0], imgs.paths, work / "onnx",
                                                repeats=sz["repeats"],
-                                               weights="DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None)
+                                               weights=first_weights)
         if "cache_write" in config.parts:
             from deepfeat.benchmarking.cache_write import measure_cache_write
 
@@ -259,7 +261,7 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             src = bench_images(work, 10**9, datasets=config.datasets, synthetic=config.synthetic)
             photos = make_photos(src.paths, sz["ray_images"], work / f"ray-photos-{sz['ray_images']}")
             out["ray"] = measure_ray_overhead(photos, work / "ray", backbone=config.backbones[0],
-                                              weights="DEFAULT" if config.backbones[0] == "efficientnet_lite0" else None,
+                                              weights=first_weights,
                                               address=config.ray_address)
             out["ray"]["images_source"] = f"distinct shifted crops of {src.source}"
     finally:

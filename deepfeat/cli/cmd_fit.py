@@ -18,7 +18,7 @@ from deepfeat.classify.cv import class_counts
 from deepfeat.classify.persistence import save
 from deepfeat.classify.select_rule import SELECTIONS
 from deepfeat.classify.spaces import default_space_specs
-from deepfeat.classify.transfer import TransferClassifier
+from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
 from deepfeat.cli.validate import checked, device, integer, scorer, workers
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "none"),
         help="auto: choose among candidate spaces (the backbone's penultimate embedding, a late "
         "cut point, their concatenation, flip-averaged where available, and an ensemble of the "
-        "offline zoo up to 2,000 images); none: only "
+        f"offline zoo up to {ENSEMBLE_MAX_IMAGES:,} images); none: only "
         "--backbone/--layer",
     )
     c.add_argument(
