@@ -44,7 +44,7 @@ from deepfeat.classify import load_xy
 from deepfeat.classify.candidates import HEADS
 from deepfeat.classify.search import EmbeddingClassifier
 from deepfeat.classify.select_space import select_space
-from deepfeat.classify.spaces import default_space_specs, space_name
+from deepfeat.classify.spaces import PART_NORM, default_space_specs, join_parts, space_name
 from deepfeat.featurize import Featurizer
 
 _HERE = Path(__file__).resolve()
@@ -66,8 +66,9 @@ def split_per_class(y: np.ndarray, n_train: int, n_test: int, seed: int):
     return np.sort(tr), np.sort(te)
 
 
-def space_features(paths, specs, cache):
-    """name -> features of ``paths`` for every spec (a concatenation is hstacked)."""
+def space_features(paths, specs, cache, part_norm=PART_NORM):
+    """name -> features of ``paths`` for every spec (a concatenation's parts joined as
+    ``deepfeat fit`` joins them, :func:`~deepfeat.classify.spaces.join_parts`)."""
     blocks = {}
     for spec in specs:
         parts = spec if isinstance(spec, list) else [spec]
@@ -76,7 +77,7 @@ def space_features(paths, specs, cache):
             f = Featurizer(p.get("backbone", "efficientnet_lite0"), layer=p.get("layer"),
                            tta=p.get("tta", "none"), cache=cache)
             cols.append(f.featurize(list(paths)).features)
-        blocks[space_name(spec)] = np.hstack(cols)
+        blocks[space_name(spec)] = join_parts(cols, part_norm)
     return blocks
 
 
@@ -132,13 +133,18 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--only", choices=("oxford17", "brain_mri4"), default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--part-norm", choices=("l2", "none"), default=PART_NORM,
+                    help="how a concatenation's parts are scaled before they are joined "
+                         "(default: deepfeat's; 'none': side by side as they are)")
     args = ap.parse_args(argv)
+    part_norm = None if args.part_norm == "none" else args.part_norm
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     specs = default_space_specs()
-    result = {"load_at_start": os.getloadavg(), "spaces": [space_name(s) for s in specs]}
+    result = {"load_at_start": os.getloadavg(), "spaces": [space_name(s) for s in specs],
+              "part_norm": args.part_norm}
     if args.only in (None, "oxford17"):
         X, y = load_xy(args.data / "oxford17")
-        blocks = space_features(X, specs, args.cache)
+        blocks = space_features(X, specs, args.cache, part_norm)
         runs = []
         for seed in (0, 1, 2):
             tr, te = split_per_class(y, 40, 40, seed)
@@ -159,7 +165,7 @@ def main(argv=None):
         b = stratified_sample(yte, 100, 0, exclude=dup)
         paths = [Xtr[i] for i in a] + [Xte[i] for i in b]
         labels = np.concatenate([ytr[a], yte[b]])
-        blocks = space_features(paths, specs, args.cache)
+        blocks = space_features(paths, specs, args.cache, part_norm)
         tr, te = np.arange(len(a)), np.arange(len(a), len(paths))
         result["brain_mri4"] = [evaluate(blocks, labels[tr], labels[te], tr, te)]
     result["load_at_end"] = os.getloadavg()

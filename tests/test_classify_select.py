@@ -142,6 +142,48 @@ def test_concatenated_space_round_trips_in_a_fresh_process(concat_model):
     np.testing.assert_array_equal(again.predict_proba(imgs), want)
 
 
+def test_concatenated_parts_are_each_scaled_to_unit_length_in_fit_and_predict(concat_model):
+    """Each part of a concatenation weighs the same in every image: the head sees each
+    part's rows at unit length, in fit and in predict alike; a model saved before parts were
+    scaled (no ``part_norm_``) keeps joining them as they are."""
+    from deepfeat.classify.select_embed import embed
+    from deepfeat.classify.spaces import join_parts
+
+    clf, imgs, _, _ = concat_model
+    assert clf.part_norm_ == "l2"
+    parts = [e.embed(imgs).features for e in embedder_parts(clf.embedder_)]
+    raw = np.hstack(parts)
+    joined = clf._embed(imgs).features
+    widths = np.cumsum([p.shape[1] for p in parts])[:-1]
+    for block in np.split(joined, widths, axis=1):
+        np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-5)
+    # negative control: the parts' own scales differ, so plain side by side is not that
+    assert not np.allclose(np.linalg.norm(np.split(raw, widths, axis=1)[0], axis=1), 1.0)
+    np.testing.assert_allclose(joined, join_parts(parts), rtol=1e-6)
+    head = clf.search_
+    np.testing.assert_array_equal(clf.predict_proba(imgs), head.predict_proba(joined))
+    legacy = copy.copy(clf)
+    del legacy.part_norm_
+    np.testing.assert_allclose(legacy._embed(imgs).features, raw, rtol=1e-6)
+    np.testing.assert_array_equal(embed(clf.embedder_, imgs).features, raw)
+
+
+def test_join_parts_keeps_failed_rows_and_refuses_unknown_norms():
+    from deepfeat.classify.spaces import join_parts
+    from deepfeat.exceptions import InvalidParameterError
+
+    a = np.array([[3.0, 4.0], [np.nan, np.nan], [0.0, 0.0]])
+    b = np.array([[0.0, 2.0], [1.0, 0.0], [5.0, 0.0]])
+    out = join_parts([a, b])
+    np.testing.assert_allclose(out[0], [0.6, 0.8, 0.0, 1.0])
+    assert np.isnan(out[1, :2]).all() and np.isfinite(out[1, 2:]).all()
+    np.testing.assert_array_equal(out[2], [0.0, 0.0, 1.0, 0.0])  # an all-zero part stays zero
+    np.testing.assert_array_equal(join_parts([a]), a)  # one part: the space itself
+    np.testing.assert_array_equal(join_parts([a, b], None), np.hstack([a, b]))
+    with pytest.raises(InvalidParameterError, match="norm"):
+        join_parts([a, b], "max")
+
+
 def test_predict_does_not_change_fitted_state(concat_model, tmp_path):
     """Issue 16 item 12: new runtime settings act on a copy of embedder_."""
     clf, imgs, _, _ = concat_model

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.classify.search import EmbeddingClassifier
 from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
+from deepfeat.classify.spaces import join_parts
 from deepfeat.exceptions import InvalidParameterError
 
 __all__ = ["AutoSpaceClassifier"]
@@ -40,8 +41,9 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
     ----------
     space_ : str
         The chosen space (block names joined by ``+`` for a concatenation).
-    columns_ : ndarray of int
-        Its columns in ``X``.
+    columns_ : list of ndarray of int
+        Its columns in ``X``, one array per part; a concatenation's parts are joined by
+        :func:`~deepfeat.classify.spaces.join_parts`, as ``deepfeat fit`` joins them.
     search_ : EmbeddingClassifier
     best_params_ : dict
         ``{"space": space_, **search_.best_params_}``.
@@ -71,18 +73,18 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
         self.max_cv_spaces = max_cv_spaces
         self.random_state = random_state
 
-    def _spaces(self, n_features: int) -> dict[str, np.ndarray]:
+    def _spaces(self, n_features: int) -> dict[str, list[np.ndarray]]:
         if not self.blocks:
             raise InvalidParameterError("blocks: give at least one (name, start, stop) column range")
         cols = {}
         for name, start, stop in self.blocks:
             if not 0 <= start < stop <= n_features:
                 raise InvalidParameterError(f"blocks: {name!r} columns {start}:{stop} outside 0:{n_features}")
-            cols[name] = np.arange(start, stop)
+            cols[name] = [np.arange(start, stop)]
         if self.concat and len(self.blocks) > 1:
             first = self.blocks[0][0]
             for name, _, _ in self.blocks[1:]:
-                cols[f"{first}+{name}"] = np.concatenate([cols[first], cols[name]])
+                cols[f"{first}+{name}"] = cols[first] + cols[name]
         return cols
 
     def fit(self, X: Any, y: Any) -> AutoSpaceClassifier:
@@ -96,7 +98,7 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         cols = self._spaces(X.shape[1])
         choice = select_space(
-            {n: X[:, c] for n, c in cols.items()},
+            {n: join_parts([X[:, c] for c in parts]) for n, parts in cols.items()},
             y,
             EmbeddingClassifier(random_state=self.random_state),
             max_cv_spaces=self.max_cv_spaces,
@@ -114,9 +116,13 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each row."""
         check_is_fitted(self, "search_")
-        return self.search_.predict(np.asarray(X, dtype=np.float64)[:, self.columns_])
+        return self.search_.predict(self._rows(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of the chosen head."""
         check_is_fitted(self, "search_")
-        return self.search_.predict_proba(np.asarray(X, dtype=np.float64)[:, self.columns_])
+        return self.search_.predict_proba(self._rows(X))
+
+    def _rows(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return join_parts([X[:, c] for c in self.columns_])

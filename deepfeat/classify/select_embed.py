@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.pipeline import FeatureUnion
 
 from deepfeat.classify.embedder import RUNTIME_PARAMS, ImageEmbedder
-from deepfeat.classify.spaces import space_name
+from deepfeat.classify.spaces import join_parts, space_name
 from deepfeat.featurize import FeaturizeResult
 
 __all__ = ["make_embedder", "embedder_parts", "embed", "with_runtime", "merge_results"]
@@ -40,9 +40,10 @@ def embedder_parts(embedder: Any) -> list[ImageEmbedder]:
     return [embedder]
 
 
-def merge_results(results: Sequence[FeaturizeResult]) -> FeaturizeResult:
+def merge_results(results: Sequence[FeaturizeResult], part_norm: str | None = None) -> FeaturizeResult:
     """Concatenate the features of several results on the same inputs; a row is good only
-    when it is good in every part (its failures are those of the first part that failed)."""
+    when it is good in every part (its failures are those of the first part that failed).
+    ``part_norm`` scales each part first (:func:`~deepfeat.classify.spaces.join_parts`)."""
     if len(results) == 1:
         return results[0]
     ok = np.logical_and.reduce([np.asarray(r.ok) for r in results])
@@ -57,15 +58,16 @@ def merge_results(results: Sequence[FeaturizeResult]) -> FeaturizeResult:
     summary["failed"] = int((~ok).sum())
     summary["total"] = int(len(ok))
     summary["parts"] = [dict(r.summary) for r in results]
-    feats = np.hstack([r.features for r in results])
+    feats = join_parts([r.features for r in results], part_norm)
     return FeaturizeResult(
         feats, ok, results[0].keys, [failures[i] for i in sorted(failures)], summary
     )
 
 
-def embed(embedder: Any, X: Any) -> FeaturizeResult:
-    """Featurize ``X`` with a fitted embedder (single or union); failures kept, never raised."""
-    return merge_results([e.embed(X) for e in embedder_parts(embedder)])
+def embed(embedder: Any, X: Any, part_norm: str | None = None) -> FeaturizeResult:
+    """Featurize ``X`` with a fitted embedder (single or union); failures kept, never raised.
+    A union's parts are joined by :func:`~deepfeat.classify.spaces.join_parts` with ``part_norm``."""
+    return merge_results([e.embed(X) for e in embedder_parts(embedder)], part_norm)
 
 
 def with_runtime(embedder: Any, runtime: Mapping[str, Any]) -> Any:

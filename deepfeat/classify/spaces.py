@@ -12,6 +12,10 @@ averaged penultimate embedding when the embedder offers ``tta="flip"``; and an *
 space, the concatenation of several backbones' flip-averaged penultimate embeddings and
 late cut points (for the offline default, the whole offline zoo: EfficientNet-Lite0,
 -Lite1 and -Lite2).
+
+:func:`join_parts` puts the parts of a concatenated space side by side, each part's rows
+scaled to unit length first (:data:`PART_NORM`): fitting, predicting and serving all join
+parts through it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from deepfeat.classify.embedder import SPACE_PARAMS, ImageEmbedder
 from deepfeat.exceptions import InvalidParameterError
@@ -34,9 +40,19 @@ __all__ = [
     "late_cut_points",
     "default_space_specs",
     "ensemble_members",
+    "PART_NORM",
+    "join_parts",
 ]
 
 SpaceSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+#: How :func:`join_parts` scales each part of a concatenated space: ``"l2"``, each part's
+#: rows to unit length, so every part weighs the same in every image whatever the scale of
+#: its layer's activations. Measured on the ensemble space against plain side by side
+#: (held-out accuracy, default head search, ``benchmarks/part_norm.py``):
+#: oxford17 40/40 96.67 -> 97.01 % and 10/40 90.88 -> 90.78 % (3 seeds each), brain_mri4
+#: 100 per class 87.75 -> 88.50 % and 20 per class 81.83 -> 83.00 % (3 draws).
+PART_NORM = "l2"
 
 
 def embedder_space_params() -> tuple[str, ...]:
@@ -192,3 +208,33 @@ def default_space_specs(
             ens += [{"backbone": b, "layer": c} for c in late]
         specs.append(ens)
     return specs
+
+
+def join_parts(parts: Sequence[np.ndarray], norm: str | None = PART_NORM) -> np.ndarray:
+    """The rows of a concatenated space: ``parts`` side by side, each scaled by ``norm``.
+
+    Parameters
+    ----------
+    parts : sequence of ndarray of shape (n_samples, dim_i)
+        The parts' rows for the same images (NaN rows, images that failed, stay NaN).
+    norm : {"l2"} or None, default=PART_NORM
+        ``"l2"``: each part's rows scaled to unit Euclidean length; ``None``: as they are
+        (models saved before parts were normalised). A single part is returned as it is.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, sum of dim_i)
+
+    Examples
+    --------
+    >>> join_parts([np.array([[3.0, 4.0]]), np.array([[0.0, 10.0]])])
+    array([[0.6, 0.8, 0. , 1. ]])
+    """
+    parts = [np.asarray(p) for p in parts]
+    if len(parts) == 1:
+        return parts[0]
+    if norm == "l2":
+        parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+    elif norm is not None:
+        raise InvalidParameterError(f"norm must be 'l2' or None, got {norm!r}")
+    return np.hstack(parts)

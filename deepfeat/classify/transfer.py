@@ -21,7 +21,7 @@ from deepfeat.classify.embedder import as_image_list, describe_failures
 from deepfeat.classify.search import EmbeddingClassifier, results_frame
 from deepfeat.classify.select_embed import embed, embedder_parts, make_embedder, with_runtime
 from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
-from deepfeat.classify.spaces import check_space_spec, default_space_specs, space_name
+from deepfeat.classify.spaces import PART_NORM, check_space_spec, default_space_specs, space_name
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
 
@@ -110,7 +110,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     ----------
     embedder_ : ImageEmbedder or FeatureUnion
         The fitted embedder of the chosen space (a FeatureUnion of ImageEmbedders for a
-        concatenation).
+        concatenation: its ``transform`` gives the parts as they are; predicting joins
+        them with :func:`~deepfeat.classify.spaces.join_parts`).
+    part_norm_ : str
+        How the parts of a concatenated space are scaled before they are joined
+        (:data:`~deepfeat.classify.spaces.PART_NORM`; models saved before deepfeat scaled
+        them lack it and join them as they are).
     space_ : str
         Name of the chosen space (see :func:`~deepfeat.classify.spaces.space_name`).
     space_spec_ : list of dict
@@ -245,7 +250,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """Embed with the current runtime settings (they may have changed since fit), on a
         copy of :attr:`embedder_`: predicting never changes the fitted state."""
         check_is_fitted(self, "search_")
-        return embed(with_runtime(self.embedder_, self._runtime_params()), X)
+        return embed(with_runtime(self.embedder_, self._runtime_params()), X,
+                     getattr(self, "part_norm_", None))
 
     def _embeddings(self, X: Any) -> np.ndarray:
         res = self._embed(X)
@@ -402,6 +408,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             else FeatureUnion([(space_name(p), e) for p, e in zip(chosen, fitted)])
         )
         self.space_ = name
+        self.part_norm_ = PART_NORM
         self.space_spec_ = [dict(p) for p in chosen]
         self.featurizer_spec_ = embedder_parts(self.embedder_)[0].featurizer_spec_
         self.classes_ = self.search_.classes_
@@ -585,7 +592,7 @@ def embed_merge(results: Mapping[str, Mapping[str, Any]], spec: Sequence[Mapping
     """The merged featurize result of the parts of ``spec`` (see ``_featurize_parts``)."""
     from deepfeat.classify.select_embed import merge_results
 
-    return merge_results([results[space_name(p)]["result"] for p in spec])
+    return merge_results([results[space_name(p)]["result"] for p in spec], PART_NORM)
 
 
 def _featurize_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -113,7 +113,10 @@ class TorchPredictor:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch (normalised, then the network)."""
         batch = np.ascontiguousarray(batch)
-        return np.hstack([f.embed_pixels(batch) for f in self.featurizers])
+        from deepfeat.classify.spaces import join_parts
+
+        return join_parts([f.embed_pixels(batch) for f in self.featurizers],
+                          getattr(self.model, "part_norm_", None))
 
     def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
         """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
