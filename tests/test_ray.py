@@ -195,3 +195,24 @@ def test_ray_overhead_benchmark_runs_both_engines_on_distinct_photos(ray_cluster
     assert res["featurized_equal"] is True
     assert res["ray_seconds"] > 0 and res["local_seconds"] > 0
     assert ray.is_initialized()  # a cluster it did not start is left running
+
+
+def test_cpu_actors_run_their_calls_side_by_side_where_ray_data_can(ray_cluster):
+    """On 2 CPUs one actor runs two single-stream calls at once (no core idles while a call
+    drains); a Ray Data without concurrent actor calls gets one call at a time."""
+    import types
+
+    from deepfeat.featurize.ray_engine import _actor_pool
+
+    strategy, calls = _actor_pool(ray, 1, 2)
+    assert calls == 2 and strategy.max_concurrent_calls_per_actor == 2
+    assert strategy.enable_true_multi_threading is True
+
+    class OldStrategy:  # the signature of Ray Data before concurrent actor calls
+        def __init__(self, *, size=None, min_size=None, max_size=None):
+            self.size = size
+
+    old = types.SimpleNamespace(data=types.SimpleNamespace(ActorPoolStrategy=OldStrategy))
+    strategy, calls = _actor_pool(old, 1, 2)
+    assert calls == 1 and strategy.size == 1
+    assert _actor_pool(ray, 3, 1)[1] == 1

@@ -2,7 +2,12 @@
 
 The driver hashes the listing and looks the keys up in the cache as the local engine does;
 only the missing images go to Ray Data: ``map_batches`` over an actor pool, one model per
-actor (a GPU per actor where the cluster has GPUs). Each actor appends its rows to a journal
+actor (a GPU per actor where the cluster has GPUs). CPU actors share the cluster's cores:
+each runs ``round(CPUs / actors)`` calls at once, every call one single-threaded stream that
+decodes and forwards its batch (on 2 CPUs: one actor, two calls side by side; on 32 CPUs: 31
+actors, one call each). Where Ray Data cannot run an actor's calls concurrently and an actor
+should use several cores, it runs one call at a time with a stream per core of its node.
+Each actor appends its rows to a journal
 of its own in ``<cache>.d/pending/`` (checksummed, fsynced before the batch is reported
 done) and holds an ``flock`` on it while it lives. When the dataset is consumed the driver
 folds the journals into one new segment of the cache
@@ -23,6 +28,7 @@ import fcntl
 import glob
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -92,27 +98,40 @@ def fold_orphan_journals(cache: Any, also: list[str] | None = None) -> int:
     return added
 
 
-#: Featurizer batches per actor call: enough for the actor's streams to work in parallel.
+#: Featurizer batches per actor call when an actor runs one call at a time: enough for
+#: the actor's streams to work in parallel.
 _BATCHES_PER_CALL = 4
+#: ... and when its calls run side by side, one stream each: small, so that the last call
+#: of a job keeps one core busy for little longer than the others.
+_BATCHES_PER_CONCURRENT_CALL = 2
 
 
 class _Embedder:
-    """One Ray actor: one model, one journal; embeds batches of ``{"key", "path"}`` rows."""
+    """One Ray actor: one model, one journal; embeds batches of ``{"key", "path"}`` rows.
+
+    With ``single_stream`` each call decodes and forwards its batch single-threaded in the
+    calling thread; Ray Data may run several such calls at once in the actor (the local
+    engine's streams, kept busy across calls). Otherwise each call runs the local engine's
+    streams itself, one per core of the node.
+    """
 
     def __init__(self, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
                  attrs: dict[str, Any], threads: int, n_images: int,
-                 space: str | None = None) -> None:
+                 space: str | None = None, single_stream: bool = False) -> None:
         import torch
 
         from deepfeat.featurize.featurizer import Featurizer
 
         torch.set_num_threads(max(1, threads))
+        if single_stream:  # decode and forward in the calling thread
+            overrides = {**overrides, "num_workers": 0}
         self.featurizer = Featurizer.from_spec(spec, **overrides)
         self.featurizer.prepare(n_images)  # build (and trace, as the local engine would) once
         self.fingerprint = space or self.featurizer.fingerprint
         self.attrs = attrs
         self.journal = None
         self._fh = None
+        self._write = threading.Lock()  # concurrent calls append whole records, one at a time
         if cache_path is not None:
             folder = pending_dir(cache_path)
             os.makedirs(folder, exist_ok=True)
@@ -139,7 +158,8 @@ class _Embedder:
             if ok:
                 rec = encode_record(self.fingerprint, self.attrs, [keys[i] for i in ok],
                                     res.features[ok].astype(store))
-                append_record(self._fh, rec, fsync=True)  # durable before the batch counts as done
+                with self._write:
+                    append_record(self._fh, rec, fsync=True)  # durable before the batch counts as done
         else:
             out["features"] = res.features.astype(np.float32)
         return out
@@ -159,6 +179,20 @@ def _ray_init(address: str | None) -> None:
         # which on a machine shared with other work starves the actors; run them at 0.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _system_config={"worker_niceness": 0})
+
+
+def _actor_pool(ray: Any, actors: int, calls: int) -> tuple[Any, int]:
+    """A fixed pool of ``actors`` running ``calls`` UDF calls each at once, and the calls
+    granted (1 where this Ray Data cannot run an actor's calls concurrently)."""
+    if calls > 1:
+        try:
+            return ray.data.ActorPoolStrategy(
+                size=actors, max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True,
+                max_tasks_in_flight_per_actor=2 * calls,
+            ), calls
+        except TypeError:  # Ray Data before concurrent actor calls
+            log.debug("this Ray Data runs one call per actor at a time")
+    return ray.data.ActorPoolStrategy(size=actors), 1
 
 
 def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dict[str, np.ndarray],
@@ -186,23 +220,33 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
         actors, per_actor = max(1, cpus - 1), {"num_cpus": 1}
         device = "cpu"
     actors = max(1, min(actors, -(-len(todo) // featurizer.batch_size)))
-    # inside an actor the featurizer runs as the local engine does (CPU: one stream per core)
+    # CPU actors share the cluster's cores: each runs ``wanted`` single-threaded calls at once
+    # (2 CPUs: one actor, two calls), so no core waits while a call's last batch finishes
+    wanted = 1 if gpus else max(1, round(cpus / actors))
+    strategy, calls = _actor_pool(ray, actors, wanted)
+    single_stream = not gpus and calls == wanted
+    per_call = featurizer.batch_size * (_BATCHES_PER_CALL if calls == 1 else _BATCHES_PER_CONCURRENT_CALL)
+    # inside an actor the featurizer runs as the local engine does, with one stream per call
+    # (single_stream) or one per core of the node
     overrides = {"device": device, "precision": featurizer.runtime.precision, "cache": None,
                  "batch_size": featurizer.batch_size, "num_workers": featurizer.num_workers,
                  "jit": featurizer.jit, "max_pixels": featurizer.max_pixels}
     attrs = featurizer._space_attrs()
     cache_path = cache.path if cache is not None else None
-    ds = ray.data.from_items(
-        [{"key": k, "path": p} for k, p in zip(todo, paths)],
-        override_num_blocks=max(1, min(len(todo), 4 * actors, -(-len(todo) // featurizer.batch_size))),
-    )
+    # one block per call when calls run side by side (each is a task: no call waits for a
+    # block another call holds); a few large blocks per actor otherwise
+    n_calls = -(-len(todo) // per_call)
+    blocks = n_calls if calls > 1 else min(n_calls, 4 * actors)
+    ds = ray.data.from_items([{"key": k, "path": p} for k, p in zip(todo, paths)],
+                             override_num_blocks=max(1, blocks))
     out = ds.map_batches(
         _Embedder,
         fn_constructor_kwargs={"spec": featurizer.spec, "overrides": overrides, "cache_path": cache_path,
-                               "attrs": attrs, "space": space, "threads": per_actor["num_cpus"], "n_images": len(todo)},
-        batch_size=featurizer.batch_size * _BATCHES_PER_CALL,
+                               "attrs": attrs, "space": space, "threads": per_actor["num_cpus"],
+                               "n_images": len(todo), "single_stream": single_stream},
+        batch_size=per_call,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=strategy,
         **per_actor,
     )
     journals: set[str] = set()
