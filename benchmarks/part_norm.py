@@ -23,7 +23,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from select_compare import DATA, plain_baseline, space_features, split_per_class  # noqa: E402
+from select_compare import (  # noqa: E402
+    DATA,
+    brain_sample,
+    plain_baseline,
+    space_features,
+    split_per_class,
+)
 
 from deepfeat.classify import load_xy  # noqa: E402
 from deepfeat.classify.search import EmbeddingClassifier  # noqa: E402
@@ -73,20 +79,9 @@ def main(argv=None) -> None:
     run("oxford17 40/40, 3 seeds", P, y, [split_per_class(y, 40, 40, s) for s in (0, 1, 2)])
     run("oxford17 10/40, 3 seeds", P, y, [split_per_class(y, 10, 40, s) for s in (0, 1, 2)])
 
-    from classify_brain_mri import stratified_sample
-
-    from deepfeat.featurize.hashing import hash_bytes
-
-    d = args.data / "brain_mri4"
-    Xtr, ytr = load_xy(d / "train")
-    Xte, yte = load_xy(d / "test")
-    seen = {hash_bytes(Path(p).read_bytes()) for p in Xtr}
-    dup = np.array([hash_bytes(Path(p).read_bytes()) in seen for p in Xte])
-    a = stratified_sample(ytr, 100, 0)
-    b = stratified_sample(yte, 100, 0, exclude=dup)
-    P = parts_of([Xtr[i] for i in a] + [Xte[i] for i in b])
-    lab = np.concatenate([ytr[a], yte[b]])
-    tr, te = np.arange(len(a)), np.arange(len(a), len(lab))
+    paths, lab, n_train = brain_sample(args.data)
+    P = parts_of(paths)
+    tr, te = np.arange(n_train), np.arange(n_train, len(lab))
     run("brain_mri4 100 per class", P, lab, [(tr, te)])
     draws = []
     for s in range(3):

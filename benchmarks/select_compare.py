@@ -81,6 +81,24 @@ def space_features(paths, specs, cache, part_norm=PART_NORM):
     return blocks
 
 
+def brain_sample(data: Path) -> tuple[list[str], np.ndarray, int]:
+    """brain_mri4: 100 per class from train/, then 100 per class from test/ that are no
+    byte-copy of a train image; returns (paths, labels, number of training rows first)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from classify_brain_mri import stratified_sample
+
+    from deepfeat.featurize.hashing import hash_bytes
+
+    d = data / "brain_mri4"
+    Xtr, ytr = load_xy(d / "train")
+    Xte, yte = load_xy(d / "test")
+    seen = {hash_bytes(Path(p).read_bytes()) for p in Xtr}
+    dup = np.array([hash_bytes(Path(p).read_bytes()) in seen for p in Xte])
+    a = stratified_sample(ytr, 100, 0)
+    b = stratified_sample(yte, 100, 0, exclude=dup)
+    return [Xtr[i] for i in a] + [Xte[i] for i in b], np.concatenate([ytr[a], yte[b]]), len(a)
+
+
 def plain_baseline():
     """StandardScaler + L2 logistic regression, C by 5-fold CV over 7 values (run with BLAS
     limited to one thread, as deepfeat's search runs: on a shared 2-core machine threaded
@@ -151,22 +169,9 @@ def main(argv=None):
             runs.append(evaluate(blocks, y[tr], y[te], tr, te))
         result["oxford17"] = runs
     if args.only in (None, "brain_mri4"):
-        sys.path.insert(0, str(Path(__file__).parent))
-        from classify_brain_mri import stratified_sample
-
-        from deepfeat.featurize.hashing import hash_bytes
-
-        d = args.data / "brain_mri4"
-        Xtr, ytr = load_xy(d / "train")
-        Xte, yte = load_xy(d / "test")
-        seen = {hash_bytes(Path(p).read_bytes()) for p in Xtr}
-        dup = np.array([hash_bytes(Path(p).read_bytes()) in seen for p in Xte])
-        a = stratified_sample(ytr, 100, 0)
-        b = stratified_sample(yte, 100, 0, exclude=dup)
-        paths = [Xtr[i] for i in a] + [Xte[i] for i in b]
-        labels = np.concatenate([ytr[a], yte[b]])
+        paths, labels, n_train = brain_sample(args.data)
         blocks = space_features(paths, specs, args.cache, part_norm)
-        tr, te = np.arange(len(a)), np.arange(len(a), len(paths))
+        tr, te = np.arange(n_train), np.arange(n_train, len(paths))
         result["brain_mri4"] = [evaluate(blocks, labels[tr], labels[te], tr, te)]
     result["load_at_end"] = os.getloadavg()
     for ds in ("oxford17", "brain_mri4"):
