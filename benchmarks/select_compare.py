@@ -18,7 +18,7 @@ Usage::
 
     python benchmarks/select_compare.py --cache /work/cache/select.h5 [--json-out FILE]
 
-Splits: oxford17 40 train / 40 test per class, seeds 0, 1, 2 (``numpy`` permutation per
+Splits: oxford17 40 (``--train-per-class``) train / 40 test per class, seeds 0, 1, 2 (``numpy`` permutation per
 class); brain_mri4 the sample of ``benchmarks/classify_brain_mri.py`` (100 per class from
 train/, 100 per class from test/ with byte-duplicates of train images left out).
 """
@@ -151,6 +151,8 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--only", choices=("oxford17", "brain_mri4"), default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--train-per-class", type=int, default=40,
+                    help="oxford17 training images per class (40 test images per class are drawn from the rest)")
     ap.add_argument("--part-norm", choices=("l2", "none"), default=PART_NORM,
                     help="how a concatenation's parts are scaled before they are joined "
                          "(default: deepfeat's; 'none': side by side as they are)")
@@ -165,7 +167,7 @@ def main(argv=None):
         blocks = space_features(X, specs, args.cache, part_norm)
         runs = []
         for seed in (0, 1, 2):
-            tr, te = split_per_class(y, 40, 40, seed)
+            tr, te = split_per_class(y, args.train_per_class, 40, seed)
             runs.append(evaluate(blocks, y[tr], y[te], tr, te))
         result["oxford17"] = runs
     if args.only in (None, "brain_mri4"):
