@@ -97,6 +97,7 @@ def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
         "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert r["n_candidates"] == 150 == len(r["candidates_tried"])
     assert r["space"] in {s["space"] for s in r["spaces_tried"]} and r["recipe"]
+    assert r["part_norm"] == "l2"  # how a concatenated recipe's parts are joined
     assert 0 <= r["honest_score"] <= 1
     assert r["cv_score"] >= 0.9 and 0 <= r["cv_std"] <= 0.2  # measured 1.0 +/- 0.0
     assert r["best_params"]["head"] == "logreg" and "logreg" in r["best_pipeline"]

@@ -422,7 +422,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ):
             setattr(self, attr, getattr(self.search_, attr))
         self.selection_ = {
-            "chosen": {"space": name, "parts": self.space_spec_, "head": dict(self.best_params_)},
+            "chosen": {"space": name, "parts": self.space_spec_, "part_norm": self.part_norm_,
+                       "head": dict(self.best_params_)},
             "cv_score_optimistic": self.best_score_,
             "honest_score": self.honest_score_,
             "honest_std": self.search_.honest_std_,

@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "honest_score_is": "bootstrap bias-corrected CV estimate of the whole selection",
         "space": model.space_,
         "recipe": model.space_spec_,
+        "part_norm": model.part_norm_,  # how the recipe's parts are scaled before they are joined
         "spaces_tried": model.selection_["spaces"],
         "candidates_tried": model.selection_["candidates"],
         "scoring": args.scoring,
