@@ -18,8 +18,8 @@ Usage::
 
     python benchmarks/select_compare.py --cache /work/cache/select.h5 [--json-out FILE]
 
-Splits: oxford17 40 (``--train-per-class``) train / 40 test per class, seeds 0, 1, 2 (``numpy`` permutation per
-class); brain_mri4 the sample of ``benchmarks/classify_brain_mri.py`` (100 per class from
+Splits: oxford17 40 (``--train-per-class``) train / 40 test per class, seeds 0, 1, 2
+(``numpy`` permutation per class); brain_mri4 the sample of ``benchmarks/classify_brain_mri.py`` (100 per class from
 train/, 100 per class from test/ with byte-duplicates of train images left out).
 """
 

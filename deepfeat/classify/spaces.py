@@ -234,6 +234,7 @@ def join_parts(parts: Sequence[np.ndarray], norm: str | None = PART_NORM) -> np.
     if len(parts) == 1:
         return parts[0]
     if norm == "l2":
+        # not sklearn's normalize(): it refuses the NaN rows of images that failed
         parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
     elif norm is not None:
         raise InvalidParameterError(f"norm must be 'l2' or None, got {norm!r}")
