@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import state_guard
+import torchvision.io  # noqa: F401 - see below
 from PIL import Image
+
+# torch and torchvision add warnings filters when they are first imported (and torchvision
+# imports sympy, which adds one more): imported here once, so that the state guard below does
+# not charge them to whichever test happens to import them first.
 
 SHARED_DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
@@ -60,6 +66,22 @@ def shared_dataset(name: str) -> Path:
     if not p.is_dir():
         pytest.skip(f"needs ../shared/datasets/{name} (not present on this machine)")
     return p
+
+
+@pytest.fixture(autouse=True)
+def _process_state_guard(request: pytest.FixtureRequest):
+    """Fail any test that leaves process-wide state changed (warnings filters, torch threads
+    and random state, logging, signal handlers, cwd, environment...): see state_guard.py.
+
+    Declared before the other function fixtures, so it is set up first and checks last, after
+    their teardown (monkeypatch restores the environment before this looks at it).
+    """
+    before = state_guard.snapshot()
+    yield
+    changed = state_guard.changes(before, state_guard.snapshot())
+    if changed:
+        pytest.fail(f"{request.node.nodeid} changed process-wide state: " + "; ".join(changed),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

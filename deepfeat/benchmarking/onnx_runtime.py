@@ -10,11 +10,12 @@ same load. Decoding and resizing are left out: they are the same work for both.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
+
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["measure_onnx_runtime", "BATCH"]
 
@@ -54,8 +55,7 @@ def measure_onnx_runtime(
     graph = ImageToProba(f.model.eval(), torch.nn.Identity(), pre.mean, pre.std).eval()
     path = str(work / "backbone.onnx")
     work.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with ignoring_warnings(), torch.no_grad():
         torch.onnx.export(graph, (torch.from_numpy(crops[:2]),), path, dynamo=False, opset_version=17,
                           input_names=["pixels"], output_names=["embeddings"],
                           dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}})

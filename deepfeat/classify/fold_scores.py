@@ -25,7 +25,6 @@ shared 2-core machine); parallelism comes from running splits in parallel (``n_j
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from deepfeat.classify.candidates import make_head, make_preprocess
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["FAST_METRICS", "score_fold"]
 
@@ -140,8 +140,7 @@ def score_fold(
     errors: list[str] = []
     classes = np.unique(y)
     predictions = np.full((len(candidates), len(test)), -1, dtype=np.int32)
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with threadpool_limits(limits=1, user_api="blas"), ignoring_warnings(ConvergenceWarning):
         t0 = time.perf_counter()
         pre = make_preprocess(preprocess, random_state).fit(X[train])
         Ztr, Zte = pre.transform(X[train]), pre.transform(X[test])

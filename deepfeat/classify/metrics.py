@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,8 @@ from sklearn.metrics import (
     confusion_matrix,
     precision_recall_fscore_support,
 )
+
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["evaluation_report", "format_report"]
 
@@ -48,9 +49,10 @@ def evaluation_report(
     if labels is None:
         labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     labels = [str(v) for v in labels]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    with (
+        ignoring_warnings(UndefinedMetricWarning),
+        ignoring_warnings(Warning, message="y_pred contains classes not in y_true"),
+    ):
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
         present = [lab for lab in labels if lab in set(y_true.tolist())]
         _, _, macro_f1, _ = precision_recall_fscore_support(

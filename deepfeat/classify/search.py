@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from itertools import product
 from typing import Any
@@ -50,6 +49,7 @@ from deepfeat.classify.cv import check_cv_possible, class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
 from deepfeat.classify.select_rule import SELECTIONS, bbc_estimate, choose
 from deepfeat.exceptions import InvalidParameterError
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "SearchScores", "build_search", "results_frame"]
 
@@ -100,8 +100,7 @@ class SearchScores:
 
     def summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean score, score spread and mean log-loss of each candidate over the folds."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        with ignoring_warnings(RuntimeWarning):  # all-NaN rows
             return (
                 np.nanmean(self.scores, axis=1),
                 np.nanstd(self.scores, axis=1),
@@ -525,8 +524,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             res[f"param_{key}"] = col
         for k in range(scores.shape[1]):
             res[f"split{k}_test_score"] = scores[:, k]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        with ignoring_warnings(RuntimeWarning):  # all-NaN rows
             means = np.nanmean(scores, axis=1) if scores.shape[1] else np.full(n, np.nan)
             stds = np.nanstd(scores, axis=1) if scores.shape[1] else np.full(n, np.nan)
             mean_loss = np.nanmean(losses, axis=1) if losses.shape[1] else np.full(n, np.nan)
@@ -560,9 +558,8 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         )
         with (
             threadpool_limits(limits=1, user_api="blas"),
-            warnings.catch_warnings(record=True) as caught,
+            ignoring_warnings(ConvergenceWarning) as caught,
         ):
-            warnings.simplefilter("always", ConvergenceWarning)
             pipe.fit(X, y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             log.info(

@@ -24,12 +24,13 @@ one line on stderr naming the option, what it allows and what it got (and, with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from deepfeat import __version__
@@ -115,16 +116,39 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def _cli_output(args: argparse.Namespace) -> Iterator[None]:
+    """The CLI's logging on stderr and escaped stdout, for this call only.
+
+    ``main`` also runs inside other processes (tests, notebooks, ``subprocess``-free
+    wrappers): the ``deepfeat`` logger's handlers, level and propagation and stdout's error
+    handler are the caller's again when it returns.
+    """
     level = logging.WARNING if args.quiet else logging.INFO
     if args.verbose:
         level = logging.DEBUG
     handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("deepfeat")
+    saved = (root.handlers[:], root.level, root.propagate)
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # File names that are not valid UTF-8 reach us as lone surrogates; print them escaped
+    # rather than dying with UnicodeEncodeError after the work is done.
+    stdout = sys.stdout
+    reconfigure = getattr(stdout, "reconfigure", None)
+    errors = getattr(stdout, "errors", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        root.handlers[:], level_before, root.propagate = saved
+        root.setLevel(level_before)
+        if reconfigure is not None and errors is not None:
+            with contextlib.suppress(ValueError, OSError):  # a closed stdout
+                reconfigure(errors=errors)
 
 
 def _default_text(result: dict[str, Any]) -> str:
@@ -148,13 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args)
-    # File names that are not valid UTF-8 reach us as lone surrogates; print them escaped
-    # rather than dying with UnicodeEncodeError after the work is done.
-    reconfigure = getattr(sys.stdout, "reconfigure", None)
-    if reconfigure is not None:
-        reconfigure(errors="backslashreplace")
-    mod = mods[args.command]
+    with _cli_output(args):
+        return _run(args, mods[args.command])
+
+
+def _run(args: argparse.Namespace, mod: Any) -> int:
     try:
         result, code = mod.run(args)
     except DeepfeatError as exc:

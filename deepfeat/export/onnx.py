@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +33,7 @@ from deepfeat import __version__
 from deepfeat.exceptions import InputError
 from deepfeat.export.graph import ImageToProba
 from deepfeat.export.head import ExportRefused, head_module
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["export_onnx", "CHECK_TOLERANCE", "FORMATS", "metadata_of"]
 
@@ -101,8 +101,7 @@ def _torch_export(graph: torch.nn.Module, example: torch.Tensor, out: str, opset
         opset_version=opset,
         dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with ignoring_warnings():
         try:
             torch.onnx.export(graph, (example,), out, dynamo=False, **kw)
         except TypeError:  # a torch without the dynamo switch

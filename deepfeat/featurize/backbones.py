@@ -95,11 +95,12 @@ class ResolvedBackbone:
 
     def build(self) -> nn.Module:
         """Build the full classification model (head included) with its weights, in eval mode."""
-        if self.spec.weights is None and self.spec.checkpoint is None:
-            with torch.random.fork_rng(devices=[]):
+        # Building initialises every layer from torch's global generator before any weights
+        # are loaded: forked, so the caller's random state is untouched (and random weights
+        # are seeded, the same in every process).
+        with torch.random.fork_rng(devices=[]):
+            if self.spec.weights is None and self.spec.checkpoint is None:
                 torch.manual_seed(RANDOM_SEED)
-                model = self.builder()
-        else:
             model = self.builder()
         if self.spec.checkpoint is not None:
             load_checkpoint(model, self.spec.checkpoint)

@@ -6,15 +6,15 @@ and a short reason, so a batch job can record it and carry on.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-import warnings
 from pathlib import Path
 from struct import error as struct_error  # Pillow raises it on corrupt TIFF/EXIF
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepfeat.exceptions import ImageDecodeError
 
@@ -35,8 +35,6 @@ __all__ = [
 #: (about 178 megapixels: twice Pillow's own warning threshold).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
-# Pillow must never silently pad a truncated file with grey: that is a failure to report.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def describe_source(source: Any) -> str:
@@ -82,10 +80,11 @@ _SIGNATURES = (
 
 
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    # No warnings filter here: this runs on many decoding threads at once, and the filters are
+    # process-wide. Images between Pillow's warning threshold and our limit keep Pillow's own
+    # DecompressionBombWarning, shown as the caller's filters decide.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
@@ -238,26 +237,47 @@ def _decode_jpeg_tensor(data: bytes) -> torch.Tensor | None:
     unusual -- a warning from libjpeg (it pads truncated data with grey instead of failing),
     bytes after the end-of-image marker, any error -- returns None, and Pillow's path with
     its precise error messages decides.
+
+    The decision is made per file before decoding, never through the warnings filters: this
+    runs on several threads at once, and ``warnings.catch_warnings`` swaps a process-wide list
+    (two threads interleaving it once left every later warning of the process raised as an
+    exception). A file that is cut short lacks the end-of-image marker and goes to Pillow,
+    which refuses it; a file whose scan data is corrupt but complete decodes to the same
+    pixels in both libraries (the same libjpeg-turbo, which fills and goes on in both).
     """
     if not data.endswith(b"\xff\xd9"):
         return None
+    op = _jpeg_op()
+    if op is None:
+        return None
     import torch
 
-    try:  # torchvision 0.29 deprecates its decoders (for TorchCodec); without them, Pillow
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:  # pragma: no cover - a torchvision that dropped them
-        return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # libjpeg's warnings (corrupt data) become errors
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            return decode_jpeg(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=ImageReadMode.RGB,
-                apply_exif_orientation=True,
-            )
+        return op(torch.frombuffer(bytearray(data), dtype=torch.uint8), _RGB, True)
     except Exception:  # noqa: BLE001 - any doubt goes to the careful path
         return None
+
+
+_RGB = 3  # torchvision's ImageReadMode.RGB
+
+
+@functools.lru_cache(maxsize=1)
+def _jpeg_op() -> Any:
+    """torchvision's registered JPEG decoder op, or None where this torchvision lacks it.
+
+    The op itself, not ``torchvision.io.decode_jpeg``: since torchvision 0.29 that wrapper
+    warns of its deprecation on every call, and silencing it per call would need the
+    process-wide filters (see :func:`_decode_jpeg_tensor`).
+    """
+    try:
+        import torch
+        from torchvision.io import ImageReadMode  # loads torchvision's image ops
+
+        if int(ImageReadMode.RGB.value) != _RGB:  # pragma: no cover - a renumbered enum
+            return None
+        return torch.ops.image.decode_jpeg
+    except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - a torchvision
+        return None  # that dropped its decoders: Pillow decodes everything
 
 
 def decode_pixels(

@@ -51,6 +51,7 @@ from deepfeat.featurize.runtime import (
     trace_for_cpu,
 )
 from deepfeat.featurize.truncate import PENULTIMATE, POOLINGS, truncate
+from deepfeat.process_state import keeping_signal_handler, torch_single_threaded
 
 __all__ = ["Featurizer", "FeaturizeResult"]
 
@@ -788,9 +789,13 @@ class Featurizer:
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=4 if workers else None, persistent_workers=False,
             multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
+            # the worker seeds come from this generator, not from torch's global one (whose
+            # state is the caller's)
+            generator=torch.Generator().manual_seed(0),
         )
-        for idx, batch, reasons in loader:
-            yield idx, reasons, self._forward(batch, reasons)
+        with keeping_signal_handler("SIGCHLD"):  # torch installs one for its worker processes
+            for idx, batch, reasons in loader:
+                yield idx, reasons, self._forward(batch, reasons)
 
     def _stream_batches(self, items: list[Any], streams: int
                         ) -> Iterator[tuple[list[int], list[str], torch.Tensor | None]]:
@@ -814,18 +819,17 @@ class Featurizer:
                     self._network()  # build once, not in every thread
             return idx, reasons, self._forward(batch, reasons)
 
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        ex = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="deepfeat-stream")
-        try:
-            starts = iter(range(0, len(items), bs))
-            pending = deque(ex.submit(work, s) for s in itertools.islice(starts, 2 * streams))
-            while pending:
-                res = pending.popleft().result()
-                nxt = next(starts, None)
-                if nxt is not None:
-                    pending.append(ex.submit(work, nxt))
-                yield res
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(threads_before)
+        # the count is process-wide: restored when the last concurrent run ends
+        with torch_single_threaded():
+            ex = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="deepfeat-stream")
+            try:
+                starts = iter(range(0, len(items), bs))
+                pending = deque(ex.submit(work, s) for s in itertools.islice(starts, 2 * streams))
+                while pending:
+                    res = pending.popleft().result()
+                    nxt = next(starts, None)
+                    if nxt is not None:
+                        pending.append(ex.submit(work, nxt))
+                    yield res
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)

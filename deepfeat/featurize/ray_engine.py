@@ -122,7 +122,7 @@ class _Embedder:
 
         from deepfeat.featurize.featurizer import Featurizer
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, threads))  # the actor's own process: its threads are ours
         if single_stream:  # decode and forward in the calling thread
             overrides = {**overrides, "num_workers": 0}
         self.featurizer = Featurizer.from_spec(spec, **overrides)

@@ -328,14 +328,17 @@ def trace_for_cpu(
     if runtime.device.type != "cpu":
         return None
     import copy
-    import warnings
 
-    fusion_before = torch._C._jit_llga_enabled()
+    from deepfeat.process_state import ignoring_warnings
+
     got = None
-    for fuse in (True, False):  # oneDNN Graph cannot take every op (GeM's pow): then plain
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer warnings about Python values
+    # oneDNN fusion is a process-wide switch: set and restored inside the scope whose lock
+    # orders every deepfeat change of process state (and silences the tracer's warnings
+    # about Python values), so concurrent traces cannot restore each other's setting.
+    with ignoring_warnings():
+        fusion_before = torch._C._jit_llga_enabled()
+        for fuse in (True, False):  # oneDNN Graph cannot take every op (GeM's pow): then plain
+            try:
                 torch.jit.enable_onednn_fusion(fuse)
                 net = _CastIO(copy.deepcopy(model).to(runtime.dtype), runtime.dtype).eval()
                 with torch.no_grad():
@@ -343,12 +346,12 @@ def trace_for_cpu(
                     for _ in range(3):  # profile, then optimise (fuse) for this shape
                         traced(example)
                     got = traced(check)
-            break
-        except Exception as exc:  # noqa: BLE001 - an optimisation must never break featurizing
-            log.info("traced CPU forward (oneDNN fusion %s) skipped: %s: %s",
-                     "on" if fuse else "off", type(exc).__name__, exc)
-        finally:
-            torch.jit.enable_onednn_fusion(fusion_before)
+                break
+            except Exception as exc:  # noqa: BLE001 - an optimisation must never break featurizing
+                log.info("traced CPU forward (oneDNN fusion %s) skipped: %s: %s",
+                         "on" if fuse else "off", type(exc).__name__, exc)
+            finally:
+                torch.jit.enable_onednn_fusion(fusion_before)
     if got is None:
         return None
     with torch.no_grad(), runtime.autocast():

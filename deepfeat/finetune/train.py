@@ -254,66 +254,70 @@ def fine_tune(
                disable=not (progress and sys.stderr.isatty()), leave=False)
     t_steps, n_seen, t_run = 0.0, 0, time.perf_counter()
     try:
-        for epoch in range(start, recipe.epochs if not done else start):
-            t_epoch = time.perf_counter()
-            seed = _epoch_seed(recipe.seed, epoch)
-            torch.manual_seed(seed)
-            trainable = _set_trainable(net, _lowest_block(recipe, net, epoch))
-            _norm_modes(net, recipe.bn_eval)
-            order = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed)).numpy()]
-            total, correct, n_ep = 0.0, 0, 0
-            for b, part in enumerate(np.array_split(order, n_batches)):
-                t0 = time.perf_counter()
-                x = bank.normalize(bank.train_batch(part, recipe.augment), dev, runtime.channels_last)
-                target = y_t[part].to(dev)
-                with autocast(runtime):
-                    out = net(x)
-                    loss = loss_fn(out.float(), target)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
+        # Each epoch seeds torch's global generator (augmentation and dropout draw from it);
+        # forked, so the caller's random state is as it was when fine-tuning returns.
+        rng_devices = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices):
+            for epoch in range(start, recipe.epochs if not done else start):
+                t_epoch = time.perf_counter()
+                seed = _epoch_seed(recipe.seed, epoch)
+                torch.manual_seed(seed)
+                trainable = _set_trainable(net, _lowest_block(recipe, net, epoch))
+                _norm_modes(net, recipe.bn_eval)
+                order = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed)).numpy()]
+                total, correct, n_ep = 0.0, 0, 0
+                for b, part in enumerate(np.array_split(order, n_batches)):
+                    t0 = time.perf_counter()
+                    x = bank.normalize(bank.train_batch(part, recipe.augment), dev, runtime.channels_last)
+                    target = y_t[part].to(dev)
+                    with autocast(runtime):
+                        out = net(x)
+                        loss = loss_fn(out.float(), target)
+                    opt.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                    sched.step_update(num_updates=epoch * n_batches + b + 1)
+                    t_steps += time.perf_counter() - t0
+                    n_seen += len(part)
+                    total += float(loss.detach()) * len(part)
+                    correct += int((out.argmax(1) == target).sum())
+                    n_ep += len(part)
+                sched.step(epoch + 1)
+                val_acc, val_loss = _evaluate(net, bank, y_t, val, runtime)
+                row = {
+                    "epoch": epoch + 1, "loss": total / max(1, n_ep), "train_acc": correct / max(1, n_ep),
+                    "val_acc": val_acc, "val_loss": val_loss, "lr": float(opt.param_groups[-1]["lr"]),
+                    "trainable": trainable, "seconds": time.perf_counter() - t_epoch,
+                }
+                result.history.append(row)
+                score = (val_acc, -val_loss) if len(val) else (float(epoch), 0.0)
+                if score > best_score:
+                    best_score, best_state, bad = score, _cpu_state(net), 0
+                    result.best_epoch = epoch + 1
                 else:
-                    loss.backward()
-                    opt.step()
-                sched.step_update(num_updates=epoch * n_batches + b + 1)
-                t_steps += time.perf_counter() - t0
-                n_seen += len(part)
-                total += float(loss.detach()) * len(part)
-                correct += int((out.argmax(1) == target).sum())
-                n_ep += len(part)
-            sched.step(epoch + 1)
-            val_acc, val_loss = _evaluate(net, bank, y_t, val, runtime)
-            row = {
-                "epoch": epoch + 1, "loss": total / max(1, n_ep), "train_acc": correct / max(1, n_ep),
-                "val_acc": val_acc, "val_loss": val_loss, "lr": float(opt.param_groups[-1]["lr"]),
-                "trainable": trainable, "seconds": time.perf_counter() - t_epoch,
-            }
-            result.history.append(row)
-            score = (val_acc, -val_loss) if len(val) else (float(epoch), 0.0)
-            if score > best_score:
-                best_score, best_state, bad = score, _cpu_state(net), 0
-                result.best_epoch = epoch + 1
-            else:
-                bad += 1
-            if len(val) and bad >= recipe.patience and epoch + 1 < recipe.epochs:
-                result.stopped_early = done = True
-            done = done or epoch + 1 == recipe.epochs
-            if state_path:
-                _save_state(state_path, {
-                    "version": STATE_VERSION, "identity": identity, "epoch": epoch + 1,
-                    "net": _cpu_state(net), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "best": best_state, "best_score": list(best_score), "best_epoch": result.best_epoch,
-                    "bad": bad, "done": done, "stopped_early": result.stopped_early,
-                    "history": result.history,
-                })
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{val_acc:.3f}")
-            log.info("epoch %d/%d loss %.4f val acc %.4f", epoch + 1, recipe.epochs, row["loss"], val_acc)
-            if done:
-                break
+                    bad += 1
+                if len(val) and bad >= recipe.patience and epoch + 1 < recipe.epochs:
+                    result.stopped_early = done = True
+                done = done or epoch + 1 == recipe.epochs
+                if state_path:
+                    _save_state(state_path, {
+                        "version": STATE_VERSION, "identity": identity, "epoch": epoch + 1,
+                        "net": _cpu_state(net), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else {},
+                        "best": best_state, "best_score": list(best_score), "best_epoch": result.best_epoch,
+                        "bad": bad, "done": done, "stopped_early": result.stopped_early,
+                        "history": result.history,
+                    })
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{val_acc:.3f}")
+                log.info("epoch %d/%d loss %.4f val acc %.4f", epoch + 1, recipe.epochs, row["loss"], val_acc)
+                if done:
+                    break
     finally:
         bar.close()
     result.seconds = time.perf_counter() - t_run

@@ -12,7 +12,6 @@ extrapolations are rough -- three to six points of a noisy curve -- and reports 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from deepfeat.exceptions import InvalidParameterError
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = [
     "PowerLaw",
@@ -131,8 +131,7 @@ def fit_power_law(k: Sequence[float], err: Sequence[float]) -> PowerLaw:
         raise ValueError("a power-law fit needs at least three distinct k values")
     c0 = max(0.0, float(err.min()) * 0.5)
     a0 = float(np.clip(err[k == k.min()].mean() - c0, 1e-3, 10.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OptimizeWarning)
+    with ignoring_warnings(OptimizeWarning):
         try:
             params, _ = curve_fit(_law, k, err, p0=[a0, 0.5, c0], bounds=_BOUNDS, maxfev=5000)
         except (RuntimeError, ValueError) as exc:  # no convergence; NaN or inf in err

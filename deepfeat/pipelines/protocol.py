@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from deepfeat.pipelines.heads import (
     fixed_head,
 )
 from deepfeat.pipelines.sampling import ALL, sample_k_shot
+from deepfeat.process_state import quieter_logs
 
 __all__ = ["Draw", "ProtocolResult", "make_draws", "run_protocol"]
 
@@ -172,19 +173,6 @@ def _fit_one(X, y, draw: Draw, search_factory: SearchFactory):
     return est, tuning, params, seconds
 
 
-@contextlib.contextmanager
-def _quiet_search_logs() -> Iterator[None]:
-    """Silence the per-fit INFO lines of the head search (dozens per curve) unless at DEBUG."""
-    logger = logging.getLogger("deepfeat.classify")
-    level = logger.level
-    if not logger.isEnabledFor(logging.DEBUG):
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _jsonable(params: Any) -> str:
     if params is None:
         return ""
@@ -237,7 +225,13 @@ def run_protocol(
     bar = tqdm(
         total=len(spaces) * len(draws), desc="training heads", disable=None if progress else True
     )
-    with bar, _quiet_search_logs():
+    # the per-fit INFO lines of the head search (dozens per curve), unless at DEBUG
+    quiet = (
+        contextlib.nullcontext()
+        if logging.getLogger("deepfeat.classify").isEnabledFor(logging.DEBUG)
+        else quieter_logs("deepfeat.classify")
+    )
+    with bar, quiet:
         for name, X in spaces.items():
             X = np.asarray(X)
             if len(X) != len(y):

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepfeat.serve", description=cmd_serve.HELP)
     cmd_serve.add_arguments(p)
     args = p.parse_args(argv)
+    # this process is the server: its logging configuration is ours to set
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result, code = cmd_serve.run(args)
