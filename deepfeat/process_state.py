@@ -24,7 +24,13 @@ import threading
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["ignoring_warnings", "keeping_signal_handler", "quieter_logs", "torch_single_threaded"]
+__all__ = [
+    "forked_torch_rng",
+    "ignoring_warnings",
+    "keeping_signal_handler",
+    "quieter_logs",
+    "torch_single_threaded",
+]
 
 # Re-entrant: a scope that ignores warnings may call code that opens another.
 _WARNINGS_LOCK = threading.RLock()
@@ -188,3 +194,21 @@ def keeping_signal_handler(name: str) -> Iterator[None]:
     finally:
         if before is not None and signal.getsignal(signum) is not before:
             signal.signal(signum, before)
+
+
+_RNG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def forked_torch_rng(devices: list | None = None) -> Iterator[None]:
+    """``torch.random.fork_rng`` whose blocks run one at a time in this process.
+
+    Torch's CPU generator is process-wide, so two threads forking it at once restore each
+    other's state: the caller's generator would be left advanced. Blocks that draw from it
+    (building a network initialises its layers; fine-tuning seeds every epoch) therefore
+    take one lock, and concurrent ones wait for each other.
+    """
+    import torch
+
+    with _RNG_LOCK, torch.random.fork_rng(devices=[] if devices is None else devices):
+        yield

@@ -100,10 +100,30 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"{lab:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:5.3f}  {c['support']:7d}"
         )
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     cm = report["confusion_matrix"]
+    if len(labels) > MAX_PRINTED_MATRIX:
+        lines += ["", _top_confusions(labels, cm)]
+        return "\n".join(lines)
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     cw = max([w] + [len(str(v)) for row in cm for v in row])
     lines.append(" " * (w + 2) + "  ".join(f"{lab:>{cw}}" for lab in labels))
     for lab, row in zip(labels, cm):
         lines.append(f"{lab:<{w}}  " + "  ".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
+
+
+#: Beyond this many classes the text report lists the commonest confusions, not the matrix.
+MAX_PRINTED_MATRIX = 20
+
+
+def _top_confusions(labels: Sequence[str], cm: Sequence[Sequence[int]], n: int = 20) -> str:
+    """The ``n`` largest off-diagonal cells of the confusion matrix, as lines of text."""
+    m = np.asarray(cm)
+    off = m - np.diag(np.diag(m))
+    cells = np.argwhere(off > 0)
+    cells = cells[np.lexsort((cells[:, 1], cells[:, 0], -off[cells[:, 0], cells[:, 1]]))][:n]
+    head = (f"{len(labels)} classes: the confusion matrix is in --json; the "
+            f"{len(cells)} commonest confusions (true -> predicted: images)")
+    if not len(cells):
+        return f"{len(labels)} classes: no confusions"
+    return "\n".join([head] + [f"  {labels[t]} -> {labels[p]}: {off[t, p]}" for t, p in cells])

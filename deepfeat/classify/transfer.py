@@ -551,19 +551,19 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         paths = [
             p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in paths
         ]
-        df = pd.DataFrame({"path": paths})
         ok = res.ok
         if ok.any():
             labels[ok] = self.search_.predict(res.features[ok])
-        df["label"] = labels
+        parts = [pd.DataFrame({"path": paths, "label": labels})]
         if hasattr(self.search_, "predict_proba"):
             proba = np.full((n, len(self.classes_)), np.nan)
             if ok.any():
                 proba[ok] = self.search_.predict_proba(res.features[ok])
-            for j, c in enumerate(self.classes_):
-                df[f"proba_{c}"] = proba[:, j]
-        df["status"] = status
-        return df
+            # one block for every class at once: a column insert per class fragments the
+            # frame (pandas warns from ~100 columns) and costs O(classes^2)
+            parts.append(pd.DataFrame(proba, columns=[f"proba_{c}" for c in self.classes_]))
+        parts.append(pd.DataFrame({"status": status}))
+        return pd.concat(parts, axis=1)
 
     @property
     def cv_results_frame_(self) -> Any:

@@ -25,6 +25,7 @@ from torch import nn
 from deepfeat.exceptions import UnknownBackboneError, WeightsUnavailableError
 from deepfeat.featurize.hashing import file_digest
 from deepfeat.featurize.preprocess import Preprocess
+from deepfeat.process_state import forked_torch_rng
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -98,7 +99,7 @@ class ResolvedBackbone:
         # Building initialises every layer from torch's global generator before any weights
         # are loaded: forked, so the caller's random state is untouched (and random weights
         # are seeded, the same in every process).
-        with torch.random.fork_rng(devices=[]):
+        with forked_torch_rng():
             if self.spec.weights is None and self.spec.checkpoint is None:
                 torch.manual_seed(RANDOM_SEED)
             model = self.builder()

@@ -9,6 +9,7 @@ killed run loses at most the batch in flight.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,6 +155,21 @@ def _collate(batch: list[tuple[int, torch.Tensor, str]]) -> tuple[list[int], tor
     # prefers, with no layout conversion of the float batch later.
     x = torch.stack([b[1].permute(1, 2, 0) for b in batch]).permute(0, 3, 1, 2)
     return idx, x, [b[2] for b in batch]
+
+
+def _one_call_at_a_time(method: Callable) -> Callable:
+    """Serialise calls on one Featurizer: it holds one cache handle and lazily builds one
+    network, and fitted models share a Featurizer per feature space across the process
+    (see :func:`deepfeat.classify.embedder.shared_featurizer`), so that one model can be
+    used from several threads. Each call uses every core already (streams); a second
+    thread waits for it instead of racing it for the cache's writer state."""
+
+    @functools.wraps(method)
+    def locked(self: Featurizer, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 def _worker_init(_: int) -> None:
@@ -306,6 +322,7 @@ class Featurizer:
         self._trace_tried = False
         self._dim: int | None = None
         self._cache: FeatureCache | None = None
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ identity
     @property
@@ -395,7 +412,12 @@ class Featurizer:
         state["_traced"] = None
         state["_trace_tried"] = False
         state["_cache"] = None
+        state.pop("_lock", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ model
     @property
@@ -424,6 +446,7 @@ class Featurizer:
             log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
         return self._model
 
+    @_one_call_at_a_time
     def prepare(self, n_images: int | None = None) -> None:
         """Build the network now, as a job of ``n_images`` images would run it.
 
@@ -539,6 +562,7 @@ class Featurizer:
         cores = cpu_count()
         return max(1, min(4, cores - 1)) if self.runtime.device.type == "cpu" else min(8, cores)
 
+    @_one_call_at_a_time
     def featurize(self, inputs: Sequence[Any], *, return_features: bool = True) -> FeaturizeResult:
         """Embed ``inputs``, computing only what the cache lacks.
 
@@ -725,6 +749,7 @@ class Featurizer:
             batches.close()
         return done
 
+    @_one_call_at_a_time
     def embed_pixels(self, batch: Any) -> np.ndarray:
         """Embeddings of images already decoded, resized and cropped: a uint8 ``(N, 3, H, W)``
         batch as :meth:`Preprocess.geometry` makes it (what a server holds in memory).

@@ -33,6 +33,7 @@ from deepfeat.featurize.runtime import Runtime
 from deepfeat.finetune.images import PixelBank, stratified_holdout
 from deepfeat.finetune.network import FineTuneNet
 from deepfeat.finetune.recipe import Recipe
+from deepfeat.process_state import forked_torch_rng
 
 __all__ = ["TrainResult", "autocast", "build_optimizer", "fine_tune", "STATE_VERSION"]
 
@@ -255,9 +256,9 @@ def fine_tune(
     t_steps, n_seen, t_run = 0.0, 0, time.perf_counter()
     try:
         # Each epoch seeds torch's global generator (augmentation and dropout draw from it);
-        # forked, so the caller's random state is as it was when fine-tuning returns.
-        rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices):
+        # forked, so the caller's random state is as it was when fine-tuning returns
+        # (concurrent fine-tunes in one process take turns).
+        with forked_torch_rng([dev.index or 0] if dev.type == "cuda" else []):
             for epoch in range(start, recipe.epochs if not done else start):
                 t_epoch = time.perf_counter()
                 seed = _epoch_seed(recipe.seed, epoch)

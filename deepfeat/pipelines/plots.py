@@ -25,6 +25,8 @@ __all__ = [
     "plot_learning_curves",
     "plot_layer_sweep",
     "plot_confusion",
+    "most_confused",
+    "MAX_CONFUSION_CLASSES",
     "plot_gallery",
     "plot_pairs",
     "thumbnail",
@@ -181,12 +183,24 @@ def plot_confusion(
     *,
     title: str = "Confusion matrix",
 ) -> str:
-    """Row-normalised confusion matrix (each row sums to 1) with counts in the cells."""
+    """Row-normalised confusion matrix (each row sums to 1) with counts in the cells.
+
+    Beyond :data:`MAX_CONFUSION_CLASSES` classes the labels cannot be read: the plot then
+    shows the classes with the most errors (as true or predicted class) and its title says
+    how many of how many it shows.
+    """
     from sklearn.metrics import confusion_matrix
 
-    cm = confusion_matrix(y_true, y_pred, labels=list(classes))
+    classes = list(classes)
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    if len(classes) > MAX_CONFUSION_CLASSES:
+        keep = most_confused(cm, MAX_CONFUSION_CLASSES)
+        title = (f"{title}\n{len(keep)} of {len(classes)} classes: those with the most errors "
+                 f"(rows still sum over all classes)")
+        cm, norm = cm[np.ix_(keep, keep)], norm[np.ix_(keep, keep)]
+        classes = [classes[i] for i in keep]
     n = len(classes)
     side = min(2.5 + 0.45 * n, 14)
     fig = Figure(figsize=(side + 1, side))
@@ -212,6 +226,28 @@ def plot_confusion(
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+#: The most classes a confusion-matrix plot labels (beyond, the most confused are shown).
+MAX_CONFUSION_CLASSES = 40
+
+
+def most_confused(cm: np.ndarray, n: int) -> list[int]:
+    """Indices of the ``n`` classes with the most errors (off-diagonal counts in their row
+    and column), in their original order; all classes when there are ``n`` or fewer.
+
+    Examples
+    --------
+    >>> most_confused(np.array([[5, 0, 0], [0, 3, 2], [0, 1, 4]]), 2)
+    [1, 2]
+    """
+    cm = np.asarray(cm)
+    if len(cm) <= n:
+        return list(range(len(cm)))
+    off = cm - np.diag(np.diag(cm))
+    errors = off.sum(axis=0) + off.sum(axis=1)
+    order = np.lexsort((np.arange(len(cm)), -errors))  # most errors first, ties by index
+    return sorted(int(i) for i in order[:n])
 
 
 def plot_gallery(
