@@ -73,8 +73,8 @@ def _process_state_guard(request: pytest.FixtureRequest):
     """Fail any test that leaves process-wide state changed (warnings filters, torch threads
     and random state, logging, signal handlers, cwd, environment...): see state_guard.py.
 
-    Declared before the other function fixtures, so it is set up first and checks last, after
-    their teardown (monkeypatch restores the environment before this looks at it).
+    The other autouse fixtures request it, so it is set up first and checks last, after
+    their teardown (monkeypatch restores the environment and the cwd before this looks).
     """
     before = state_guard.snapshot()
     yield
@@ -96,7 +96,9 @@ def _private_trust_store(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(autouse=True)
-def _no_network_weights(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _no_network_weights(
+    _process_state_guard: None, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Tests never download: an empty torch hub dir and no Hugging Face access."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -112,9 +112,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     return result, 1 if args.strict and len(bad) else 0
 
 
+#: Label counts named in the one-line text summary (all of them are in --json).
+MAX_COUNTS_SHOWN = 10
+
+
 def format_text(r: dict[str, Any]) -> str:
-    counts = ", ".join(f"{k}: {v}" for k, v in r["label_counts"].items())
-    lines = [f"labelled {r['n_ok']} of {r['n_inputs']} inputs ({counts}); wrote {r['out']}"]
+    counts = r["label_counts"]
+    shown = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_COUNTS_SHOWN]
+    text = ", ".join(f"{k}: {v}" for k, v in shown)
+    if len(counts) > MAX_COUNTS_SHOWN:  # the full counts are in --json and the CSV
+        text = f"{len(counts)} classes; most frequent {text}, ..."
+    lines = [f"labelled {r['n_ok']} of {r['n_inputs']} inputs ({text}); wrote {r['out']}"]
     for f in r["failures"][:20]:
         lines.append(f"  FAILED  {f['path']}: {f['reason']}")
     if len(r["failures"]) > 20:
