@@ -26,6 +26,7 @@ Two formats, one trade-off
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -169,6 +170,7 @@ def save(model: Any, path: str | os.PathLike, *, compress: int = 3) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SKOPS_SUFFIXES + PICKLE_SUFFIXES:
         raise InputError(f"{path}: model files end in .joblib, .pkl or .skops")
+    model = _absolute_cache(model)
     envelope = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -194,6 +196,21 @@ def save(model: Any, path: str | os.PathLike, *, compress: int = 3) -> str:
     if suffix in PICKLE_SUFFIXES:
         _remember(path)
     return path
+
+
+def _absolute_cache(model: Any) -> Any:
+    """``model``, or a shallow copy whose relative ``cache`` path is made absolute.
+
+    A saved model must not depend on the folder it is loaded from: a relative cache path
+    would be read, or created, against whichever folder ``predict`` runs in. The path is
+    resolved against the current folder, as the model would have resolved it now.
+    """
+    cache = getattr(model, "cache", None)
+    if not isinstance(cache, (str, os.PathLike)) or os.path.isabs(cache):
+        return model
+    out = copy.copy(model)
+    out.cache = os.path.abspath(cache)
+    return out
 
 
 def _skops() -> Any:
