@@ -419,7 +419,8 @@ def extrapolate(
     k_max = float(levels.max())
     acc = 1.0 - err
     means = np.array([acc[g].mean() for g in groups])
-    refused = check_against_measurements(law, boot, levels, means, _noise_margins(acc, groups))
+    margins = _noise_margins(acc, groups)
+    refused = check_against_measurements(law, boot, levels, means, margins)
     if refused:
         log.info("power-law extrapolation refused: %s", refused)
     estimates = []
@@ -434,15 +435,18 @@ def extrapolate(
         else:
             p_unreach, low, high = float(not np.isfinite(labels)), float("nan"), float("nan")
         why = refused
-        if not why and reached.size and (not np.isfinite(labels) or low > k_reached):
-            # measured at k_reached, yet the fit (and its bootstrap range) needs more
-            why = (
-                f"the fit needs more than the k={k_reached:g} at which "
-                f"{means[reached[0]]:.1%} was measured"
-                if np.isfinite(labels)
-                else f"the fitted ceiling {1 - law.c:.1%} lies below the "
-                f"{means[reached[0]]:.1%} measured at k={k_reached:g}"
-            )
+        clearly = np.flatnonzero(means - margins >= target)  # reached beyond the noise
+        if not why and clearly.size:
+            i = clearly[0]
+            if not np.isfinite(labels) or low > levels[i]:
+                # measured at levels[i], yet the fit (and its bootstrap range) needs more
+                why = (
+                    f"the fit needs more than the k={levels[i]:g} at which "
+                    f"{means[i]:.1%} was measured"
+                    if np.isfinite(labels)
+                    else f"the fitted ceiling {1 - law.c:.1%} lies below the "
+                    f"{means[i]:.1%} measured at k={levels[i]:g}"
+                )
         estimates.append(
             TargetEstimate(
                 target=float(target),

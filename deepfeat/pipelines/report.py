@@ -475,7 +475,7 @@ def _extrapolation_section(result: ExperimentResult) -> str:
                     "bootstrap range": "–"
                     if t.refused or not np.isfinite(t.low)
                     else f"{t.format_labels(t.low)} – {t.format_labels(t.high)}",
-                    "refits never reaching it": f"{t.p_unreachable:.0%}",
+                    "refits never reaching it": "–" if t.refused else f"{t.p_unreachable:.0%}",
                     "status": (f"refused: {t.refused}" if t.refused else t.status)
                     + (
                         f"; measured {t.measured_accuracy:.1%} at k={t.measured_k:g}"
