@@ -264,6 +264,9 @@ def test_a_model_predicts_from_another_folder_without_creating_files(
     assert code == 0, err
     assert list(run_dir.iterdir()) == []
     assert [p.name for p in fit_dir.iterdir()] == ["m.joblib"]  # not recreated there either
+    from deepfeat.classify import load
+
+    assert load(fit_dir / "m.joblib").cache is None  # the Python API forgets it too
 
     # positive control: a cache named on this call is created, where it is named
     code, _, err = _run(
