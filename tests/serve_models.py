@@ -51,8 +51,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: list[str], port: int, timeout: float = 180.0):  # noqa: ANN201 - Popen
-    """Start ``deepfeat serve ARGS --port PORT`` in a process; return it once /health answers."""
+def start_server(  # noqa: ANN201 - Popen
+    args: list[str], port: int, timeout: float = 180.0, command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+):
+    """Start ``deepfeat serve ARGS --port PORT`` in a process; return it once /health answers.
+
+    ``command`` runs instead of this interpreter's ``deepfeat`` (another venv's), with ``env``.
+    """
     import os
     import subprocess
     import sys
@@ -60,8 +66,9 @@ def start_server(args: list[str], port: int, timeout: float = 180.0):  # noqa: A
     import urllib.request
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deepfeat.cli.main", "serve", *args, "--port", str(port), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+        [*(command or [sys.executable, "-m", "deepfeat.cli.main"]), "serve", *args,
+         "--port", str(port), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ if env is None else env),
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -221,10 +221,21 @@ def test_time_budget_keeps_the_first_space_and_says_what_was_skipped(tmp_path):
 
 
 @pytest.mark.slow  # a whole experiment with its report: ~2 min on a loaded 2-core machine
-def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path):
+def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path, monkeypatch):
+    import pandas as pd
     from PIL import Image
 
-    from deepfeat.pipelines import run_experiment
+    from deepfeat.pipelines import plots, run_experiment
+    from deepfeat.pipelines.spaces import AUTO, LAYER
+
+    drawn = {}
+
+    def spy(summary, labels, path, **kw):
+        drawn.update(labels=dict(labels), fit=kw.get("extrapolation"))
+        return real(summary, labels, path, **kw)
+
+    real = plots.plot_learning_curves
+    monkeypatch.setattr(plots, "plot_learning_curves", spy)
 
     src = tmp_path / "data"
     imgs, y = _images(16, seed=7)
@@ -235,7 +246,7 @@ def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path):
         src,
         tmp_path / "report",
         layers=["blocks.5"],
-        shots="2,4",
+        shots="2,3,4",
         repeats=1,
         baselines=(),
         targets=(0.9,),
@@ -246,7 +257,24 @@ def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path):
     table = res.table
     assert set(table.space) == {"efficientnet_lite0", "efficientnet_lite0@blocks.5", "auto"}
     auto = table[table.space == "auto"]
-    assert len(auto) == 2 and auto.accuracy.between(0, 1).all()
+    assert len(auto) == 3 and auto.accuracy.between(0, 1).all()
+    # the auto curve is itself: its own role in summary.csv, a line of the learning-curve
+    # figure and a row of its table, not a cut point of the layer sweep
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    roles = summary.drop_duplicates("space").set_index("space").role
+    assert roles["auto"] == AUTO and roles["efficientnet_lite0@blocks.5"] == LAYER
+    assert "auto" in drawn["labels"] and "efficientnet_lite0@blocks.5" not in drawn["labels"]
+    html = (tmp_path / "report" / "report.html").read_text()
+    curves = html[html.index("<h2>Learning curves</h2>"):html.index("<h2>Layer sweep</h2>")]
+    assert f"{res.spaces[-1].label} ({AUTO})" in curves
+    sweep = html[html.index("<h2>Layer sweep</h2>"):]
+    assert AUTO not in sweep[: sweep.index("</table>")]
+    # "how many labels" is answered for the space fit would choose
+    assert res.labels_space == "auto" and res.to_dict()["labels_space"] == "auto"
+    ex = res.extrapolations["auto"]
+    assert (drawn["fit"] is None) == bool(ex.refused)
+    if drawn["fit"] is not None:
+        assert drawn["fit"][0] == "auto"
     # the choice is made inside the draw: its recipe names one of the candidate spaces
     chosen = {json.loads(p)["space"] for p in auto.best_params if p}
     assert chosen <= {

@@ -220,3 +220,59 @@ def test_skops_model_and_clear_errors(folders, tmp_path, capsys):
     )
     assert code == 1 and "Traceback" not in err
     assert "single example" in json.loads(out)["error"] and "'nonface'" in err
+
+
+def test_a_model_predicts_from_another_folder_without_creating_files(
+    folders, tmp_path, monkeypatch, capsys
+):
+    """A relative --cache is stored as an absolute path; predict elsewhere creates nothing there."""
+    fit_dir, run_dir, out_dir = (tmp_path / d for d in ("fit", "elsewhere", "out"))
+    for d in (fit_dir, run_dir, out_dir):
+        d.mkdir()
+    monkeypatch.chdir(fit_dir)
+    code, _, err = _run(
+        ["fit", str(folders["train"]), "--cache", "photos.h5", "--out", "m.joblib",
+         "--select", "none", "-q", *FIT_FAST],
+        capsys,
+    )
+    assert code == 0, err
+    stored = joblib.load(fit_dir / "m.joblib")["model"].cache
+    assert stored == str(fit_dir / "photos.h5")
+
+    monkeypatch.chdir(run_dir)
+    csv = out_dir / "pred.csv"
+    code, _, err = _run(
+        ["predict", str(fit_dir / "m.joblib"), str(folders["test"] / "face"), "--out", str(csv),
+         "-q"],
+        capsys,
+    )
+    assert code == 0, err
+    assert list(run_dir.iterdir()) == []  # no photos.h5, no lock files
+    ok = pd.read_csv(csv).query("status == 'ok'")
+    assert len(ok) == 10 and (ok["label"] == "face").mean() >= 0.9
+
+    # the same with the model's cache gone: a temporary cache, still nothing here
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in fit_dir.glob("photos.h5*"):  # the file, its segments and lock
+        shutil.move(f, moved / f.name)
+    code, _, err = _run(
+        ["predict", str(fit_dir / "m.joblib"), str(folders["test"] / "face"), "--out", str(csv),
+         "-q"],
+        capsys,
+    )
+    assert code == 0, err
+    assert list(run_dir.iterdir()) == []
+    assert [p.name for p in fit_dir.iterdir()] == ["m.joblib"]  # not recreated there either
+    from deepfeat.classify import load
+
+    assert load(fit_dir / "m.joblib").cache is None  # the Python API forgets it too
+
+    # positive control: a cache named on this call is created, where it is named
+    code, _, err = _run(
+        ["predict", str(fit_dir / "m.joblib"), str(folders["test"] / "face"), "--out", str(csv),
+         "--cache", "here.h5", "-q"],
+        capsys,
+    )
+    assert code == 0, err
+    assert (run_dir / "here.h5").exists()

@@ -175,3 +175,36 @@ def test_cli_refuses_impossible_shots(folders, capsys):
     )
     assert code == 1
     assert "no shot value is possible" in capsys.readouterr().err
+
+
+def test_the_auto_curve_is_its_own_curve(folders, first_run, monkeypatch):
+    """--select auto: a curve of its own role, drawn and tabled with the learning curves,
+    and the space "how many labels" is answered for (first_run warmed the cache)."""
+    from deepfeat.pipelines import plots
+    from deepfeat.pipelines.spaces import AUTO
+
+    drawn = {}
+    real = plots.plot_learning_curves
+
+    def spy(summary, labels, path, **kw):
+        drawn.update(labels=dict(labels), fit=kw.get("extrapolation"))
+        return real(summary, labels, path, **kw)
+
+    monkeypatch.setattr(plots, "plot_learning_curves", spy)
+    res = run_experiment(
+        folders["train"], folders["root"] / "auto", test_src=folders["test"],
+        cache=folders["root"] / "features.h5", shots="2,3,all", repeats=1, baselines=(),
+        targets=(0.9,), select="auto",
+    )
+    summary = pd.read_csv(res.out / "summary.csv")
+    assert dict(summary.drop_duplicates("space")[["space", "role"]].values)["auto"] == AUTO
+    assert "auto" in drawn["labels"]  # a line of the learning-curve figure
+    html = (res.out / "report.html").read_text()
+    curves = html[html.index("<h2>Learning curves</h2>"):html.index("<h2>Transfer gain")
+                  if "<h2>Transfer gain" in html else html.index("<h2>How many labels")]
+    assert f"({AUTO})</td>" in curves  # a row of its table
+    assert res.labels_space == "auto"
+    doc = json.loads((res.out / "experiment.json").read_text())
+    assert doc["labels_space"] == "auto" and "auto" in doc["accuracy"]
+    if "auto" in res.extrapolations:
+        assert (drawn["fit"] is None) == bool(res.extrapolations["auto"].refused)

@@ -85,3 +85,39 @@ def test_paired_gain_uses_per_draw_differences():
     assert g.ci_low.iloc[0] == pytest.approx(0.05) and g.ci_high.iloc[0] == pytest.approx(0.05)
     s = summarize(t)
     assert (s.ci_high - s.ci_low).min() > 0.5  # unpaired intervals are wide
+
+
+def _plateau_then(last: float):
+    """A noisy power law with a plateau at 80% on five k values, then one draw at k=60."""
+    k, acc, rep = _noisy(PowerLaw(0.5, 1.0, 0.2), repeats=3, sd=0.005)
+    return np.append(k, 60.0), np.append(acc, last), np.append(rep, 0)
+
+
+def test_a_fitted_ceiling_below_a_measured_point_is_refused():
+    # the issue's case: the repeated small-k draws pull the fitted ceiling to about 82%,
+    # while the single draw with every training image measured 86%
+    k, acc, rep = _plateau_then(0.86)
+    ex = extrapolate(k, acc, rep, targets=[0.85, 0.9], n_boot=100)
+    assert 1 - ex.law.c < 0.86  # the fit itself: a ceiling below the best measured point
+    assert "ceiling" in ex.refused and "k=60" in ex.refused
+    assert all(t.refused for t in ex.targets)
+    sentences = [t.describe() for t in ex.targets]
+    assert not any("labels per class" in s for s in sentences)  # no count printed
+    assert sentences[0].startswith("85% accuracy: reached at k=60 (measured 86.0%)")
+    assert sentences[1].startswith("90% accuracy: no estimate")
+    assert all(t["labels"] is None for t in ex.to_dict()["targets"])
+    # negative control: the same curve with its last point on the law is not refused
+    k, acc, rep = _plateau_then(float(PowerLaw(0.5, 1.0, 0.2).accuracy(60.0)))
+    ok = extrapolate(k, acc, rep, targets=[0.75], n_boot=100)
+    assert ok.refused == "" and not ok.targets[0].refused
+    assert "labels per class" in ok.targets[0].describe()
+
+
+def test_a_target_already_measured_is_said_with_the_measurement():
+    truth = PowerLaw(0.6, 0.5, 0.05)
+    k, acc, rep = _noisy(truth, repeats=5, sd=0.01)
+    ex = extrapolate(k, acc, rep, targets=[0.8, 0.9], n_boot=200, seed=0)
+    reached, beyond = ex.targets
+    assert ex.refused == ""
+    assert reached.measured_k == 20 and "; measured " in reached.describe()
+    assert np.isnan(beyond.measured_k) and "; measured " not in beyond.describe()

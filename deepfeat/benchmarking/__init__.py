@@ -1,5 +1,9 @@
 """The performance benchmark behind ``deepfeat bench`` (see :mod:`deepfeat.benchmarking.suite`)."""
 
+from deepfeat.extras import require
+
+require("deepfeat.benchmarking")  # one line naming the extra to install, not a traceback
+
 from deepfeat.benchmarking.suite import (
     PARTS,
     TARGETS,

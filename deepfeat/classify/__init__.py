@@ -5,6 +5,10 @@ images-to-embeddings transformer for your own pipelines; :class:`EmbeddingClassi
 (built by :func:`build_search`) is the head search on embedding arrays.
 """
 
+from deepfeat.extras import require
+
+require("deepfeat.classify")  # one line naming the extra to install, not a traceback
+
 from deepfeat.classify.calibration import TemperatureScaledClassifier
 from deepfeat.classify.candidates import DEFAULT_GRID, HEADS, PREPROCESSING_STEPS
 from deepfeat.classify.cv import small_data_cv

@@ -22,10 +22,17 @@ Two formats, one trade-off
     list), deepfeat's estimators and CV splitters (:data:`TRUSTED_TYPES`). Any other type in the file
     is refused by name unless you pass it in ``trusted``. Use it to share models.
     Slower to write and read than joblib, and custom estimators must be allow-listed.
+
+The feature cache is a runtime option
+    :func:`save` records a model's ``cache`` as an absolute path (a relative one is
+    resolved against the current folder); :func:`load` keeps it only while that file
+    exists, so predicting from another folder or machine never creates a cache nobody
+    named there: the model uses a temporary cache until ``set_params(cache=...)``.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -169,6 +176,7 @@ def save(model: Any, path: str | os.PathLike, *, compress: int = 3) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SKOPS_SUFFIXES + PICKLE_SUFFIXES:
         raise InputError(f"{path}: model files end in .joblib, .pkl or .skops")
+    model = _absolute_cache(model)
     envelope = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -194,6 +202,39 @@ def save(model: Any, path: str | os.PathLike, *, compress: int = 3) -> str:
     if suffix in PICKLE_SUFFIXES:
         _remember(path)
     return path
+
+
+def _absolute_cache(model: Any) -> Any:
+    """``model``, or a shallow copy whose relative ``cache`` path is made absolute.
+
+    A saved model must not depend on the folder it is loaded from: a relative cache path
+    would be read, or created, against whichever folder ``predict`` runs in. The path is
+    resolved against the current folder, as the model would have resolved it now.
+    """
+    cache = getattr(model, "cache", None)
+    if not isinstance(cache, (str, os.PathLike)) or os.path.isabs(cache):
+        return model
+    out = copy.copy(model)
+    out.cache = os.path.abspath(cache)
+    return out
+
+
+def _drop_missing_cache(model: Any, path: str) -> None:
+    """Forget a saved cache path that is relative or gone: a call must not create it.
+
+    The loaded model then uses a temporary cache until ``set_params(cache=...)`` names one.
+    """
+    cache = getattr(model, "cache", None)
+    if not isinstance(cache, (str, os.PathLike)):
+        return
+    if os.path.isabs(cache) and os.path.exists(cache):
+        return
+    log.info(
+        "%s: its cache %s is %s; using a temporary cache (set_params(cache=...) or --cache "
+        "to choose one)", path, os.fspath(cache),
+        "gone" if os.path.isabs(cache) else "a relative path",
+    )
+    model.cache = None
 
 
 def _skops() -> Any:
@@ -266,6 +307,7 @@ def load(
             now["sklearn"],
         )
     model = envelope["model"]
+    _drop_missing_cache(model, path)
     if check_backbone:
         _check_backbones(model, path)
     if return_info:

@@ -207,9 +207,13 @@ def format_text(r: dict[str, Any]) -> str:
     if "strategies" in r:
         lines.append(f"  frozen vs fine-tuned: {r['strategies']['verdict']}")
     lines += [f"  audit: {w}" for w in r["audit"]["warnings"]]
-    main = r["extrapolation"].get(r["main_space"])
-    if main:
-        lines += [f"  {t['sentence']}" for t in main["targets"]]
+    space = r.get("labels_space", r["main_space"])
+    fit = r["extrapolation"].get(space)
+    if fit:
+        lines.append(f"  how many labels ({space}, power-law extrapolation):")
+        if fit.get("refused"):
+            lines.append(f"    fit refused: {fit['refused']}")
+        lines += [f"    {t['sentence']}" for t in fit["targets"]]
     for space, why in r.get("extrapolation_failures", {}).items():
         lines.append(f"  {space}: no power-law extrapolation: {why}")
     lines.append(f"report: {r['report']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import time
 from typing import Any
 
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         pool=args.pool,
         weights=args.weights,
         checkpoint=args.checkpoint,
-        cache=args.cache,
+        cache=None if args.cache is None else os.path.abspath(args.cache),
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,

@@ -34,6 +34,30 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", default=None, type=workers, help="decoding processes (auto or N)")
 
 
+def runtime_cache(given: str | None, stored: str | os.PathLike | None) -> str | None:
+    """The cache a call uses: ``--cache`` if given, else the model's own if it is still there.
+
+    A cache named on this call is resolved against the current folder (and created if
+    missing: the user asked for it). The model's stored cache is used only when it is an
+    absolute path that exists: a relative one (saved by an older version) would be read
+    against whatever folder the call runs from, and a missing one would be created there.
+    Otherwise (``None``) the call uses a temporary cache.
+    """
+    if given is not None:
+        return os.path.abspath(given)
+    if stored is None:
+        return None
+    stored = os.fspath(stored)
+    if os.path.isabs(stored) and os.path.exists(stored):
+        return stored
+    log.info(
+        "the model's cache %s is %s; using a temporary cache (--cache to choose one)",
+        stored,
+        "a relative path" if not os.path.isabs(stored) else "not on this machine",
+    )
+    return None
+
+
 def load_image_model(args: argparse.Namespace) -> TransferClassifier:
     """Load ``args.model`` and apply the runtime overrides given on the command line."""
     model = load(args.model, trusted=args.trust)
@@ -49,15 +73,7 @@ def load_image_model(args: argparse.Namespace) -> TransferClassifier:
         "num_workers": args.workers,
     }
     over = {k: v for k, v in over.items() if v is not None}
-    if args.cache is not None:
-        over["cache"] = args.cache
-    elif model.cache is not None and not os.path.isdir(
-        os.path.dirname(os.path.abspath(model.cache))
-    ):
-        log.info(
-            "the model's cache %s is not on this machine; using a temporary cache", model.cache
-        )
-        over["cache"] = None
+    over["cache"] = runtime_cache(args.cache, model.cache)
     over["verbose"] = 0 if args.quiet else 1
     return model.set_params(**over)
 

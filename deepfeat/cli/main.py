@@ -58,14 +58,36 @@ EXIT_USAGE = 2
 log = logging.getLogger("deepfeat")
 
 
+class _Unavailable:
+    """A subcommand whose dependencies are not installed: listed, and one line when run."""
+
+    def __init__(self, name: str, exc: ModuleNotFoundError) -> None:
+        from deepfeat.extras import install_hint
+
+        self.message = (
+            f"deepfeat {name} needs {exc.name}, which is not installed: {install_hint(exc.name)}"
+        )
+        self.HELP = f"(needs {exc.name}: {install_hint(exc.name)})"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(self, args: argparse.Namespace) -> NoReturn:
+        raise DeepfeatError(self.message)
+
+
 def _load_commands(only: str | None = None) -> dict[str, Any]:
     mods = {}
     for name in COMMANDS if only is None else (only,):
         try:
             mods[name] = importlib.import_module(f"deepfeat.cli.cmd_{name}")
-        except ModuleNotFoundError as exc:  # subcommand not shipped in this build
-            if exc.name != f"deepfeat.cli.cmd_{name}":
+        except ModuleNotFoundError as exc:
+            if exc.name == f"deepfeat.cli.cmd_{name}":  # subcommand not shipped in this build
+                continue
+            if exc.name is None or exc.name.split(".")[0] == "deepfeat":
                 raise
+            # an optional dependency (torch on a torch-free server install): say what to install
+            mods[name] = _Unavailable(name, exc)
     return mods
 
 

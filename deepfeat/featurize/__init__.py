@@ -32,6 +32,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module != "deepfeat.featurize.inputs":
+        from deepfeat.extras import require
+
+        require(f"deepfeat.featurize.{name}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -5,6 +5,10 @@ backbones through the registry and ends in a :class:`~deepfeat.classify.Transfer
 on the fine-tuned checkpoint); nothing below imports it.
 """
 
+from deepfeat.extras import require
+
+require("deepfeat.finetune")  # one line naming the extra to install, not a traceback
+
 from deepfeat.finetune.estimator import FineTuneClassifier, default_work_dir
 from deepfeat.finetune.recipe import RECIPE_FIELDS, Recipe
 from deepfeat.finetune.train import TrainResult, fine_tune

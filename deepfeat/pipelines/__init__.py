@@ -6,6 +6,10 @@ backbone comparison and baselines, extrapolates the curve, and writes a self-con
 HTML report. The building blocks are public for custom protocols.
 """
 
+from deepfeat.extras import require
+
+require("deepfeat.pipelines")  # one line naming the extra to install, not a traceback
+
 from deepfeat.pipelines.audit import NEAR_DUPLICATE_THRESHOLD, DataAudit, audit_dataset
 from deepfeat.pipelines.demo import run_demo
 from deepfeat.pipelines.demo_data import export_demo_data, export_digits, export_lfw_subset

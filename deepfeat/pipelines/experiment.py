@@ -41,7 +41,8 @@ from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 from deepfeat.pipelines.protocol import make_draws, run_protocol
 from deepfeat.pipelines.sampling import check_test_size, parse_shots, stratified_split
 from deepfeat.pipelines.spaces import (
-    LAYER,
+    AUTO,
+    RANDOM_BASELINE,
     FeatureSpace,
     compute_space,
     plan_spaces,
@@ -144,6 +145,14 @@ class ExperimentResult:
     def main(self) -> FeatureSpace:
         return self.spaces[0]
 
+    @property
+    def labels_space(self) -> str:
+        """The space "how many labels" is answered for: the one ``deepfeat fit`` would use.
+
+        The automatic choice (``select="auto"``) when it was measured, else the main space.
+        """
+        return next((s.name for s in self.spaces if s.role == AUTO), self.main.name)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able digest (the full tables are in the CSV files)."""
 
@@ -166,6 +175,7 @@ class ExperimentResult:
             "out": str(self.out),
             "data": self.data,
             "main_space": self.main.name,
+            "labels_space": self.labels_space,
             "reference_shots": self.best["shots"],
             "accuracy": accuracy,
             "gains": gains_to_dict(self.gains),
@@ -263,6 +273,23 @@ def _featurize(
     return computed
 
 
+def _versus(baseline: FeatureSpace, main: FeatureSpace) -> str:
+    """A baseline as a verdict names it after "the": "same network with random weights".
+
+    Examples
+    --------
+    >>> from deepfeat.pipelines.spaces import plan_spaces
+    >>> main, rnd, pix = plan_spaces(["efficientnet_lite0"])
+    >>> _versus(rnd, main), _versus(pix, main)
+    ('same network with random weights', 'raw pixels 32×32 RGB')
+    """
+    if baseline.role != RANDOM_BASELINE:
+        return baseline.label
+    if (baseline.backbone, baseline.layer) == (main.backbone, main.layer):
+        return "same network with random weights"
+    return f"{baseline.backbone} with random weights"
+
+
 def _analyse(
     table: pd.DataFrame,
     spaces: list[FeatureSpace],
@@ -283,7 +310,7 @@ def _analyse(
     for s in spaces:
         if s.is_baseline:
             gains[s.name] = paired_gain(table, main.name, s.name)
-            verdicts.append(transfer_verdict(gains[s.name], main.label, s.label))
+            verdicts.append(transfer_verdict(gains[s.name], main.label, _versus(s, main)))
     extrapolations = {}
     for s in spaces:
         rows = table[table.space == s.name]
@@ -638,15 +665,14 @@ def auto_selection_space(spaces, computed, labels, draws, proto, progress: bool 
         search_factory=lambda y_train, seed: AutoSpaceClassifier(blocks, random_state=seed),
         progress=progress,
     )
-    main = spaces[0]
     spaces.append(
         FeatureSpace(
             "auto",
-            LAYER,
-            main.backbone,
-            "auto",
-            main.weights,
-            "automatic choice (space + head by CV inside each draw)",
+            AUTO,
+            None,
+            "",
+            "DEFAULT",
+            "automatic choice (space + head by CV inside each draw, as deepfeat fit)",
         )
     )
     return ProtocolResult(

@@ -7,6 +7,12 @@ bootstrap over repeats: at each k the repeats are resampled with replacement, th
 is refitted, and the labels needed for each target accuracy are recomputed. A target at
 or above the fitted ceiling ``1 - c`` is "not reachable within the fitted model". Such
 extrapolations are rough -- three to six points of a noisy curve -- and reports say so.
+
+A fit that contradicts the measurements is refused (:attr:`Extrapolation.refused` says why
+and no label count is reported): when a measured mean accuracy lies above the fitted
+ceiling, or outside the fitted curve's bootstrap band, by more than that mean's own noise
+(1.96 standard errors, from the spread of the repeats). A target that a measured mean
+already reaches is answered with that measurement first.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "Extrapolation",
     "PowerLawFitError",
     "BOOTSTRAP_METHOD",
+    "check_against_measurements",
     "check_targets",
     "fit_power_law",
     "extrapolate",
@@ -156,6 +163,11 @@ class TargetEstimate:
     p_unreachable: float
     status: str
     k_max: float = float("nan")
+    #: Why no count is given (the fit contradicts the measurements); "" when it is given.
+    refused: str = ""
+    #: The smallest k whose measured mean accuracy reaches the target, and that mean.
+    measured_k: float = float("nan")
+    measured_accuracy: float = float("nan")
 
     def format_labels(self, value: float) -> str:
         """A label count for reports: ``"not reachable"``, ``"> N"`` past the meaningful
@@ -175,8 +187,25 @@ class TargetEstimate:
         return f"{value:,.0f}"
 
     def describe(self) -> str:
-        """One honest sentence for reports."""
+        """One honest sentence for reports.
+
+        Examples
+        --------
+        >>> TargetEstimate(0.9, 12.3, 9.0, 20.0, 0.0, "within the measured range", k_max=20.0,
+        ...                measured_k=20.0, measured_accuracy=0.91).describe()
+        '90% accuracy: about 12 labels per class (bootstrap range 9–20); within the measured range; measured 91.0% at k=20.'
+        >>> TargetEstimate(0.9, 300.0, 90.0, 900.0, 0.0, "", k_max=20.0,
+        ...                refused="the fit is below the measurements").describe()
+        '90% accuracy: no estimate (the fit is below the measurements).'
+        """
         pct = f"{self.target:.0%}"
+        if self.refused:
+            if np.isfinite(self.measured_k):
+                return (
+                    f"{pct} accuracy: reached at k={self.measured_k:g} (measured "
+                    f"{self.measured_accuracy:.1%}); no extrapolation ({self.refused})."
+                )
+            return f"{pct} accuracy: no estimate ({self.refused})."
         if not np.isfinite(self.labels):
             tail = (
                 f" (in {1 - self.p_unreachable:.0%} of bootstrap refits it is reachable)"
@@ -195,7 +224,12 @@ class TargetEstimate:
             if count.startswith(">")
             else f"about {count} labels per class"
         )
-        return f"{pct} accuracy: {about}{rng}; {self.status}."
+        seen = (
+            f"; measured {self.measured_accuracy:.1%} at k={self.measured_k:g}"
+            if np.isfinite(self.measured_k)
+            else ""
+        )
+        return f"{pct} accuracy: {about}{rng}; {self.status}{seen}."
 
 
 @dataclass
@@ -207,6 +241,8 @@ class Extrapolation:
     boot: list[PowerLaw] = field(repr=False)
     targets: list[TargetEstimate]
     note: str = ""
+    #: Why the fit is refused (it contradicts the measurements); "" when it is not.
+    refused: str = ""
 
     def band(self, k: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile band of the predicted accuracy over bootstrap refits at ``k``."""
@@ -226,8 +262,11 @@ class Extrapolation:
             "ceiling_accuracy": 1 - self.law.c,
             "bootstrap_fits": len(self.boot),
             "note": self.note,
+            "refused": self.refused or None,
             "targets": [
-                {k: _finite(v) for k, v in t.__dict__.items()} | {"sentence": t.describe()}
+                {k: _finite(v) for k, v in t.__dict__.items()}
+                | ({"labels": None, "low": None, "high": None} if t.refused else {})
+                | {"sentence": t.describe()}
                 for t in self.targets
             ],
         }
@@ -249,6 +288,70 @@ def _status(labels: float, k_max: float) -> str:
     if ratio > 10:
         return f"far extrapolation ({ratio:,.0f}× the largest k measured): a rough guess"
     return f"extrapolated {ratio:.1f}× beyond the largest k measured"
+
+
+def _fmt_k(k: float) -> str:
+    return f"{k:g}"
+
+
+def check_against_measurements(
+    law: PowerLaw,
+    boot: Sequence[PowerLaw],
+    levels: np.ndarray,
+    means: np.ndarray,
+    margins: np.ndarray,
+) -> str:
+    """Why the fitted ``law`` contradicts the measured means, or ``""`` when it does not.
+
+    A mean contradicts the fit when it lies above the fitted ceiling ``1 - c``, or outside
+    the fitted curve's 95% bootstrap band at its k (the curve itself without bootstrap
+    refits), by more than its ``margin`` (its own noise).
+
+    Examples
+    --------
+    >>> law = PowerLaw(a=0.5, b=1.0, c=0.2)  # ceiling 80%
+    >>> check_against_measurements(law, [], np.array([1.0, 10]), np.array([0.3, 0.85]),
+    ...                            np.array([0.01, 0.01]))
+    'the fitted ceiling 80.0% lies below the 85.0% measured at k=10'
+    >>> check_against_measurements(law, [], np.array([1.0, 10]), np.array([0.3, 0.75]),
+    ...                            np.array([0.01, 0.01]))
+    ''
+    """
+    ceiling = 1.0 - law.c
+    above = np.flatnonzero(means - margins > ceiling)
+    if above.size:
+        i = above[np.argmax(means[above])]
+        return (
+            f"the fitted ceiling {ceiling:.1%} lies below the {means[i]:.1%} measured at "
+            f"k={_fmt_k(levels[i])}"
+        )
+    if boot:
+        preds = np.stack([b.accuracy(levels) for b in boot])
+        lo, hi = np.quantile(preds, 0.025, axis=0), np.quantile(preds, 0.975, axis=0)
+    else:
+        lo = hi = law.accuracy(levels)
+    outside = np.flatnonzero((means + margins < lo) | (means - margins > hi))
+    if outside.size:
+        i = outside[np.argmax(np.maximum(lo - means, means - hi)[outside])]
+        where = (
+            f"outside the fitted curve's bootstrap band ({lo[i]:.1%}–{hi[i]:.1%})"
+            if boot
+            else f"off the fitted curve ({lo[i]:.1%})"
+        )
+        return f"the {means[i]:.1%} measured at k={_fmt_k(levels[i])} lies {where}"
+    return ""
+
+
+def _noise_margins(acc: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """1.96 standard errors of each level's mean, from the pooled spread of the repeats.
+
+    A level with a single draw (``k=all``) gets one draw's spread; with no repeats at
+    all the margins are 0 (nothing to tell noise by).
+    """
+    dev = [acc[g] - acc[g].mean() for g in groups]
+    dof = sum(len(g) - 1 for g in groups)
+    sd = float(np.sqrt(sum(float((d**2).sum()) for d in dev) / dof)) if dof else 0.0
+    return np.array([1.96 * sd / np.sqrt(len(g)) for g in groups])
 
 
 def extrapolate(
@@ -313,8 +416,16 @@ def extrapolate(
     else:
         note = (note + "; " if note else "") + "a single repeat per k: no bootstrap range"
     k_max = float(levels.max())
+    acc = 1.0 - err
+    means = np.array([acc[g].mean() for g in groups])
+    margins = _noise_margins(acc, groups)
+    refused = check_against_measurements(law, boot, levels, means, margins)
+    if refused:
+        log.info("power-law extrapolation refused: %s", refused)
     estimates = []
     for target in targets:
+        reached = np.flatnonzero(means >= target)
+        k_reached = float(levels[reached[0]]) if reached.size else float("nan")
         labels = law.labels_for(target)
         if boot:
             need = np.array([b.labels_for(target) for b in boot])
@@ -322,6 +433,19 @@ def extrapolate(
             low, high = (float(v) for v in np.quantile(need, [0.025, 0.975], method="inverted_cdf"))
         else:
             p_unreach, low, high = float(not np.isfinite(labels)), float("nan"), float("nan")
+        why = refused
+        clearly = np.flatnonzero(means - margins >= target)  # reached beyond the noise
+        if not why and clearly.size:
+            i = clearly[0]
+            if not np.isfinite(labels) or low > levels[i]:
+                # measured at levels[i], yet the fit (and its bootstrap range) needs more
+                why = (
+                    f"the fit needs more than the k={levels[i]:g} at which "
+                    f"{means[i]:.1%} was measured"
+                    if np.isfinite(labels)
+                    else f"the fitted ceiling {1 - law.c:.1%} lies below the "
+                    f"{means[i]:.1%} measured at k={levels[i]:g}"
+                )
         estimates.append(
             TargetEstimate(
                 target=float(target),
@@ -331,6 +455,11 @@ def extrapolate(
                 p_unreachable=p_unreach,
                 status=_status(labels, k_max),
                 k_max=k_max,
+                refused=why,
+                measured_k=k_reached,
+                measured_accuracy=float(means[reached[0]]) if reached.size else float("nan"),
             )
         )
-    return Extrapolation(law=law, k_measured=levels, boot=boot, targets=estimates, note=note)
+    return Extrapolation(
+        law=law, k_measured=levels, boot=boot, targets=estimates, note=note, refused=refused
+    )

@@ -22,7 +22,7 @@ import pandas as pd
 from deepfeat.pipelines import plots, strategies
 from deepfeat.pipelines.extrapolate import BOOTSTRAP_METHOD
 from deepfeat.pipelines.heads import FIXED_HEAD_DESCRIPTION
-from deepfeat.pipelines.spaces import LAYER, TRANSFER
+from deepfeat.pipelines.spaces import AUTO, LAYER, TRANSFER
 from deepfeat.pipelines.summary import CI_METHOD, NO_VERDICT, gains_frame
 
 if TYPE_CHECKING:
@@ -156,14 +156,15 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
     """Draw the report's PNGs; return ``{name: file name}``."""
     out, files = result.out, {}
     labels = _labels(result)
-    ex = result.extrapolations.get(result.main.name)
+    # the fit drawn is the one the "how many labels" answer uses, unless it was refused
+    ex = result.extrapolations.get(result.labels_space)
     files["learning_curves"] = Path(
         plots.plot_learning_curves(
             result.summary,
             {s.name: s.label for s in result.spaces if s.role != LAYER},
             out / "learning_curves.png",
             baselines=[s.name for s in result.spaces if s.is_baseline],
-            extrapolation=(result.main.name, ex) if ex else None,
+            extrapolation=(result.labels_space, ex) if ex and not ex.refused else None,
             title="Held-out accuracy vs labelled images per class",
         )
     ).name
@@ -224,7 +225,7 @@ def _headline(result: ExperimentResult) -> str:
     others = "; ".join(
         f"{_e(labels[sp.name])}: {_pct(at.loc[sp.name, 'mean'])}"
         for sp in result.spaces
-        if sp.is_baseline and sp.name in at.index
+        if (sp.is_baseline or sp.role == AUTO) and sp.name in at.index
     )
     out = [
         f"<p><b>Headline.</b> With <b>k={_e(ref)}</b> labelled images per class, "
@@ -245,11 +246,12 @@ def _headline(result: ExperimentResult) -> str:
             + ".</p>"
         )
     out += [f'<div class="box {_verdict_class(v)}">{_e(v)}</div>' for v in result.verdicts]
-    ex = result.extrapolations.get(main.name)
+    ex = result.extrapolations.get(result.labels_space)
     if ex:
+        refused = f" The fit is refused: {_e(ex.refused)}." if ex.refused else ""
         out.append(
             f'<div class="box info"><b>How many labels?</b> Power-law extrapolation of '
-            f"{_e(main.label)} (rough; details below): "
+            f"{_e(labels[result.labels_space])} (rough; details below):{refused} "
             + " ".join(_e(t.describe()) for t in ex.targets)
             + "</div>"
         )
@@ -435,7 +437,10 @@ def _extrapolation_section(result: ExperimentResult) -> str:
     parts.append(
         "<p>A fit of err(k) = a·k<sup>−b</sup> + c to every draw; c is the error the fit predicts "
         "with unlimited labels, so 1−c is its ceiling. Extrapolating a handful of noisy points is "
-        "rough: read the ranges, not the point estimates. The ranges reflect draw-to-draw noise "
+        "rough: read the ranges, not the point estimates. A fit that contradicts the measured "
+        "points (a measured mean above its ceiling, or outside its bootstrap band, by more than "
+        "that mean's own noise) is refused and gives no count. "
+        "The ranges reflect draw-to-draw noise "
         "only, not whether a power law is the right shape, so they are if anything too narrow. "
         "Baselines are left out here (their fits are in experiment.json). A ceiling of "
         "'none seen' means the fit put c at its bound 0: the curve shows no plateau yet, so "
@@ -447,18 +452,36 @@ def _extrapolation_section(result: ExperimentResult) -> str:
     for name, ex in result.extrapolations.items():
         if name in baselines:
             continue  # their curves are far below the targets: counts of no use
+        if ex.refused:  # no count from a fit that contradicts the measured points
+            rows.append(
+                {
+                    "feature space": labels[name],
+                    "fitted ceiling": ex.law.ceiling_text(),
+                    "target": ", ".join(f"{t.target:.0%}" for t in ex.targets),
+                    "labels per class": "refused",
+                    "bootstrap range": "–",
+                    "refits never reaching it": "–",
+                    "status": f"fit refused: {ex.refused}",
+                }
+            )
+            continue
         for t in ex.targets:
             rows.append(
                 {
                     "feature space": labels[name],
                     "fitted ceiling": ex.law.ceiling_text(),
                     "target": f"{t.target:.0%}",
-                    "labels per class": t.format_labels(t.labels),
+                    "labels per class": "refused" if t.refused else t.format_labels(t.labels),
                     "bootstrap range": "–"
-                    if not np.isfinite(t.low)
+                    if t.refused or not np.isfinite(t.low)
                     else f"{t.format_labels(t.low)} – {t.format_labels(t.high)}",
-                    "refits never reaching it": f"{t.p_unreachable:.0%}",
-                    "status": t.status,
+                    "refits never reaching it": "–" if t.refused else f"{t.p_unreachable:.0%}",
+                    "status": (f"refused: {t.refused}" if t.refused else t.status)
+                    + (
+                        f"; measured {t.measured_accuracy:.1%} at k={t.measured_k:g}"
+                        if np.isfinite(t.measured_k)
+                        else ""
+                    ),
                 }
             )
     parts.append(_table(pd.DataFrame(rows), wrap=("status",)))
@@ -544,7 +567,7 @@ def render_html(result: ExperimentResult, title: str) -> str:
     """The whole report as one HTML string (figures embedded)."""
     d = result.data
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    curve_roles = {TRANSFER, *(s.role for s in result.spaces if s.is_baseline)}
+    curve_roles = {TRANSFER, AUTO, *(s.role for s in result.spaces if s.is_baseline)}
     sections = [
         _headline(result),
         _audit_section(result),

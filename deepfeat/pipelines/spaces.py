@@ -22,6 +22,7 @@ from deepfeat.pipelines.pixels import PIXEL_SIZE, pixel_features
 __all__ = [
     "TRANSFER",
     "LAYER",
+    "AUTO",
     "RANDOM_BASELINE",
     "PIXEL_BASELINE",
     "BASELINE_ROLES",
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TRANSFER = "pretrained backbone"
 LAYER = "layer sweep"
+#: ``deepfeat fit``'s own choice of space and head, made inside each training draw.
+AUTO = "automatic selection"
 RANDOM_BASELINE = "random-weights baseline"
 PIXEL_BASELINE = "raw-pixel baseline"
 BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE)
@@ -57,7 +60,7 @@ class FeatureSpace:
         Unique id used in tables (``backbone``, ``backbone@layer``, ``backbone[random]``,
         ``pixels32``).
     role : str
-        ``TRANSFER``, ``LAYER``, ``RANDOM_BASELINE`` or ``PIXEL_BASELINE``.
+        ``TRANSFER``, ``LAYER``, ``AUTO``, ``RANDOM_BASELINE`` or ``PIXEL_BASELINE``.
     backbone : str or None
         Registry name; ``None`` for raw pixels.
     layer : str
