@@ -158,8 +158,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     class_weight : {"balanced"}, dict or None, default=None
         Passed to every head; ``"balanced"`` reweights classes inversely to their size.
     calibrate : bool, default=True
-        Give a chosen SVM head ``predict_proba`` by temperature scaling
-        (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`).
+        Calibrate the chosen head's probabilities, whatever the head: a temperature fitted
+        on out-of-fold decision values of the search's folds, kept only where it lowers
+        their log-loss; predicted labels never change
+        (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`). ``False``:
+        a logistic regression keeps its own probabilities, SVM heads have none.
     max_iter : int, default=200
         Iteration limit of each warm-started logistic-regression fit in the search; the
         final refit, started cold, may use 5 times as many.
@@ -198,7 +201,12 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     n_splits_ : int
         Validation folds used.
     search_time_, refit_time_ : float
-        Seconds spent in the search and in the final refit.
+        Seconds spent in the search and in the final refit (calibration included).
+    calibration_ : dict or None
+        The chosen head's calibration, measured out of fold: ``temperature``,
+        ``log_loss_before``/``_after``, ``ece_before``/``_after`` (see
+        :func:`~deepfeat.classify.calibration.fit_temperature`); None with
+        ``calibrate=False``.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -437,6 +445,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self.best_estimator_ = self._refit(X, y, self.best_params_, res.splitter)
         self.refit_time_ = time.perf_counter() - t0
         head = self.best_estimator_[-1]
+        self.calibration_ = getattr(head, "calibration_", None) if self.calibrate else None
         head = getattr(head, "estimator_", head)
         self.n_iter_ = int(np.max(getattr(head, "n_iter_", 0)))
         log.info(
@@ -550,7 +559,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             random_state=self.random_state,
         )
-        if params["head"] != "logreg" and self.calibrate:
+        if self.calibrate:
             head = TemperatureScaledClassifier(head, cv=splitter, random_state=self.random_state)
         pipe = Pipeline(
             [
