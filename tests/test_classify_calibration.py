@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from deepfeat.classify import EmbeddingClassifier
-from deepfeat.classify.calibration import fit_temperature, first_covering
+from deepfeat.classify.calibration import first_covering, fit_temperature
 from deepfeat.classify.metrics import calibration_report, expected_calibration_error
 
 
