@@ -123,11 +123,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     selection_ : dict
         What was tried: ``spaces`` (one row per candidate space, with its status and
         scores), ``candidates`` (every cross-validated head candidate of every space, with
-        its CV score), ``chosen``, ``cv_score_optimistic``, ``honest_score`` and
+        its CV score; the chosen one has ``chosen=True``), ``chosen``, ``cv_score_optimistic``, ``honest_score`` and
         ``honest_std``.
     honest_score_ : float
         Bootstrap bias-corrected CV estimate of the accuracy of the whole selection
         (spaces and heads) on unseen images; ``best_score_`` is the optimistic one.
+    calibration_ : dict or None
+        How the chosen head's probabilities were calibrated, measured out of fold (see
+        :attr:`EmbeddingClassifier.calibration_ <deepfeat.classify.search.EmbeddingClassifier>`).
     search_ : EmbeddingClassifier
         The fitted search (its ``best_estimator_`` is the head).
     featurizer_spec_ : dict
@@ -356,7 +359,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(describe_failures(self.failures_, len(items)))
         if self.failures_:
             log.warning(
-                "%s; they are left out of the fit", describe_failures(self.failures_, len(items))
+                "%s; they are left out of the fit",
+                describe_failures(self.failures_, len(items), limit=len(self.failures_)),
             )
             if default_cv:
                 try:
@@ -380,8 +384,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 {
                     "space": name,
                     **{k: p.get(k) for k in ("preprocess", "head", "C")},
-                    "mean_cv_score": float(m),
-                    "std_cv_score": float(sd),
+                    **({"gamma_factor": p["gamma_factor"]} if "gamma_factor" in p else {}),
+                    "mean_cv_score": round(float(m), 4),
+                    "std_cv_score": round(float(sd), 4),
                 }
                 for p, m, sd in zip(
                     self.search_.cv_results_["params"],
@@ -400,6 +405,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             name, self.search_ = choice.space, choice.search
             tried, cands = choice.tried, choice.candidates
         tried += skipped
+        # the chosen candidate's row: the rows of a space follow its search's candidates
+        mine = [i for i, c in enumerate(cands) if c["space"] == name]
+        for i, c in enumerate(cands):
+            c["chosen"] = i == mine[self.search_.best_index_]
         chosen = next(s for s in usable if space_name(s) == name)
         fitted = [results[space_name(p)]["embedder"] for p in chosen]
         self.embedder_ = (
@@ -419,6 +428,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "cv_results_",
             "n_splits_",
             "honest_score_",
+            "calibration_",
         ):
             setattr(self, attr, getattr(self.search_, attr))
         self.selection_ = {
@@ -471,13 +481,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                     continue
             t0 = time.perf_counter()
             emb = make_embedder([p], {**runtime, "on_error": "nan"}).fit(items)
-            res = emb.embed(items)
+            res = emb.embed(items, log_failures=False)  # fit reports each once, below
             secs = time.perf_counter() - t0
             done = res.summary.get("featurized", 0)
             if done:
                 per_image = max(per_image or 0.0, secs / done)
             log.info(
-                "space part %d/%d %s: %d computed, %d from the cache (%.1f s)",
+                "space part %d/%d %s: %d images embedded, %d from the cache (%.1f s)",
                 k,
                 len(parts),
                 name,
