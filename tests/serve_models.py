@@ -15,6 +15,7 @@ TINY = {
     "device": "cpu",
     "precision": "fp32",
     "num_workers": 0,
+    "spaces": None,  # one space: the serve tests need a model, not a selection
 }
 
 

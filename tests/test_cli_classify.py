@@ -268,3 +268,22 @@ def test_skops_model_and_clear_errors(folders, tmp_path, capsys):
     )
     assert code == 1 and "Traceback" not in err
     assert "single example" in json.loads(out)["error"] and "'nonface'" in err
+
+
+def test_fit_and_the_estimator_share_one_default_choice_of_spaces():
+    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify.spaces import default_space_specs
+    from deepfeat.cli.cmd_fit import candidate_spaces
+    from deepfeat.cli.main import build_parser
+
+    parser, _ = build_parser("fit")
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib"])
+    est = TransferClassifier()
+    assert candidate_spaces(args) == est.spaces == "auto"
+    # the CLI's explicit route (--backbones) resolves to the same candidates as the default
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--backbones", est.backbone])
+    assert TransferClassifier(spaces=candidate_spaces(args))._space_specs() == est._space_specs()
+    assert len(est._space_specs()) == len(default_space_specs([est.backbone])) > 1
+    # negative control: --select none is the one space
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--select", "none"])
+    assert len(TransferClassifier(spaces=candidate_spaces(args))._space_specs()) == 1

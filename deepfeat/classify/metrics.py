@@ -25,6 +25,7 @@ __all__ = [
     "ECE_BINS",
     "calibration_report",
     "expected_calibration_error",
+    "reliability_bins",
     "evaluation_report",
     "format_calibration",
     "format_report",
@@ -34,7 +35,13 @@ __all__ = [
 ECE_BINS = 10
 
 
-def _reliability(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> list[dict[str, Any]]:
+def reliability_bins(
+    confidence: Sequence[float], correct: Sequence[bool], n_bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Equal-width bins of the predicted class's probability: per bin ``low``, ``high``,
+    ``n``, mean ``confidence`` and ``accuracy`` (None for an empty bin)."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # bin i holds confidences in (edges[i], edges[i+1]]; a confidence of 0 goes to bin 0
     idx = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
@@ -86,7 +93,7 @@ def expected_calibration_error(
         raise ValueError(f"confidence and correct differ in shape: {conf.shape} vs {ok.shape}")
     if conf.size == 0:
         return float("nan")
-    bins = _reliability(conf, ok, n_bins)
+    bins = reliability_bins(conf, ok, n_bins)
     gap = sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["n"])
     return float(round(gap / conf.size, 12))
 
@@ -145,7 +152,7 @@ def calibration_report(
         "ece": expected_calibration_error(conf, correct, n_bins=n_bins),
         "mean_confidence": float(conf.mean()) if len(y) else float("nan"),
         "accuracy": float(correct.mean()) if len(y) else float("nan"),
-        "reliability": _reliability(conf, correct.astype(float), n_bins),
+        "reliability": reliability_bins(conf, correct.astype(float), n_bins),
     }
 
 

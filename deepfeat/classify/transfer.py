@@ -84,14 +84,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
         ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
         (e.g. to predict on another machine).
-    spaces : None, "auto" or list of space specs, default=None
-        ``None``: the one space given by ``backbone``, ``layer`` and ``pool``. ``"auto"``:
+    spaces : "auto", None or list of space specs, default="auto"
+        ``"auto"`` (what ``deepfeat fit`` does, whose defaults are these):
         :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its
         penultimate embedding, a late cut point, their concatenation, flip-averaged
         embeddings where the embedder offers them, and the offline zoo's ensemble space
-        with the default pretrained weights). A list: these candidates (each a dict
-        of ImageEmbedder space parameters, or a list of such dicts to concatenate). The
-        space and the head are chosen together by
+        with the default pretrained weights; with ``layer`` given, that cut point in
+        place of the late one). ``None``: only the one space given by ``backbone``,
+        ``layer`` and ``pool`` (one featurization per image: the fastest fit). A list:
+        these candidates (each a dict of ImageEmbedder space parameters, or a list of
+        such dicts to concatenate). The space and the head are chosen together by
         :func:`~deepfeat.classify.select_space.select_space`.
     time_budget : float or None, default=None
         Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
@@ -161,7 +163,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> dark = [rng.integers(0, 60, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
     >>> light = [rng.integers(190, 255, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
-    >>> clf = TransferClassifier(device="cpu", heads="logreg").fit(dark + light, [0] * 4 + [1] * 4)
+    >>> clf = TransferClassifier(device="cpu", heads="logreg", spaces=None)  # one space: fast
+    >>> clf = clf.fit(dark + light, [0] * 4 + [1] * 4)
     >>> clf.predict(dark[:1] + light[:1]).tolist()
     [0, 1]
     """
@@ -183,7 +186,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         jit: bool | str = "auto",
         storage_dtype: str = "float32",
         lock_timeout: float | None = 30.0,
-        spaces: str | Sequence[Any] | None = None,
+        spaces: str | Sequence[Any] | None = "auto",
         time_budget: float | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
         heads: str | Sequence[str] = DEFAULT_HEADS,
@@ -279,7 +282,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             # the ensemble space brings other backbones with their own pretrained weights:
             # not with random weights or a checkpoint of this backbone
             specs = default_space_specs(
-                [self.backbone], ensemble=self.weights == "DEFAULT" and self.checkpoint is None
+                [self.backbone],
+                [self.layer] if self.layer else None,
+                ensemble=self.weights == "DEFAULT" and self.checkpoint is None,
             )
         else:
             specs = list(self.spaces)

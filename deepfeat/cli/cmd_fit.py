@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("candidate spaces")
     c.add_argument(
         "--select",
-        default="auto",
+        default="none" if _DEFAULTS["spaces"] is None else "auto",
         choices=("auto", "none"),
         help="auto: choose among candidate spaces (the backbone's penultimate embedding, a late "
         "cut point, their concatenation, flip-averaged where available, and an ensemble of the "
@@ -135,9 +135,13 @@ def _list(value: str | None) -> list[str] | None:
 
 
 def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
-    """The ``spaces`` argument of TransferClassifier for ``--select/--backbones/--layers``."""
+    """The ``spaces`` argument of TransferClassifier for ``--select/--backbones/--layers``:
+    ``"auto"`` (the estimator's own default choice) unless several backbones or layers are
+    named."""
     if args.select == "none":
         return None
+    if args.backbones is None and args.layers is None and not getattr(args, "finetune", False):
+        return "auto"
     backbones = _list(args.backbones) or [args.backbone]
     layers = _list(args.layers) or ([args.layer] if args.layer else None)
     # the ensemble space brings other backbones with their own pretrained weights: not
