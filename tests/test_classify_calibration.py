@@ -64,3 +64,14 @@ def test_ece_is_zero_for_calibrated_bins_and_not_otherwise():
     right = np.r_[np.arange(20) < 11, np.arange(20) < 19]
     assert expected_calibration_error(conf, right) == pytest.approx(0.0)
     assert expected_calibration_error(conf, ~right) == pytest.approx(0.5)
+
+
+def test_error_free_scores_do_not_give_certainty():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 3, 200)
+    logits = 4.0 * np.eye(3)[codes] + rng.normal(size=(200, 3))  # every argmax right
+    assert (logits.argmax(1) == codes).all()
+    t, rep = fit_temperature(logits, codes)
+    p = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+    assert t < 1 and rep["log_loss_after"] < rep["log_loss_before"]  # sharper, as it should
+    assert p.max(1).min() < 0.999 and 1 - p.max(1).mean() > 1e-4  # but not certain

@@ -48,11 +48,16 @@ log = logging.getLogger(__name__)
 TEMPERATURE_BOUNDS = (0.05, 100.0)
 
 
-def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray) -> float:
+def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray, smooth: float = 0.0) -> float:
+    """Mean log-loss of ``softmax(scores / T)`` against ``codes``, the targets smoothed by
+    ``smooth`` towards uniform (``smooth=0``: the plain log-loss)."""
     z = scores / np.exp(log_t)
     if z.ndim == 1:  # binary: sigmoid
-        return -float(np.mean(np.where(codes == 1, log_expit(z), log_expit(-z))))
-    return -float(np.mean(log_softmax(z, axis=1)[np.arange(len(codes)), codes]))
+        logp = np.column_stack([log_expit(-z), log_expit(z)])
+    else:
+        logp = log_softmax(z, axis=1)
+    own = logp[np.arange(len(codes)), codes]
+    return -float(np.mean((1.0 - smooth) * own + smooth * logp.mean(axis=1)))
 
 
 def _proba(scores: np.ndarray, t: float) -> np.ndarray:
@@ -76,7 +81,9 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
     Returns
     -------
     temperature : float
-        1.0 unless another value lowers the log-loss.
+        The minimiser of the log-loss against targets smoothed by ``1 / (n + 1)``
+        towards uniform (so that error-free scores do not give probabilities of 1), or
+        1.0 where it does not lower the plain log-loss.
     report : dict
         ``temperature``, ``n_oof`` and the out-of-fold ``log_loss``/``ece`` ``_before``
         (``T = 1``) and ``_after``.
@@ -96,8 +103,14 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
     t = 1.0
     if spread > 0 and np.isfinite(spread) and len(codes):
         lo, hi = np.log(np.asarray(TEMPERATURE_BOUNDS) * spread)
-        res = minimize_scalar(_nll, bounds=(lo, hi), args=(scores, codes), method="bounded")
-        if res.fun < _nll(0.0, scores, codes):
+        # targets smoothed by 1/(n+1): out-of-fold scores without a single error would
+        # drive T to 0 (probabilities of exactly 1); n right answers support an error
+        # rate of about 1/n, not 0
+        smooth = 1.0 / (len(codes) + 1)
+        res = minimize_scalar(
+            _nll, bounds=(lo, hi), args=(scores, codes, smooth), method="bounded"
+        )
+        if _nll(float(res.x), scores, codes) < _nll(0.0, scores, codes):
             t = float(np.exp(res.x))
     classes = np.arange(scores.shape[1] if scores.ndim == 2 else 2)
     before = calibration_report(codes, _proba(scores, 1.0), classes)
