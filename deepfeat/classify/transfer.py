@@ -460,8 +460,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 parts.setdefault(space_name(p), p)
         if len(parts) > 1:
             log.info(
-                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d forward "
-                "passes (%d images each; images already in the cache cost none)",
+                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d embeddings "
+                "(%d images per part; a flip-averaged part takes two forward passes per image; "
+                "images already in the cache cost none)",
                 len(specs),
                 ", ".join(space_name(s) for s in specs),
                 len(parts),
