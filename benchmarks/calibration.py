@@ -8,7 +8,11 @@ out of fold) is fitted on the training images and scored on the held-out ones:
   a logistic regression these are exactly its ``predict_proba``, i.e. what the code before
   calibration served; an SVM had its temperature already);
 * **after**: the model's ``predict_proba`` (the temperature fitted out of fold);
-* labels: the arg-max of both and ``predict`` must agree on every image.
+* labels: the arg-max of both and ``predict`` must agree on every image;
+* **served before** (full settings, with ``--before DIR``): the held-out figures of the
+  model the unmodified code saved (``DIR/<dataset>.joblib``), and whether its labels
+  equal the new model's. For a logistic-regression head it equals "before"; an SVM head
+  was already temperature-scaled (on absolute bounds, over every fold).
 
 ECE is the top-label expected calibration error over 10 equal-width bins
 (:func:`deepfeat.classify.metrics.calibration_report`). A reliability plot (before and
@@ -21,7 +25,8 @@ seed 0) and ``brain_mri4:20``. The test sets are always the full ``test/`` folde
 Usage::
 
     python benchmarks/calibration.py --data /work/data --cache-dir /tmp/cal \\
-        --out docs/calibration [--settings oxford17,brain_mri4,oxford17:10,brain_mri4:20]
+        --out docs/calibration [--settings oxford17,brain_mri4,oxford17:10,brain_mri4:20] \
+        [--before /work/runs/before]
 
 ``--cache-dir`` holds ``<dataset>.h5`` (copy warm caches there: featurizing both sets on
 a CPU takes tens of minutes). Prints one line per setting and writes ``calibration.json``
@@ -82,7 +87,27 @@ def unscaled_proba(decision: np.ndarray) -> np.ndarray:
     return softmax(d, axis=1)
 
 
-def run_setting(name: str, data: Path, cache_dir: Path, out: Path) -> dict:
+def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict | None:
+    """Held-out calibration of a model saved by the code before this change, if any."""
+    if not path.is_file():
+        return None
+    from deepfeat.classify import load
+
+    old = load(path, trusted=True).set_params(cache=cache, device="cpu")
+    proba = old.predict_proba(test.paths)
+    r = calibration_report(test.labels, proba, old.classes_)
+    return {
+        "model": str(path),
+        "ece": r["ece"],
+        "log_loss": r["log_loss"],
+        "mean_top_probability": r["mean_confidence"],
+        "labels_equal_new": bool((old.classes_[proba.argmax(1)] == new_labels).all()),
+    }
+
+
+def run_setting(
+    name: str, data: Path, cache_dir: Path, out: Path, before_dir: Path | None = None
+) -> dict:
     ds_name, _, n = name.partition(":")
     n_per_class = int(n) if n else None
     train = load_labeled(str(data / ds_name / "train"))
@@ -112,7 +137,11 @@ def run_setting(name: str, data: Path, cache_dir: Path, out: Path) -> dict:
         png,
         title=f"{name}: {len(Xtr)} train, {len(test.paths)} held-out images",
     )
+    old = None
+    if not n and before_dir is not None:
+        old = served_before(before_dir / f"{ds_name}.joblib", cache, test, labels)
     return {
+        "served_before": old,
         "setting": name,
         "n_train": len(Xtr),
         "n_test": len(test.paths),
@@ -138,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", required=True, help="folder of <dataset>.h5 embedding caches")
     ap.add_argument("--out", default="docs/calibration", help="folder for the JSON and the PNGs")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset[:n per class]")
+    ap.add_argument("--before", default=None, help="folder of <dataset>.joblib saved by the code before")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -146,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_name()}; {os.cpu_count()} cores (shared machine: timings are indicative)")
     print("setting          train  test   acc   ECE before -> after   log-loss before -> after   T     labels")
     for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
-        r = run_setting(name, Path(args.data), Path(args.cache_dir), out)
+        r = run_setting(name, Path(args.data), Path(args.cache_dir), out,
+                        None if args.before is None else Path(args.before))
         rows.append(r)
         print(
             f"{name:<16} {r['n_train']:5d} {r['n_test']:5d}  {r['accuracy']:.3f}   "
@@ -156,10 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"    chosen: {r['chosen']}", flush=True)
+        if r["served_before"]:
+            b = r["served_before"]
+            print(
+                f"    served before ({b['model']}): ECE {b['ece']:.3f}, log-loss {b['log_loss']:.3f}; "
+                f"labels {'same' if b['labels_equal_new'] else 'DIFFERENT'}",
+                flush=True,
+            )
     (out / "calibration.json").write_text(
         json.dumps({"cpu": cpu_name(), "results": rows}, indent=2, default=float)
     )
     ok = all(r["labels_unchanged"] for r in rows)
+    ok = ok and all(r["served_before"]["labels_equal_new"] for r in rows if r["served_before"])
     return 0 if ok else 1
 
 
