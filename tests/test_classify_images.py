@@ -108,7 +108,7 @@ def null_labels(y: np.ndarray, seed: int) -> np.ndarray:
 def test_lfw_default_search_beats_floor_and_shuffled_labels_do_not(lfw, cache):
     X, y = lfw
     tr, te = per_class_split(y, 30, seed=0, pool=60)
-    clf = TransferClassifier(cache=cache, device="cpu").fit(list(X[tr]), y[tr])
+    clf = TransferClassifier(cache=cache, device="cpu", spaces=None).fit(list(X[tr]), y[tr])
     # measured: CV 0.98-1.00, held-out 0.97-1.00
     assert clf.best_score_ >= 0.93
     assert clf.score(list(X[te]), y[te]) >= 0.93
@@ -117,7 +117,7 @@ def test_lfw_default_search_beats_floor_and_shuffled_labels_do_not(lfw, cache):
     assert clf.honest_score_ >= 0.9
     shuffled = null_labels(y[tr], seed=0)
     assert (shuffled == y[tr]).mean() == 0.5  # no information on the true classes
-    bad = TransferClassifier(cache=cache, device="cpu").fit(list(X[tr]), shuffled)
+    bad = TransferClassifier(cache=cache, device="cpu", spaces=None).fit(list(X[tr]), shuffled)
     # chance is 0.5; measured 0.43-0.57 held out
     assert bad.score(list(X[te]), y[te]) <= 0.7
     assert bad.honest_score_ <= 0.7
@@ -130,7 +130,7 @@ def test_pretrained_weights_beat_random_weights_with_ten_images_per_class(lfw, c
         scores = []
         for seed in range(3):
             tr, te = per_class_split(y, 10, seed, pool=40)
-            clf = TransferClassifier(cache=cache, device="cpu", weights=weights, heads="logreg")
+            clf = TransferClassifier(cache=cache, device="cpu", weights=weights, heads="logreg", spaces=None)
             scores.append(clf.fit(list(X[tr]), y[tr]).score(list(X[te]), y[te]))
         acc[weights] = np.mean(scores)
     # measured (default search, 3 draws): pretrained 0.99, random weights 0.84
@@ -140,7 +140,7 @@ def test_pretrained_weights_beat_random_weights_with_ten_images_per_class(lfw, c
 
 def test_digits_ten_classes(tmp_path_factory, cache):
     X, y = load_xy(write_digits(tmp_path_factory.mktemp("digits"), per_class=10))
-    clf = TransferClassifier(cache=cache, device="cpu").fit(X, y)
+    clf = TransferClassifier(cache=cache, device="cpu", spaces=None).fit(X, y)
     # measured: CV 0.92 with 15 per class, 0.88 with 10; chance 0.1
     assert clf.best_score_ >= 0.7
     assert clf.classes_.tolist() == [str(k) for k in range(10)]
@@ -148,7 +148,7 @@ def test_digits_ten_classes(tmp_path_factory, cache):
     np.testing.assert_allclose(proba.sum(1), 1.0)
     assert (clf.classes_[proba.argmax(1)] == clf.predict(X[:5])).all()
     shuffled = np.random.default_rng(1).permutation(y)
-    bad = TransferClassifier(cache=cache, device="cpu").fit(X, shuffled)
+    bad = TransferClassifier(cache=cache, device="cpu", spaces=None).fit(X, shuffled)
     assert bad.best_score_ <= 0.3  # measured 0.13
 
 
@@ -236,7 +236,7 @@ def test_unreadable_training_images_are_left_out_and_reported(lfw, cache, tmp_pa
     broken = tmp_path / "zero.png"
     broken.write_bytes(b"")
     paths, labels = list(X[tr]) + [str(broken)], np.append(y[tr], "face")
-    clf = TransferClassifier(cache=cache, device="cpu", heads="logreg").fit(paths, labels)
+    clf = TransferClassifier(cache=cache, device="cpu", heads="logreg", spaces=None).fit(paths, labels)
     assert [f["path"] for f in clf.failures_] == [str(broken)]
     assert clf.featurize_summary_["failed"] == 1
     with pytest.raises(InputError, match=r"zero\.png.*predict_table"):
@@ -250,7 +250,7 @@ def test_unreadable_training_images_are_left_out_and_reported(lfw, cache, tmp_pa
 def test_a_class_with_one_image_is_a_clear_error(lfw, cache):
     X, y = lfw
     with pytest.raises(InputError, match=r"'nonface'.*single example"):
-        TransferClassifier(cache=cache, device="cpu").fit(
+        TransferClassifier(cache=cache, device="cpu", spaces=None).fit(
             list(X[:5]) + [X[150]], ["face"] * 5 + ["nonface"]
         )
 

@@ -35,7 +35,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TransferClassifier
     X = np.array(X)
     tr, te = per_class_split(y, 12, seed=0, pool=20)
     cache = shared_cache_path(tmp_path_factory)
-    clf = TransferClassifier(cache=cache, device="cpu", heads="rbfsvm").fit(list(X[tr]), y[tr])
+    clf = TransferClassifier(cache=cache, device="cpu", heads="rbfsvm", spaces=None).fit(list(X[tr]), y[tr])
     return clf, list(X[te])
 
 

@@ -196,7 +196,7 @@ def test_predict_does_not_change_fitted_state(concat_model, tmp_path):
         assert all(vars(clf)[k] is v for k, v in state.items() if k.endswith("_"))
     finally:
         clf.set_params(cache=state["cache"], batch_size=state["batch_size"])
-    one = TransferClassifier(SMALL, weights=None, device="cpu", heads="logreg")
+    one = TransferClassifier(SMALL, weights=None, device="cpu", heads="logreg", spaces=None)
     one.fit(*_images(8, seed=3))
     emb_params = one.embedder_.get_params()
     one.set_params(batch_size=2).predict(_images(4, seed=4)[0])
@@ -312,7 +312,9 @@ def test_cli_fit_leaves_the_ensemble_out_of_a_finetune(tmp_path):
 
     def backbones(*extra):
         args = build_parser("fit")[0].parse_args(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), *extra])
-        return {p["backbone"] for s in candidate_spaces(args) for p in ([s] if isinstance(s, dict) else s)}
+        # the CLI passes "auto" (resolved by the estimator) or an explicit list of specs
+        clf = TransferClassifier(spaces=candidate_spaces(args), weights=args.weights)
+        return {p["backbone"] for s in clf._space_specs() for p in s}
 
     assert "efficientnet_lite2" in backbones()
     assert backbones("--finetune") == backbones("--weights", "none") == {"efficientnet_lite0"}

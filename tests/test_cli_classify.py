@@ -102,13 +102,57 @@ def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
     assert r["cv_score"] >= 0.9 and 0 <= r["cv_std"] <= 0.2  # measured 1.0 +/- 0.0
     assert r["best_params"]["head"] == "logreg" and "logreg" in r["best_pipeline"]
     assert "search" in err  # progress on stderr, not stdout
+    # progress lines name the space they belong to
+    assert all(" of " in ln for ln in err.splitlines() if "(preprocessing x fold) done" in ln)
     code, out, _ = _run([*args, "-q"], capsys)
     assert (
         code == 0
         and out.startswith("best: efficientnet_lite0")
         and "CV balanced_accuracy" not in out
     )
-    assert "CV accuracy" in out and "std" in out
+    assert "CV accuracy" in out
+
+
+def test_fit_best_line_starred_line_and_json_agree(folders, tmp_path, capsys):
+    args = ["fit", str(folders["train"]), "--cache", str(folders["cache"]),
+            "--out", str(tmp_path / "m.joblib"), "-q", *FIT_FAST]
+    code, out, err = _run([*args, "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    b = r["best"]
+    chosen = [c for c in r["candidates_tried"] if c["chosen"]]
+    assert len(chosen) == 1
+    c = chosen[0]
+    assert (c["space"], c["preprocess"], c["head"]) == (b["space"], b["preprocess"], b["head"]) == (
+        r["space"], r["best_params"]["preprocess"], r["best_params"]["head"])
+    assert c["C"] == b["C"] == r["best_params"]["C"]
+    assert c["mean_cv_score"] == round(b["cv_score"], 4) == round(r["cv_score"], 4)
+    assert b["calibration"]["log_loss_after"] <= b["calibration"]["log_loss_before"]
+    code, text, _ = _run(args, capsys)
+    assert code == 0
+    best = next(ln for ln in text.splitlines() if ln.startswith("best: "))
+    star = [ln for ln in text.splitlines() if ln.startswith(" * ")]
+    assert len(star) == 1 and star[0].startswith(f" * {b['space']}: ")
+    cand = f"{b['preprocess']} -> {b['head']}(C={b['C']:.3g})"
+    score = f"{b['cv_score']:.4f}"
+    assert f"{b['space']} -> {cand}; CV accuracy {score}" in best
+    assert f"chosen CV {score} ({cand})" in star[0]
+    assert "candidates (30 per space x 5 spaces)" in text  # the unit of each count is named
+    assert "space parts x 24 images" in text and "embeddings computed" in text
+
+
+def test_fit_strict_fails_on_a_broken_image_reported_once(folders, tmp_path, capsys):
+    train = tmp_path / "train"
+    shutil.copytree(folders["train"], train)
+    (train / "face" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    args = ["fit", str(train), "--cache", str(folders["cache"]), "--out", str(tmp_path / "m.joblib"),
+            *FIT_FAST]
+    code, out, err = _run([*args, "--strict"], capsys)
+    assert code == 1 and (tmp_path / "m.joblib").is_file()
+    assert err.count("broken.png") == 1, err  # once per run, not once per space part
+    assert out.count("broken.png") == 1
+    code, out, err = _run(args, capsys)  # negative control: without --strict it succeeds
+    assert code == 0
 
 
 def test_predict_writes_one_row_per_input_with_status(model, folders, tmp_path, capsys):
@@ -164,10 +208,14 @@ def test_evaluate_reports_the_metrics(model, folders, capsys):
     } <= set(r)
     assert r["labels"] == ["face", "nonface"] and r["n"] == 20 and r["n_failed"] == 1
     assert r["accuracy"] >= 0.9 and r["balanced_accuracy"] >= 0.9 and r["macro_f1"] >= 0.9
+    cal = r["calibration"]
+    assert cal["n"] == 20 and 0 <= cal["ece"] <= 1 and cal["log_loss"] > 0
+    assert sum(b["n"] for b in cal["reliability"]) == 20
     assert sum(map(sum, r["confusion_matrix"])) == 20
     assert set(r["per_class"]["face"]) == {"precision", "recall", "f1", "support"}
     code, out, _ = _run(["evaluate", str(model), str(folders["test"]), "-q"], capsys)
     assert code == 0 and "confusion matrix" in out and "broken.png" in out
+    assert "calibration error (ECE, 10 bins)" in out
 
 
 def test_untrusted_pickle_needs_trust(model, folders, tmp_path, capsys):
@@ -276,3 +324,22 @@ def test_a_model_predicts_from_another_folder_without_creating_files(
     )
     assert code == 0, err
     assert (run_dir / "here.h5").exists()
+
+
+def test_fit_and_the_estimator_share_one_default_choice_of_spaces():
+    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify.spaces import default_space_specs
+    from deepfeat.cli.cmd_fit import candidate_spaces
+    from deepfeat.cli.main import build_parser
+
+    parser, _ = build_parser("fit")
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib"])
+    est = TransferClassifier()
+    assert candidate_spaces(args) == est.spaces == "auto"
+    # the CLI's explicit route (--backbones) resolves to the same candidates as the default
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--backbones", est.backbone])
+    assert TransferClassifier(spaces=candidate_spaces(args))._space_specs() == est._space_specs()
+    assert len(est._space_specs()) == len(default_space_specs([est.backbone])) > 1
+    # negative control: --select none is the one space
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--select", "none"])
+    assert len(TransferClassifier(spaces=candidate_spaces(args))._space_specs()) == 1

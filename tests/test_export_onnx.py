@@ -41,7 +41,7 @@ def exported(tmp_path_factory):
     """efficientnet_lite0 (offline ImageNet weights) + logreg on lfw faces, saved and exported."""
     imgs, y = _lfw()
     train = list(range(0, 20)) + list(range(100, 120))
-    clf = TransferClassifier(device="cpu", precision="fp32", heads="logreg", num_workers=0)
+    clf = TransferClassifier(device="cpu", precision="fp32", heads="logreg", num_workers=0, spaces=None)
     clf.fit([imgs[i] for i in train], y[train])
     d = tmp_path_factory.mktemp("export")
     save(clf, d / "faces.joblib")

@@ -46,7 +46,7 @@ def _lfw(n_per_class: int, offset: int = 0) -> tuple[list[np.ndarray], np.ndarra
 
 
 def _transfer(cache: Path | None) -> TransferClassifier:
-    return TransferClassifier(BACKBONE, weights=None, device="cpu", heads="logreg",
+    return TransferClassifier(BACKBONE, weights=None, device="cpu", heads="logreg", spaces=None,
                               preprocessing="standardize", cache=None if cache is None else str(cache))
 
 
@@ -169,7 +169,8 @@ _RUN = textwrap.dedent("""
     X = (lfw_subset() * 255).astype(np.uint8)
     idx = list(range(8)) + list(range(100, 108))
     t = TransferClassifier("timm:test_efficientnet", weights=None, device="cpu", precision="fp32",
-                           heads="logreg", preprocessing="standardize", cache=sys.argv[1] + "/c.h5")
+                           heads="logreg", preprocessing="standardize", cache=sys.argv[1] + "/c.h5",
+                           spaces=None)
     ft = FineTuneClassifier(t, epochs=3, lr=5e-3, freeze=0, val_fraction=0.25, patience=10, batch_size=4,
                             work_dir=sys.argv[1]).fit([X[i] for i in idx], [0] * 8 + [1] * 8)
     print(json.dumps({"summary": ft.train_summary_, "checkpoint": ft.checkpoint_,

@@ -69,6 +69,7 @@ def test_report_and_tables_are_written(first_run):
         "experiment.json",
         "learning_curves.png",
         "confusion.png",
+        "reliability.png",
         "duplicates.png",
     ):
         assert (out / name).is_file(), name
@@ -85,6 +86,11 @@ def test_report_and_tables_are_written(first_run):
         table.columns
     )
     assert json.loads((out / "experiment.json").read_text())["config"]["shots"] == ["1", "2", "all"]
+    # probabilities: held-out log-loss and calibration error per draw, and in the report
+    assert ((table.ece >= 0) & (table.ece <= 1)).all() and (table.log_loss > 0).all()
+    cal = first_run.to_dict()["calibration"]
+    assert cal["space"] == best["space"] and 0 <= cal["ece"] <= 1
+    assert "Probabilities" in html and "expected calibration error" in html
 
 
 def test_audit_finds_the_leak_the_broken_file_and_the_stray(first_run):

@@ -73,7 +73,7 @@ def _make(kind: str, cache: str):
         return ImageEmbedder(**runtime)
     if kind == "pipeline":
         return Pipeline([("embed", ImageEmbedder(**runtime)), ("head", EmbeddingClassifier(**SEARCH))])
-    return TransferClassifier(**runtime, **SEARCH)
+    return TransferClassifier(**runtime, **SEARCH, spaces=None)  # one space: fast
 
 
 KINDS = ("embedder", "pipeline", "transfer")

@@ -333,15 +333,17 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         f = shared_featurizer(self.featurizer_spec_, self._runtime_params())
         return f
 
-    def embed(self, X: Any) -> FeaturizeResult:
+    def embed(self, X: Any, *, log_failures: bool = True) -> FeaturizeResult:
         """Featurize ``X`` and return the full result (failures kept, never raised).
+
+        ``log_failures=False``: no warning per unreadable image (the caller reports them).
 
         Returns
         -------
         FeaturizeResult
             ``features`` (NaN rows for failed images), ``ok``, ``failures``, ``summary``.
         """
-        return self._featurizer().featurize(as_image_list(X))
+        return self._featurizer().featurize(as_image_list(X), log_failures=log_failures)
 
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings of ``X``, one row per image.

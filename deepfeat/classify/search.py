@@ -157,8 +157,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     class_weight : {"balanced"}, dict or None, default=None
         Passed to every head; ``"balanced"`` reweights classes inversely to their size.
     calibrate : bool, default=True
-        Give a chosen SVM head ``predict_proba`` by temperature scaling
-        (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`).
+        Calibrate the chosen head's probabilities, whatever the head: a temperature fitted
+        on out-of-fold decision values of the search's folds, kept only where it lowers
+        their log-loss; predicted labels never change
+        (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`). ``False``:
+        a logistic regression keeps its own probabilities, SVM heads have none.
     max_iter : int, default=200
         Iteration limit of each warm-started logistic-regression fit in the search; the
         final refit, started cold, may use 5 times as many.
@@ -197,7 +200,12 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     n_splits_ : int
         Validation folds used.
     search_time_, refit_time_ : float
-        Seconds spent in the search and in the final refit.
+        Seconds spent in the search and in the final refit (calibration included).
+    calibration_ : dict or None
+        The chosen head's calibration, measured out of fold: ``temperature``,
+        ``log_loss_before``/``_after``, ``ece_before``/``_after`` (see
+        :func:`~deepfeat.classify.calibration.fit_temperature`); None with
+        ``calibrate=False``.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -345,13 +353,16 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             splitter = check_cv(self.cv, y, classifier=True)
         return X, y, splitter
 
-    def _score_all(self, X: np.ndarray, y: np.ndarray, splitter: Any) -> SearchScores:
-        """Cross-validate every candidate on ``X`` (no choice, no refit)."""
+    def _score_all(
+        self, X: np.ndarray, y: np.ndarray, splitter: Any, label: str = ""
+    ) -> SearchScores:
+        """Cross-validate every candidate on ``X`` (no choice, no refit); ``label`` names
+        the feature space in the progress lines."""
         heads, preps = self._check_params()
         preps = resolve_preprocessing(preps, X.shape[0])
         scorer = check_scoring(self, scoring=self.scoring)
         cands = self._candidates(X, heads, preps)
-        return self._search(X, y, splitter, preps, cands, scorer)
+        return self._search(X, y, splitter, preps, cands, scorer, label)
 
     def fit(self, X: Any, y: Any) -> EmbeddingClassifier:
         """Search the grid by cross-validation, then refit the chosen candidate on all data.
@@ -436,14 +447,15 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self.best_estimator_ = self._refit(X, y, self.best_params_, res.splitter)
         self.refit_time_ = time.perf_counter() - t0
         head = self.best_estimator_[-1]
+        self.calibration_ = getattr(head, "calibration_", None) if self.calibrate else None
         head = getattr(head, "estimator_", head)
         self.n_iter_ = int(np.max(getattr(head, "n_iter_", 0)))
         log.info(
-            "chose of %d candidates x %d folds: %s, %s %.4f +/- %.4f (optimistic), honest %.4f "
-            "(search %.1f s, refit %.1f s)",
+            "refit %s (of this space's %d candidates x %d folds): %s %.4f +/- %.4f (optimistic), "
+            "honest %.4f (search %.1f s, refit %.1f s)",
+            self.best_params_,
             len(res.candidates),
             self.n_splits_,
-            self.best_params_,
             self.scoring if isinstance(self.scoring, str) else "score",
             self.best_score_,
             self.best_std_,
@@ -453,7 +465,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _search(self, X, y, splitter, preps, cands, scorer) -> SearchScores:
+    def _search(self, X, y, splitter, preps, cands, scorer, label: str = "") -> SearchScores:
         splits = list(splitter.split(X, y))
         by_prep = {p: [i for i, c in enumerate(cands) if c["preprocess"] == p] for p in preps}
         tasks = [(p, k) for p in preps for k in range(len(splits))]
@@ -482,7 +494,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         for k in range(len(splits) - 1, -1, -1):
             first_fold[splits[k][1]] = k
         errors: list[str] = []
-        bar = self._progress(len(tasks))
+        bar = self._progress(len(tasks), label)
         results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
         for done, ((p, k), (s, loss, sec, err, pred)) in enumerate(zip(tasks, results), 1):
             rows = np.asarray(by_prep[p])
@@ -496,19 +508,26 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             if bar is not None:
                 bar.update(1)
             elif self.verbose:
-                log.info("search: %d/%d (preprocessing x fold) done", done, len(tasks))
+                log.info(
+                    "search%s: %d/%d (preprocessing x fold) done, %d candidates",
+                    f" of {label}" if label else "",
+                    done,
+                    len(tasks),
+                    len(cands),
+                )
         if bar is not None:
             bar.close()
         if errors:
             log.warning("%d candidate fits could not be scored, e.g. %s", len(errors), errors[0])
         return SearchScores(cands, scores, losses, seconds, oof, splitter)
 
-    def _progress(self, total: int) -> Any:
+    def _progress(self, total: int, label: str = "") -> Any:
         if not (self.verbose and sys.stderr.isatty()):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc="search", unit="fold", file=sys.stderr, leave=False)
+        desc = f"search {label}" if label else "search"
+        return tqdm(total=total, desc=desc, unit="fold", file=sys.stderr, leave=False)
 
     @staticmethod
     def _results(
@@ -548,7 +567,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             random_state=self.random_state,
         )
-        if params["head"] != "logreg" and self.calibrate:
+        if self.calibrate:
             head = TemperatureScaledClassifier(head, cv=splitter, random_state=self.random_state)
         pipe = Pipeline(
             [

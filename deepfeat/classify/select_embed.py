@@ -66,8 +66,10 @@ def merge_results(results: Sequence[FeaturizeResult], part_norm: str | None = No
 
 def embed(embedder: Any, X: Any, part_norm: str | None = None) -> FeaturizeResult:
     """Featurize ``X`` with a fitted embedder (single or union); failures kept, never raised.
-    A union's parts are joined by :func:`~deepfeat.classify.spaces.join_parts` with ``part_norm``."""
-    return merge_results([e.embed(X) for e in embedder_parts(embedder)], part_norm)
+    A union's parts are joined by :func:`~deepfeat.classify.spaces.join_parts` with ``part_norm``.
+    An unreadable image is logged once (by the first part), not once per part."""
+    parts = embedder_parts(embedder)
+    return merge_results([e.embed(X, log_failures=i == 0) for i, e in enumerate(parts)], part_norm)
 
 
 def with_runtime(embedder: Any, runtime: Mapping[str, Any]) -> Any:

@@ -127,7 +127,7 @@ def select_space(
         t0 = time.perf_counter()
         est = clone(base)
         X, yv, splitter = est._prepare(spaces[n], y)
-        res = est._score_all(X, yv, splitter)
+        res = est._score_all(X, yv, splitter, label=n)
         means, _, _ = res.summary()
         tried[n].update(
             status="cross-validated",

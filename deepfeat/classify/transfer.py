@@ -84,14 +84,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
         ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
         (e.g. to predict on another machine).
-    spaces : None, "auto" or list of space specs, default=None
-        ``None``: the one space given by ``backbone``, ``layer`` and ``pool``. ``"auto"``:
+    spaces : "auto", None or list of space specs, default="auto"
+        ``"auto"`` (what ``deepfeat fit`` does, whose defaults are these):
         :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its
         penultimate embedding, a late cut point, their concatenation, flip-averaged
         embeddings where the embedder offers them, and the offline zoo's ensemble space
-        with the default pretrained weights). A list: these candidates (each a dict
-        of ImageEmbedder space parameters, or a list of such dicts to concatenate). The
-        space and the head are chosen together by
+        with the default pretrained weights; with ``layer`` given, that cut point in
+        place of the late one). ``None``: only the one space given by ``backbone``,
+        ``layer`` and ``pool`` (one featurization per image: the fastest fit). A list:
+        these candidates (each a dict of ImageEmbedder space parameters, or a list of
+        such dicts to concatenate). The space and the head are chosen together by
         :func:`~deepfeat.classify.select_space.select_space`.
     time_budget : float or None, default=None
         Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
@@ -123,11 +125,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     selection_ : dict
         What was tried: ``spaces`` (one row per candidate space, with its status and
         scores), ``candidates`` (every cross-validated head candidate of every space, with
-        its CV score), ``chosen``, ``cv_score_optimistic``, ``honest_score`` and
+        its CV score; the chosen one has ``chosen=True``), ``chosen``, ``cv_score_optimistic``, ``honest_score`` and
         ``honest_std``.
     honest_score_ : float
         Bootstrap bias-corrected CV estimate of the accuracy of the whole selection
         (spaces and heads) on unseen images; ``best_score_`` is the optimistic one.
+    calibration_ : dict or None
+        How the chosen head's probabilities were calibrated, measured out of fold (see
+        :attr:`EmbeddingClassifier.calibration_ <deepfeat.classify.search.EmbeddingClassifier>`).
     search_ : EmbeddingClassifier
         The fitted search (its ``best_estimator_`` is the head).
     featurizer_spec_ : dict
@@ -158,7 +163,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> dark = [rng.integers(0, 60, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
     >>> light = [rng.integers(190, 255, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
-    >>> clf = TransferClassifier(device="cpu", heads="logreg").fit(dark + light, [0] * 4 + [1] * 4)
+    >>> clf = TransferClassifier(device="cpu", heads="logreg", spaces=None)  # one space: fast
+    >>> clf = clf.fit(dark + light, [0] * 4 + [1] * 4)
     >>> clf.predict(dark[:1] + light[:1]).tolist()
     [0, 1]
     """
@@ -180,7 +186,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         jit: bool | str = "auto",
         storage_dtype: str = "float32",
         lock_timeout: float | None = 30.0,
-        spaces: str | Sequence[Any] | None = None,
+        spaces: str | Sequence[Any] | None = "auto",
         time_budget: float | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
         heads: str | Sequence[str] = DEFAULT_HEADS,
@@ -276,7 +282,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             # the ensemble space brings other backbones with their own pretrained weights:
             # not with random weights or a checkpoint of this backbone
             specs = default_space_specs(
-                [self.backbone], ensemble=self.weights == "DEFAULT" and self.checkpoint is None
+                [self.backbone],
+                [self.layer] if self.layer else None,
+                ensemble=self.weights == "DEFAULT" and self.checkpoint is None,
             )
         else:
             specs = list(self.spaces)
@@ -356,7 +364,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(describe_failures(self.failures_, len(items)))
         if self.failures_:
             log.warning(
-                "%s; they are left out of the fit", describe_failures(self.failures_, len(items))
+                "%s; they are left out of the fit",
+                describe_failures(self.failures_, len(items), limit=len(self.failures_)),
             )
             if default_cv:
                 try:
@@ -380,8 +389,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 {
                     "space": name,
                     **{k: p.get(k) for k in ("preprocess", "head", "C")},
-                    "mean_cv_score": float(m),
-                    "std_cv_score": float(sd),
+                    **({"gamma_factor": p["gamma_factor"]} if "gamma_factor" in p else {}),
+                    "mean_cv_score": round(float(m), 4),
+                    "std_cv_score": round(float(sd), 4),
                 }
                 for p, m, sd in zip(
                     self.search_.cv_results_["params"],
@@ -400,6 +410,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             name, self.search_ = choice.space, choice.search
             tried, cands = choice.tried, choice.candidates
         tried += skipped
+        # the chosen candidate's row: the rows of a space follow its search's candidates
+        mine = [i for i, c in enumerate(cands) if c["space"] == name]
+        for i, c in enumerate(cands):
+            c["chosen"] = i == mine[self.search_.best_index_]
         chosen = next(s for s in usable if space_name(s) == name)
         fitted = [results[space_name(p)]["embedder"] for p in chosen]
         self.embedder_ = (
@@ -419,6 +433,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "cv_results_",
             "n_splits_",
             "honest_score_",
+            "calibration_",
         ):
             setattr(self, attr, getattr(self.search_, attr))
         self.selection_ = {
@@ -445,8 +460,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 parts.setdefault(space_name(p), p)
         if len(parts) > 1:
             log.info(
-                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d forward "
-                "passes (%d images each; images already in the cache cost none)",
+                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d embeddings "
+                "(%d images per part; a flip-averaged part takes two forward passes per image; "
+                "images already in the cache cost none)",
                 len(specs),
                 ", ".join(space_name(s) for s in specs),
                 len(parts),
@@ -471,13 +487,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                     continue
             t0 = time.perf_counter()
             emb = make_embedder([p], {**runtime, "on_error": "nan"}).fit(items)
-            res = emb.embed(items)
+            res = emb.embed(items, log_failures=False)  # fit reports each once, below
             secs = time.perf_counter() - t0
             done = res.summary.get("featurized", 0)
             if done:
                 per_image = max(per_image or 0.0, secs / done)
             log.info(
-                "space part %d/%d %s: %d computed, %d from the cache (%.1f s)",
+                "space part %d/%d %s: %d images embedded, %d from the cache (%.1f s)",
                 k,
                 len(parts),
                 name,

@@ -10,7 +10,10 @@ from deepfeat.cli.cmd_predict import add_model_options, load_image_model
 from deepfeat.exceptions import InputError
 from deepfeat.featurize.inputs import load_labeled
 
-HELP = "evaluate a saved model on labelled images: accuracy, balanced accuracy, macro F1, confusion matrix"
+HELP = (
+    "evaluate a saved model on labelled images: accuracy, balanced accuracy, macro F1, "
+    "log-loss and calibration error, confusion matrix"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,8 +36,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if not ok.any():
         raise InputError(f"{args.src}: none of the {len(ok)} images could be read")
     labels = sorted({str(c) for c in model.classes_} | set(ds.labels))
+    cols = [f"proba_{c}" for c in model.classes_]
+    proba = table.loc[ok, cols].to_numpy(dtype=float) if set(cols) <= set(table) else None
     report = evaluation_report(
-        table["true_label"][ok], table["label"][ok].astype(str), labels=labels
+        table["true_label"][ok],
+        table["label"][ok].astype(str),
+        labels=labels,
+        proba=proba,
+        classes=[str(c) for c in model.classes_],
     )
     unknown = sorted(set(ds.labels) - {str(c) for c in model.classes_})
     report.update(

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("candidate spaces")
     c.add_argument(
         "--select",
-        default="auto",
+        default="none" if _DEFAULTS["spaces"] is None else "auto",
         choices=("auto", "none"),
         help="auto: choose among candidate spaces (the backbone's penultimate embedding, a late "
         "cut point, their concatenation, flip-averaged where available, and an ensemble of the "
@@ -123,6 +123,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--n-jobs", type=integer(nonzero=True), default=None, help="CV folds scored in parallel"
     )
     s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit non-zero if any training image could not be read (the model is still saved)",
+    )
     add_finetune_arguments(p)
 
 
@@ -131,15 +136,40 @@ def _list(value: str | None) -> list[str] | None:
 
 
 def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
-    """The ``spaces`` argument of TransferClassifier for ``--select/--backbones/--layers``."""
+    """The ``spaces`` argument of TransferClassifier for ``--select/--backbones/--layers``:
+    ``"auto"`` (the estimator's own default choice) unless several backbones or layers are
+    named."""
     if args.select == "none":
         return None
+    if args.backbones is None and args.layers is None and not getattr(args, "finetune", False):
+        return "auto"
     backbones = _list(args.backbones) or [args.backbone]
     layers = _list(args.layers) or ([args.layer] if args.layer else None)
     # the ensemble space brings other backbones with their own pretrained weights: not
     # with random weights, a checkpoint, or a backbone about to be fine-tuned
     own_weights = args.weights == "DEFAULT" and not args.checkpoint and not getattr(args, "finetune", False)
     return default_space_specs(backbones, layers, ensemble=own_weights)
+
+
+def best_summary(model: TransferClassifier) -> dict[str, Any]:
+    """The chosen candidate, as the ``best:`` line, the starred line and ``--json`` show it.
+
+    Its CV figures are those of its own row of ``selection_["candidates"]`` (the
+    one-standard-error rule may choose another candidate than the top-scoring one).
+    """
+    p = model.best_params_
+    best = {
+        "space": model.space_,
+        **{k: p[k] for k in ("preprocess", "head", "C", "gamma") if k in p},
+        "cv_score": float(model.best_score_),
+        "cv_std": float(model.best_std_),
+        "honest_score": float(model.honest_score_),
+        "selection": model.search_.selection,
+    }
+    cal = getattr(model.search_, "calibration_", None)
+    if cal:
+        best["calibration"] = dict(cal)
+    return best
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -180,12 +210,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         model.fit(ds.paths, ds.labels)
     fit_seconds = time.perf_counter() - t0
     out = save(model, args.out)
+    best = best_summary(model)
+    cands = model.selection_["candidates"]
+    per_space = {c["space"] for c in cands}
     result = {
         "model": out,
         "source": args.src,
         "n_images": len(ds.paths),
         "classes": class_counts(ds.labels),
         "best_pipeline": model.describe(),
+        "best": best,
         "best_params": model.best_params_,
         "cv_score": model.best_score_,
         "cv_score_is": "optimistic: the mean CV score of the chosen candidate",
@@ -196,11 +230,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "recipe": model.space_spec_,
         "part_norm": model.part_norm_,  # how the recipe's parts are scaled before they are joined
         "spaces_tried": model.selection_["spaces"],
-        "candidates_tried": model.selection_["candidates"],
+        "candidates_tried": cands,
         "scoring": args.scoring,
         "n_splits": model.n_splits_,
-        "n_candidates": len(model.selection_["candidates"]),
+        "n_candidates": len(cands),
+        "n_spaces_cross_validated": len(per_space),
         "featurize": model.featurize_summary_,
+        "featurize_is": "featurized, cached: embeddings over all space parts (n_parts x images); "
+        "total, failed: images",
         "search_seconds": round(model.search_.search_time_, 3),
         "fit_seconds": round(fit_seconds, 3),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in model.failures_],
@@ -208,42 +245,71 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     }
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
-    return result, 0
+    return result, 1 if args.strict and model.failures_ else 0
+
+
+def _candidate(c: dict[str, Any]) -> str:
+    """``preprocess -> head(C=...)``, as :meth:`TransferClassifier.describe` writes it."""
+    extra = ", ".join(f"{k}={c[k]:.3g}" for k in ("C", "gamma") if c.get(k) is not None)
+    return f"{c['preprocess']} -> {c['head']}({extra})"
+
+
+def _featurize_line(r: dict[str, Any]) -> str:
+    f = r["featurize"]
+    n_parts = len(f.get("parts", {})) or 1
+    embedded = (
+        f"{n_parts} space parts x {f['total']} images: " if n_parts > 1 else ""
+    ) + f"{f['featurized']} embeddings computed, {f['cached']} read from the cache"
+    return (
+        f"{r['n_images']} images in {len(r['classes'])} classes ({f['failed']} unreadable); "
+        f"{embedded}; fit {r['fit_seconds']:.1f} s"
+    )
 
 
 def format_text(r: dict[str, Any]) -> str:
-    f = r["featurize"]
     honest = r.get("honest_score", float("nan"))
+    b = r["best"]
+    n_sp = r.get("n_spaces_cross_validated", 1)
+    per = f" ({r['n_candidates'] // n_sp} per space x {n_sp} spaces)" if n_sp > 1 else ""
     lines = [
-        f"best: {r['best_pipeline']}",
-        f"CV {r['scoring']} {r['cv_score']:.4f} (std {r['cv_std']:.4f}; optimistic) over "
-        f"{r['n_splits']} folds, {r['n_candidates']} candidates searched in "
-        f"{r['search_seconds']:.1f} s",
+        f"best: {b['space']} -> {_candidate(b)}; CV {r['scoring']} {b['cv_score']:.4f} "
+        f"+/- {b['cv_std']:.4f} (optimistic), honest {honest:.4f}",
+        f"CV over {r['n_splits']} folds: {r['n_candidates']} candidates{per} searched in "
+        f"{r['search_seconds']:.1f} s; chosen by the {b['selection']} rule",
         f"honest estimate {honest:.4f} (bootstrap bias-corrected CV of the whole selection)"
         if honest == honest
         else "honest estimate: not available for this scoring",
-        "spaces tried:",
     ]
-    best_by_space: dict[str, dict[str, Any]] = {}
-    for c in r.get("candidates_tried", []):
-        b = best_by_space.get(c["space"])
-        if b is None or c["mean_cv_score"] > b["mean_cv_score"]:
-            best_by_space[c["space"]] = c
-    for sp in r.get("spaces_tried", []):
-        b = best_by_space.get(sp["space"])
-        mark = "*" if sp["space"] == r.get("space") else " "
-        best = (
-            f"best CV {b['mean_cv_score']:.4f} ({b['preprocess']} -> {b['head']}, C={b['C']:.3g})"
-            if b
-            else ""
+    cal = b.get("calibration")
+    if cal:
+        lines.append(
+            f"probabilities: temperature {cal['temperature']:.3g} fitted out of fold; out-of-fold "
+            f"log-loss {cal['log_loss_before']:.3f} -> {cal['log_loss_after']:.3f}, calibration "
+            f"error (ECE) {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
         )
+    lines.append("spaces tried (* chosen; the others show their top-scoring candidate):")
+    top: dict[str, dict[str, Any]] = {}
+    chosen = None
+    for c in r.get("candidates_tried", []):
+        t = top.get(c["space"])
+        if t is None or c["mean_cv_score"] > t["mean_cv_score"]:
+            top[c["space"]] = c
+        if c.get("chosen"):
+            chosen = c
+    for sp in r.get("spaces_tried", []):
+        mine = sp["space"] == b["space"]
         logme = f"LogME {sp['logme']:.3f} " if "logme" in sp else ""
-        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{best}".rstrip())
-    lines += [
-        f"{r['n_images']} images in {len(r['classes'])} classes; featurized {f['featurized']}, "
-        f"from cache {f['cached']}, failed {f['failed']}; fit {r['fit_seconds']:.1f} s",
-        f"saved {r['model']}",
-    ]
+        if mine:
+            text = f"chosen CV {b['cv_score']:.4f} ({_candidate(b)})"
+            t = top.get(sp["space"])
+            if t is not None and t is not chosen and t["mean_cv_score"] > b["cv_score"] + 5e-5:
+                text += f"; top CV {t['mean_cv_score']:.4f} ({_candidate(t)})"
+        else:
+            t = top.get(sp["space"])
+            text = f"top CV {t['mean_cv_score']:.4f} ({_candidate(t)})" if t else ""
+        mark = "*" if mine else " "
+        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{text}".rstrip())
+    lines += [_featurize_line(r), f"saved {r['model']}"]
     if "finetune" in r:
         t = r["finetune"]
         lines.insert(0, f"fine-tuned {len(t['history'])} epoch(s), best {t['best_epoch']}, on {t['n_train']} images "

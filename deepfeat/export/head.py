@@ -7,7 +7,8 @@ Expressible, and exported exactly (same arithmetic, float32):
   ``pca_whiten`` (:class:`~sklearn.decomposition.PCA`): each an affine map or a row
   normalisation;
 * ``logreg`` (:class:`~sklearn.linear_model.LogisticRegression`): ``softmax(x W + b)``,
-  a sigmoid for two classes;
+  a sigmoid for two classes, divided by the temperature first when it is wrapped in a
+  :class:`~deepfeat.classify.calibration.TemperatureScaledClassifier`;
 * ``linsvm`` with temperature scaling
   (:class:`~deepfeat.classify.calibration.TemperatureScaledClassifier` around an
   ``SVC(kernel="linear")``): the SVM's one-vs-one decision values ``x W + b``, combined
@@ -129,6 +130,10 @@ def _step(name: str, step: Any) -> torch.nn.Module:
 def _classifier(head: Any, n_classes: int) -> list[torch.nn.Module]:
     if isinstance(head, LogisticRegression):
         return [_Affine(weight=head.coef_.T), _Bias(head.intercept_), _Softmax(binary=n_classes == 2)]
+    if isinstance(head, TemperatureScaledClassifier) and isinstance(head.estimator_, LogisticRegression):
+        lr = head.estimator_
+        return [_Affine(weight=lr.coef_.T), _Bias(lr.intercept_),
+                _Softmax(head.temperature_, binary=n_classes == 2)]
     if isinstance(head, TemperatureScaledClassifier):
         svm = head.estimator_
         if not (isinstance(svm, SVC) and svm.kernel == "linear"):

@@ -563,7 +563,9 @@ class Featurizer:
         return max(1, min(4, cores - 1)) if self.runtime.device.type == "cpu" else min(8, cores)
 
     @_one_call_at_a_time
-    def featurize(self, inputs: Sequence[Any], *, return_features: bool = True) -> FeaturizeResult:
+    def featurize(
+        self, inputs: Sequence[Any], *, return_features: bool = True, log_failures: bool = True
+    ) -> FeaturizeResult:
         """Embed ``inputs``, computing only what the cache lacks.
 
         Parameters
@@ -572,6 +574,9 @@ class Featurizer:
             Paths, PIL images or numpy arrays (HxW or HxWxC).
         return_features : bool, default=True
             ``False`` only fills the cache (memory then does not grow with the inputs).
+        log_failures : bool, default=True
+            Log a warning per image that could not be read; ``False`` leaves the
+            reporting to the caller (the failures are in the result either way).
 
         Returns
         -------
@@ -690,7 +695,7 @@ class Featurizer:
             "fingerprint": fp,
             "cache": self.cache_path,
         }
-        for f_ in fail_list:
+        for f_ in fail_list if log_failures else ():
             log.warning("%s: %s", f_["path"], f_["reason"])
         return FeaturizeResult(features, ok, keys, fail_list, summary)
 

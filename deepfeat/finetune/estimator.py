@@ -111,7 +111,7 @@ weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, see
     >>> rng = np.random.default_rng(0)
     >>> imgs = [rng.integers(0, 60, (40, 40, 3), dtype=np.uint8) for _ in range(4)] + \\
     ...        [rng.integers(190, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
-    >>> clf = FineTuneClassifier(TransferClassifier(device="cpu", heads="logreg"), epochs=1,
+    >>> clf = FineTuneClassifier(TransferClassifier(device="cpu", heads="logreg", spaces=None), epochs=1,
     ...                          work_dir=tempfile.mkdtemp()).fit(imgs, [0] * 4 + [1] * 4)
     >>> clf.predict(imgs[:1] + imgs[-1:]).tolist()
     [0, 1]

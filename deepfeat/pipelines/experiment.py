@@ -153,6 +153,20 @@ class ExperimentResult:
         """
         return next((s.name for s in self.spaces if s.role == AUTO), self.main.name)
 
+    def _calibration(self) -> dict[str, Any]:
+        """Held-out log-loss and ECE of the best space at the reference k (means over draws)."""
+        t, b = self.table, self.best
+        rows = t[(t["space"] == b["space"]) & (t["shots"] == str(b["shots"]))]
+        if "log_loss" not in rows or rows["log_loss"].isna().all():
+            return {}
+        return {
+            "space": b["space"],
+            "shots": str(b["shots"]),
+            "draws": int(len(rows)),
+            "log_loss": float(rows["log_loss"].mean()),
+            "ece": float(rows["ece"].mean()),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able digest (the full tables are in the CSV files)."""
 
@@ -180,6 +194,7 @@ class ExperimentResult:
             "accuracy": accuracy,
             "gains": gains_to_dict(self.gains),
             "verdicts": self.verdicts,
+            "calibration": self._calibration(),
             "extrapolation": {k: v.to_dict() for k, v in self.extrapolations.items()},
             "extrapolation_failures": self.extrapolation_failures,
             "audit": self.audit.to_dict(),

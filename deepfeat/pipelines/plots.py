@@ -29,6 +29,7 @@ __all__ = [
     "MAX_CONFUSION_CLASSES",
     "plot_gallery",
     "plot_pairs",
+    "plot_reliability",
     "thumbnail",
 ]
 
@@ -320,4 +321,43 @@ def plot_pairs(
         )
         ax.set_xticks([])
         ax.set_yticks([])
+    return _save(fig, path)
+
+
+def plot_reliability(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike,
+    *,
+    title: str = "Reliability: accuracy vs predicted probability",
+) -> str:
+    """Reliability diagram: per confidence bin, accuracy against mean top probability.
+
+    Parameters
+    ----------
+    curves : mapping of str to list of dict
+        Legend label -> the ``reliability`` bins of
+        :func:`~deepfeat.classify.metrics.calibration_report` (empty bins are skipped);
+        the label may carry the ECE. Marker areas follow the bins' sizes.
+    path : str or path-like
+        PNG to write.
+    """
+    fig = Figure(figsize=(5.2, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfectly calibrated")
+    for k, (name, bins) in enumerate(curves.items()):
+        full = [b for b in bins if b["n"]]
+        if not full:
+            continue
+        conf = [b["confidence"] for b in full]
+        acc = [b["accuracy"] for b in full]
+        n = np.array([b["n"] for b in full], dtype=float)
+        line = ax.plot(conf, acc, marker="", color=f"C{k}", label=name)[0]
+        ax.scatter(conf, acc, s=20 + 180 * n / n.max(), color=line.get_color(), alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability of the predicted class (10 bins)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from deepfeat.classify.cv import class_counts
+from deepfeat.classify.metrics import calibration_report
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.pipelines.heads import (
     SearchFactory,
@@ -149,7 +150,9 @@ class ProtocolResult:
     ----------
     table : pandas.DataFrame
         One row per (space, draw): ``space, shots, k, repeat, seed, n_train, n_test,
-        accuracy, balanced_accuracy, tuning, best_params, fit_seconds``.
+        accuracy, balanced_accuracy, log_loss, ece, tuning, best_params, fit_seconds``
+        (``log_loss`` and ``ece``, the top-label expected calibration error, are NaN for
+        heads without ``predict_proba``).
     predictions : dict
         ``{(space, shots, repeat): {"test", "y_pred", "confidence"}}``: the held-out
         indices of every draw, their predicted labels and the predicted class's
@@ -240,6 +243,10 @@ def run_protocol(
                 est, tuning, params, seconds = _fit_one(X, y, draw, factory)
                 y_pred = est.predict(X[draw.test])
                 y_true = y[draw.test]
+                proba = (
+                    est.predict_proba(X[draw.test]) if hasattr(est, "predict_proba") else None
+                )
+                cal = None if proba is None else calibration_report(y_true, proba, est.classes_)
                 rows.append(
                     {
                         "space": name,
@@ -251,16 +258,14 @@ def run_protocol(
                         "n_test": len(draw.test),
                         "accuracy": accuracy_score(y_true, y_pred),
                         "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+                        "log_loss": float("nan") if cal is None else cal["log_loss"],
+                        "ece": float("nan") if cal is None else cal["ece"],
                         "tuning": tuning,
                         "best_params": _jsonable(params),
                         "fit_seconds": seconds,
                     }
                 )
-                conf = (
-                    est.predict_proba(X[draw.test]).max(axis=1)
-                    if hasattr(est, "predict_proba")
-                    else np.full(len(draw.test), np.nan)
-                )
+                conf = proba.max(axis=1) if proba is not None else np.full(len(draw.test), np.nan)
                 predictions[(name, str(draw.shots), draw.repeat)] = {
                     "test": draw.test,
                     "y_pred": y_pred,

@@ -200,6 +200,17 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
                 f"({n_wrong} of {n_total} predictions wrong over {draws})",
             )
         ).name
+    conf = np.asarray(best["confidence"], dtype=float)
+    if len(conf) and np.isfinite(conf).all():
+        correct = np.asarray(best["y_pred"]).astype(str) == result.labels[best["test"]].astype(str)
+        cal = _pooled_calibration(conf, correct)
+        files["reliability"] = Path(
+            plots.plot_reliability(
+                {f"{labels[best['space']]} (ECE {cal['ece']:.3f})": cal["reliability"]},
+                out / "reliability.png",
+                title=f"Reliability, k={best['shots']}, held-out predictions of {draws}",
+            )
+        ).name
     if len(result.audit.pairs):
         files["duplicates"] = Path(
             plots.plot_pairs(
@@ -209,6 +220,40 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
             )
         ).name
     return files
+
+
+def _pooled_calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """ECE and reliability bins of pooled top-label probabilities."""
+    from deepfeat.classify.metrics import expected_calibration_error, reliability_bins
+
+    return {
+        "ece": expected_calibration_error(confidence, correct),
+        "reliability": reliability_bins(confidence, correct),
+    }
+
+
+def _calibration_section(result: ExperimentResult) -> str:
+    best = result.best
+    t = result.table
+    rows = t[(t["space"] == best["space"]) & (t["shots"] == str(best["shots"]))]
+    if "reliability" not in result.files or "log_loss" not in t or rows["log_loss"].isna().all():
+        return ""
+    label = _labels(result)[best["space"]]
+    return "\n".join(
+        [
+            "<h2>Probabilities</h2>",
+            f"<p>{_e(label)} at k={_e(best['shots'])}: held-out log-loss "
+            f"{rows['log_loss'].mean():.3f}, expected calibration error (top label, 10 bins) "
+            f"{rows['ece'].mean():.3f}, means over {len(rows)} draw(s). The head's probabilities "
+            "are temperature-scaled out of fold within each training draw.</p>",
+            _img(
+                result,
+                "reliability",
+                "Accuracy per bin of the predicted class's probability (all draws pooled); on the "
+                "dotted diagonal a probability of 0.8 is right 80 % of the time.",
+            ),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- sections
@@ -598,7 +643,12 @@ def render_html(result: ExperimentResult, title: str) -> str:
             ),
             _summary_table(result, {LAYER, TRANSFER}),
         ]
-    sections += [_errors_section(result), _cache_section(result), _config_section(result)]
+    sections += [
+        _errors_section(result),
+        _calibration_section(result),
+        _cache_section(result),
+        _config_section(result),
+    ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>deepfeat experiment: {_e(title)}</title><style>{_CSS}</style></head><body>\n"

@@ -1,0 +1,206 @@
+"""Calibration of the default ``fit``: held-out ECE and log-loss before -> after, labels unchanged.
+
+For each setting, the default :class:`~deepfeat.classify.TransferClassifier` (what
+``deepfeat fit`` does: spaces and head chosen together, probabilities temperature-scaled
+out of fold) is fitted on the training images and scored on the held-out ones:
+
+* **before**: the chosen head's own probabilities, ``softmax(decision)`` (``T = 1``; for
+  a logistic regression these are exactly its ``predict_proba``, i.e. what the code before
+  calibration served; an SVM had its temperature already);
+* **after**: the model's ``predict_proba`` (the temperature fitted out of fold);
+* labels: the arg-max of both and ``predict`` must agree on every image;
+* **served before** (full settings, with ``--before DIR``): the held-out figures of the
+  model the unmodified code saved (``DIR/<dataset>.joblib``), and whether its labels
+  equal the new model's. For a logistic-regression head it equals "before"; an SVM head
+  was already temperature-scaled (on absolute bounds, over every fold).
+
+ECE is the top-label expected calibration error over 10 equal-width bins
+(:func:`deepfeat.classify.metrics.calibration_report`). A reliability plot (before and
+after) is written per setting.
+
+Settings (``--settings``): ``oxford17`` (40 train / 40 test per class), ``brain_mri4``
+(100 / 100), and smaller training draws for generality: ``oxford17:10`` (10 per class,
+seed 0) and ``brain_mri4:20``. The test sets are always the full ``test/`` folders.
+
+Usage::
+
+    python benchmarks/calibration.py --data /work/data --cache-dir /tmp/cal \\
+        --out docs/calibration [--settings oxford17,brain_mri4,oxford17:10,brain_mri4:20] \
+        [--before /work/runs/before]
+
+``--cache-dir`` holds ``<dataset>.h5`` (copy warm caches there: featurizing both sets on
+a CPU takes tens of minutes). Prints one line per setting and writes ``calibration.json``
+and ``reliability_<setting>.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from deepfeat.classify import TransferClassifier
+from deepfeat.classify.metrics import calibration_report
+from deepfeat.featurize.inputs import load_labeled
+from deepfeat.pipelines.plots import plot_reliability
+
+DEFAULT_SETTINGS = "oxford17,brain_mri4,oxford17:10,brain_mri4:20"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def per_class(paths: list[str], labels: list[str], n: int | None, seed: int = 0):
+    """``n`` images per class (numpy permutation per class, ``seed``), or all."""
+    paths, labels = np.asarray(paths), np.asarray(labels)
+    if n is None:
+        return list(paths), labels
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
+    )
+    keep.sort()
+    return list(paths[keep]), labels[keep]
+
+
+def unscaled_proba(decision: np.ndarray) -> np.ndarray:
+    """The head's own probabilities: softmax of its decision values (sigmoid for two classes)."""
+    d = np.asarray(decision, dtype=float)
+    if d.ndim == 1:
+        p1 = expit(d)
+        return np.column_stack([1.0 - p1, p1])
+    return softmax(d, axis=1)
+
+
+def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict | None:
+    """Held-out calibration of a model saved by the code before this change, if any."""
+    if not path.is_file():
+        return None
+    from deepfeat.classify import load
+
+    old = load(path, trusted=True).set_params(cache=cache, device="cpu")
+    proba = old.predict_proba(test.paths)
+    r = calibration_report(test.labels, proba, old.classes_)
+    return {
+        "model": str(path),
+        "ece": r["ece"],
+        "log_loss": r["log_loss"],
+        "mean_top_probability": r["mean_confidence"],
+        "labels_equal_new": bool((old.classes_[proba.argmax(1)] == new_labels).all()),
+    }
+
+
+def run_setting(
+    name: str, data: Path, cache_dir: Path, out: Path, before_dir: Path | None = None
+) -> dict:
+    ds_name, _, n = name.partition(":")
+    n_per_class = int(n) if n else None
+    train = load_labeled(str(data / ds_name / "train"))
+    test = load_labeled(str(data / ds_name / "test"))
+    Xtr, ytr = per_class(train.paths, train.labels, n_per_class)
+    cache = str(cache_dir / f"{ds_name}.h5")
+    t0 = time.perf_counter()
+    clf = TransferClassifier(cache=cache, device="cpu").fit(Xtr, ytr)
+    fit_s = time.perf_counter() - t0
+    # the held-out embeddings once (a private helper: predict_proba and decision_function
+    # would each read them again); the head's own outputs come from the fitted search
+    E = clf._embeddings(test.paths)
+    search = clf.search_
+    after = search.predict_proba(E)
+    before = unscaled_proba(search.decision_function(E))
+    labels = search.predict(E)
+    classes = clf.classes_
+    same = bool(
+        (classes[after.argmax(1)] == labels).all() and (classes[before.argmax(1)] == labels).all()
+    )
+    rb = calibration_report(test.labels, before, classes)
+    ra = calibration_report(test.labels, after, classes)
+    png = out / f"reliability_{name.replace(':', '_')}.png"
+    plot_reliability(
+        {f"before (T=1), ECE {rb['ece']:.3f}": rb["reliability"],
+         f"after (T={search.calibration_['temperature']:.3g}), ECE {ra['ece']:.3f}": ra["reliability"]},
+        png,
+        title=f"{name}: {len(Xtr)} train, {len(test.paths)} held-out images",
+    )
+    old = None
+    if not n and before_dir is not None:
+        old = served_before(before_dir / f"{ds_name}.joblib", cache, test, labels)
+    return {
+        "served_before": old,
+        "setting": name,
+        "n_train": len(Xtr),
+        "n_test": len(test.paths),
+        "chosen": clf.describe(),
+        "temperature": search.calibration_["temperature"],
+        "oof": search.calibration_,
+        "accuracy": ra["accuracy"],
+        "labels_unchanged": same,
+        "ece_before": rb["ece"],
+        "ece_after": ra["ece"],
+        "log_loss_before": rb["log_loss"],
+        "log_loss_after": ra["log_loss"],
+        "mean_top_probability_before": rb["mean_confidence"],
+        "mean_top_probability_after": ra["mean_confidence"],
+        "fit_seconds": round(fit_s, 1),
+        "plot": png.name,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="/work/data", help="folder holding oxford17/ and brain_mri4/")
+    ap.add_argument("--cache-dir", required=True, help="folder of <dataset>.h5 embedding caches")
+    ap.add_argument("--out", default="docs/calibration", help="folder for the JSON and the PNGs")
+    ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset[:n per class]")
+    ap.add_argument("--before", default=None, help="folder of <dataset>.joblib saved by the code before")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"CPU: {cpu_name()}; {os.cpu_count()} cores (shared machine: timings are indicative)")
+    print("setting          train  test   acc   ECE before -> after   log-loss before -> after   T     labels")
+    for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
+        r = run_setting(name, Path(args.data), Path(args.cache_dir), out,
+                        None if args.before is None else Path(args.before))
+        rows.append(r)
+        print(
+            f"{name:<16} {r['n_train']:5d} {r['n_test']:5d}  {r['accuracy']:.3f}   "
+            f"{r['ece_before']:.3f} -> {r['ece_after']:.3f}        "
+            f"{r['log_loss_before']:.3f} -> {r['log_loss_after']:.3f}            "
+            f"{r['temperature']:<5.3g} {'same' if r['labels_unchanged'] else 'CHANGED'}",
+            flush=True,
+        )
+        print(f"    chosen: {r['chosen']}", flush=True)
+        if r["served_before"]:
+            b = r["served_before"]
+            print(
+                f"    served before ({b['model']}): ECE {b['ece']:.3f}, log-loss {b['log_loss']:.3f}; "
+                f"labels {'same' if b['labels_equal_new'] else 'DIFFERENT'}",
+                flush=True,
+            )
+    (out / "calibration.json").write_text(
+        json.dumps({"cpu": cpu_name(), "results": rows}, indent=2, default=float)
+    )
+    ok = all(r["labels_unchanged"] for r in rows)
+    ok = ok and all(r["served_before"]["labels_equal_new"] for r in rows if r["served_before"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
