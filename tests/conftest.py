@@ -84,6 +84,23 @@ def _process_state_guard(request: pytest.FixtureRequest):
                     pytrace=False)
 
 
+@pytest.fixture
+def own_global_rng():
+    """For a test whose own code draws from the global random generators (building torch
+    modules, ``torch.manual_seed``, scikit-learn's estimator checks, estimators with
+    ``random_state=None``): Python's, numpy's and torch's are put back after it, so that
+    the state guard judges the library, not the test."""
+    import random
+
+    import torch
+
+    py, legacy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(legacy)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_trust_store(tmp_path_factory: pytest.TempPathFactory):
     """Saved models are recorded in a trust list: keep it out of the real home folder.

@@ -114,6 +114,7 @@ def _conv_bn(shared: bool = False) -> torch.nn.Module:
     return net.eval()
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_batchnorm_folding_keeps_the_output():
     net, x = _conv_bn(), torch.randn(2, 3, 16, 16)
     fast = optimize_for_inference(net, x)
@@ -123,6 +124,7 @@ def test_batchnorm_folding_keeps_the_output():
         torch.testing.assert_close(fast(other), net(other), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_batchnorm_is_not_folded_when_the_conv_output_is_used_elsewhere():
     net, x = _conv_bn(shared=True), torch.randn(2, 3, 16, 16)
     # folding would change y, which the residual also reads: the check must reject it

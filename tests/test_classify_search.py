@@ -39,6 +39,7 @@ SMALL_GRID = {
         ),  # calibrated SVM head
     ]
 )
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_sklearn_checks(estimator, check):
     check(estimator)
 
@@ -53,6 +54,7 @@ def test_sklearn_checks(estimator, check):
         TemperatureScaledClassifier(SVC(kernel="rbf")),
     ]
 )
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_sklearn_checks_more_configurations(estimator, check):
     check(estimator)
 
@@ -107,6 +109,7 @@ def test_warm_started_path_matches_a_cold_grid_search():
     assert ours.cv_results_["mean_test_score"].max() > 0.9
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_precomputed_kernel_svm_matches_sklearn_svc():
     X, y = make_classification(120, n_features=20, n_informative=5, random_state=0)
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
@@ -220,6 +223,7 @@ def test_build_search_contract():
 
 
 # ---------------------------------------------------------------------------- calibration
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_temperature_scaling_improves_svm_probabilities_and_keeps_predictions():
     X, y = make_classification(
         400, n_features=10, n_informative=4, n_classes=3, flip_y=0.1, random_state=0

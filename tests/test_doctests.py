@@ -21,6 +21,7 @@ def _modules() -> list[str]:
 
 
 @pytest.mark.parametrize("name", _modules())
+@pytest.mark.usefixtures("own_global_rng")  # examples build torch modules, as users do
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mod = importlib.import_module(name)

@@ -51,6 +51,7 @@ def test_auto_traces_only_jobs_large_enough_to_repay_it(photo_dir):
     assert off._traced is None
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_a_trace_that_does_not_reproduce_the_network_is_refused():
     class ShapeBranch(torch.nn.Module):
         """Python control flow on the batch size: tracing bakes in the branch it saw."""

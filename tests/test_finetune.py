@@ -116,6 +116,7 @@ def test_gradual_unfreezing_trains_one_more_block_each_epoch(lfw: dict) -> None:
     assert trainable[0] < trainable[1] < trainable[2]
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_augmentation_is_seeded_and_centre_crop_is_the_backbones(lfw: dict) -> None:
     rb = resolve_backbone(BACKBONE, weights=None)
     bank = load_pixels(lfw["Xtr"][:4], rb.preprocess)

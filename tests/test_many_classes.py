@@ -23,7 +23,7 @@ def many_class_model(photo_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("many_classes")
     paths = make_variants(photo_dir, d / "img", 2 * N_FIT_CLASSES)
     labels = [f"class_{i // 2:03d}" for i in range(len(paths))]
-    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), heads="logreg",
+    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), spaces=None, heads="logreg",
                              preprocessing="none", cv=2, honest=False)
     clf.fit([str(p) for p in paths], labels)
     return clf, [str(p) for p in paths], labels

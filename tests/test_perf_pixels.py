@@ -172,6 +172,7 @@ def _photo_batch(size=64):
     return torch.from_numpy(np.stack([np.asarray(i) for i in imgs])).permute(0, 3, 1, 2).contiguous()
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 @pytest.mark.parametrize("layer", ["pad1", "pad0", "pad3_stride2_nobias", "tf_same"])
 def test_folded_normalisation_is_exact_for_any_padding(layer):
     torch.manual_seed(0)
@@ -201,6 +202,7 @@ def test_folded_normalisation_is_exact_for_any_padding(layer):
         assert (naive - ref).abs().max() > 100 * (got - ref).abs().max()
 
 
+@pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them
 def test_folding_is_refused_where_the_input_feeds_more_than_the_first_convolution():
     class TwoUses(torch.nn.Module):
         def __init__(self):

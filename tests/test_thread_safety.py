@@ -24,7 +24,7 @@ def fitted(photo_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("threads")
     paths = [str(p) for p in make_variants(photo_dir, d / "img", 40)]
     labels = [i % 2 for i in range(len(paths))]  # the fit's accuracy is not under test
-    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), heads="logreg", cv=2,
+    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), spaces=None, heads="logreg", cv=2,
                              honest=False).fit(paths[:24], labels[:24])
     return clf, paths
 

@@ -464,8 +464,12 @@ def test_hostile_cache_is_refused_or_read_safely(kind, tmp_path, capsys, one_ima
     if out.exists():
         assert verify_cache(out)["ok"]
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    code = main(["featurize", str(one_image), "--cache", str(path), *CLI_RANDOM, "--json"])
+    try:
+        code = main(["featurize", str(one_image), "--cache", str(path), *CLI_RANDOM, "--json"])
+    finally:
+        torch.set_num_threads(threads)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     if HOSTILE[kind] == "refused":

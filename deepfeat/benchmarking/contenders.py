@@ -33,6 +33,7 @@ from deepfeat.featurize import Featurizer
 from deepfeat.featurize.decode import decode_image
 from deepfeat.featurize.runtime import cpu_count
 from deepfeat.featurize.truncate import truncate
+from deepfeat.process_state import keeping_signal_handler
 
 __all__ = ["Contender", "make_contenders", "TUTORIAL_BATCH", "tutorial_workers"]
 
@@ -181,9 +182,10 @@ def make_contenders(f: Featurizer, paths: list[str], root: Path, workdir: Path) 
         t0 = time.perf_counter()
         ds = datasets.ImageFolder(str(root), transform=tf)
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=TUTORIAL_BATCH, shuffle=False, num_workers=n_workers
+            ds, batch_size=TUTORIAL_BATCH, shuffle=False, num_workers=n_workers,
+            generator=torch.Generator().manual_seed(0),  # not torch's global one
         )
-        with torch.no_grad():
+        with torch.no_grad(), keeping_signal_handler("SIGCHLD"):
             for x, _y in loader:
                 outs.append(plain(x.to(dev)).cpu())
         sec = time.perf_counter() - t0

@@ -175,7 +175,7 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
     >>> from sklearn.datasets import make_blobs
     >>> from sklearn.svm import SVC
     >>> X, y = make_blobs(60, centers=3, random_state=0)
-    >>> clf = TemperatureScaledClassifier(SVC(kernel="linear")).fit(X, y)
+    >>> clf = TemperatureScaledClassifier(SVC(kernel="linear", random_state=0)).fit(X, y)
     >>> clf.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
     [1.0, 1.0]
     >>> bool((clf.predict(X) == clf.predict_proba(X).argmax(axis=1)).all())

@@ -19,6 +19,7 @@ from torch import nn
 
 from deepfeat.featurize.backbones import ResolvedBackbone
 from deepfeat.featurize.truncate import truncate
+from deepfeat.process_state import forked_torch_rng
 
 __all__ = ["FineTuneNet", "build_network", "save_backbone_checkpoint"]
 
@@ -105,7 +106,8 @@ def build_network(
     h, w = resolved.preprocess.crop
     with torch.inference_mode():
         dim = int(body.eval()(torch.zeros(1, 3, h, w)).shape[1])
-    head = nn.Linear(dim, n_classes)
+    with forked_torch_rng():  # its random initialisation is overwritten: the caller's RNG is kept
+        head = nn.Linear(dim, n_classes)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     body_names = [n for n, _ in body.named_parameters()]
