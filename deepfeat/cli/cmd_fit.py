@@ -21,7 +21,7 @@ from deepfeat.classify.spaces import default_space_specs
 from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
-from deepfeat.cli.validate import checked, device, integer, scorer, workers
+from deepfeat.cli.validate import checked, device, integer, number, scorer, workers
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
 
@@ -78,6 +78,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="bound on the whole fit, featurizing included: spaces that do not fit are skipped",
+    )
+    c.add_argument(
+        "--max-cost",
+        type=integer(1),
+        default=_DEFAULTS["max_cost"],
+        metavar="PASSES",
+        help="most forward passes per image a candidate space may take at inference (a part "
+        "counts one, a flip-averaged part two)",
+    )
+    c.add_argument(
+        "--max-ms-per-image",
+        type=number(0, closed="high"),
+        default=_DEFAULTS["max_ms_per_image"],
+        metavar="MS",
+        help="most milliseconds per image a candidate space's networks may take on this machine "
+        "(each network timed on a few batches first)",
     )
     s = p.add_argument_group("search")
     s.add_argument(
@@ -157,6 +173,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         num_workers=args.workers,
         spaces=spaces,
         time_budget=args.time_budget,
+        max_cost=args.max_cost,
+        max_ms_per_image=args.max_ms_per_image,
         heads=args.heads,
         grid=args.grid,
         selection=args.selection,
@@ -193,7 +211,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "honest_score_is": "bootstrap bias-corrected CV estimate of the whole selection",
         "space": model.space_,
         "recipe": model.space_spec_,
-        "part_norm": model.part_norm_,  # how the recipe's parts are scaled before they are joined
+        "part_norm": model.part_norm_,
+        "cost": model.cost_,  # forward passes and ms per image of the chosen space  # how the recipe's parts are scaled before they are joined
         "spaces_tried": model.selection_["spaces"],
         "candidates_tried": model.selection_["candidates"],
         "scoring": args.scoring,
@@ -210,6 +229,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     return result, 0
 
 
+def _cost(c: dict[str, Any]) -> str:
+    ms = c.get("ms_per_image")
+    return f"{c['forward_passes']} forward pass(es)" + ("" if ms is None else f", {ms:.1f} ms")
+
+
 def format_text(r: dict[str, Any]) -> str:
     f = r["featurize"]
     honest = r.get("honest_score", float("nan"))
@@ -221,6 +245,8 @@ def format_text(r: dict[str, Any]) -> str:
         f"honest estimate {honest:.4f} (bootstrap bias-corrected CV of the whole selection)"
         if honest == honest
         else "honest estimate: not available for this scoring",
+        *([f"inference cost: {_cost(r['cost'])} per image (networks only, {r['cost']['measured_on']})"]
+          if r.get("cost") else []),
         "spaces tried:",
     ]
     best_by_space: dict[str, dict[str, Any]] = {}
@@ -237,7 +263,8 @@ def format_text(r: dict[str, Any]) -> str:
             else ""
         )
         logme = f"LogME {sp['logme']:.3f} " if "logme" in sp else ""
-        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{best}".rstrip())
+        cost = f" [{_cost(sp)}]" if "forward_passes" in sp else ""
+        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{best}{cost}".rstrip())
     lines += [
         f"{r['n_images']} images in {len(r['classes'])} classes; featurized {f['featurized']}, "
         f"from cache {f['cached']}, failed {f['failed']}; fit {r['fit_seconds']:.1f} s",
