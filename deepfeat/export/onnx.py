@@ -77,6 +77,8 @@ def _metadata(model: Any, info: dict[str, Any]) -> dict[str, Any]:
         "input": "uint8 (N, 3, H, W) RGB crop: shorter side resized to preprocess.resize, centre crop preprocess.crop",
         "output": "float32 (N, n_classes) class probabilities, columns in classes order",
         "feature_recipe": {k: spec.get(k) for k in ("backbone", "weights_id", "layer", "pool", "preprocess")},
+        "space": getattr(model, "space_", None),
+        "cost": getattr(model, "cost_", None),
         "training": {
             "summary": model.describe(),
             "head": {k: _plain(v) for k, v in model.best_params_.items()},

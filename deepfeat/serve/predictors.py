@@ -151,6 +151,9 @@ class TorchPredictor:
             "classes": self.classes,
             "probabilities": self.has_proba,
             "feature_recipe": {k: spec.get(k) for k in ("backbone", "weights_id", "layer", "pool", "preprocess")},
+            "space": getattr(m, "space_", None),
+            "parts": [f.spec.get("backbone") for f in self.featurizers],
+            "cost": getattr(m, "cost_", None),
             "training": {
                 "summary": m.describe(),
                 "head": {k: _plain(v) for k, v in m.best_params_.items()},
@@ -238,6 +241,8 @@ class OnnxPredictor:
             "classes": self.classes,
             "probabilities": True,
             "feature_recipe": m.get("feature_recipe"),
+            "space": m.get("space"),
+            "cost": m.get("cost"),
             "training": m.get("training"),
             "created": m.get("created"),
             "exported": m.get("exported"),
