@@ -120,7 +120,13 @@ def bounded(
 
 
 def machine() -> str:
-    """Where ms per image were measured: processor and core count."""
+    """Where ms per image were measured: processor model and core count."""
     import os
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
