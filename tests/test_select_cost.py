@@ -76,3 +76,15 @@ def test_max_ms_per_image_times_the_networks_first():
 def test_fit_cli_refuses_a_bad_bound(capsys, tmp_path):
     assert main(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), "--max-cost", "0"]) == 2
     assert "--max-cost" in capsys.readouterr().err
+
+
+def test_deployable_onnx_leaves_out_the_heads_export_refuses(capsys, tmp_path):
+    from deepfeat.cli.cmd_fit import deployable_heads
+
+    assert deployable_heads(("logreg", "rbfsvm"), "any") == (("logreg", "rbfsvm"), [])
+    heads, notes = deployable_heads(("logreg", "rbfsvm"), "onnx")
+    assert heads == "logreg" and "rbfsvm" in notes[0]
+    assert deployable_heads(("auto",), "onnx") == (("auto",), [])
+    argv = ["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), "--heads", "rbfsvm", "--deployable", "onnx"]
+    assert main(argv) == 2
+    assert "ONNX export refuses" in capsys.readouterr().err

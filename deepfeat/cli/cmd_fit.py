@@ -22,8 +22,14 @@ from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
 from deepfeat.cli.validate import checked, device, integer, number, scorer, workers
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
+
+#: ``--deployable`` targets; ``onnx`` leaves out the heads the ONNX export refuses.
+DEPLOYABLE = ("any", "onnx")
+#: Heads the ONNX export cannot express (deepfeat.export.head says why).
+NOT_ONNX_HEADS = ("rbfsvm",)
 
 HELP = (
     "train a classifier on labelled images: embed what the cache lacks, choose space and head "
@@ -95,6 +101,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="most milliseconds per image a candidate space's networks may take on this machine "
         "(each network timed on a few batches first)",
     )
+    c.add_argument(
+        "--deployable",
+        default="any",
+        choices=DEPLOYABLE,
+        help="onnx: only heads `deepfeat export --format onnx` can write (every space exports; "
+        "rbfsvm, a kernel SVM, does not, and is left out with a note)",
+    )
     s = p.add_argument_group("search")
     s.add_argument(
         "--heads",
@@ -157,7 +170,25 @@ def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
     return default_space_specs(backbones, layers, ensemble=own_weights)
 
 
+def deployable_heads(heads: Any, deployable: str) -> tuple[Any, list[str]]:
+    """``--heads`` without those ``--deployable`` cannot export, and notes on what was left out."""
+    if deployable != "onnx":
+        return heads, []
+    names = list(heads) if not isinstance(heads, str) else [h.strip() for h in heads.split(",")]
+    dropped = [h for h in names if h in NOT_ONNX_HEADS]
+    if not dropped:
+        return heads, []
+    kept = [h for h in names if h not in NOT_ONNX_HEADS]
+    if not kept:
+        raise InvalidParameterError(
+            f"--deployable onnx: every head of --heads {','.join(names)} is one the ONNX export "
+            f"refuses ({', '.join(NOT_ONNX_HEADS)}); add logreg or linsvm"
+        )
+    return ",".join(kept), [f"--deployable onnx: left out head {h} (the ONNX export refuses it)" for h in dropped]
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    heads, notes = deployable_heads(args.heads, args.deployable)
     ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
     spaces = candidate_spaces(args)
     model = TransferClassifier(
@@ -175,7 +206,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         time_budget=args.time_budget,
         max_cost=args.max_cost,
         max_ms_per_image=args.max_ms_per_image,
-        heads=args.heads,
+        heads=heads,
         grid=args.grid,
         selection=args.selection,
         preprocessing=args.preprocessing,
@@ -223,6 +254,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "fit_seconds": round(fit_seconds, 3),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in model.failures_],
         "skipped": ds.skipped,
+        "notes": notes,
     }
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
@@ -275,6 +307,7 @@ def format_text(r: dict[str, Any]) -> str:
         lines.insert(0, f"fine-tuned {len(t['history'])} epoch(s), best {t['best_epoch']}, on {t['n_train']} images "
                         f"(+{t['n_val']} validation) in {t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s "
                         f"({t['device']} {t['precision']}); backbone checkpoint {t['checkpoint']}")
+    lines += r.get("notes", [])
     for x in r["failures"][:20]:
         lines.append(f"  left out {x['path']}: {x['reason']}")
     for x in r["skipped"][:10]:
