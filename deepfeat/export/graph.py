@@ -50,7 +50,10 @@ class PartEmbedding(torch.nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if not self.flip:
             return self._embed(pixels)
-        return (self._embed(pixels) + self._embed(torch.flip(pixels, dims=(3,)))) / 2
+        # the image and its mirror in one batch: one copy of the network in the graph
+        n = pixels.shape[0]
+        both = self._embed(torch.cat([pixels, torch.flip(pixels, dims=(3,))], dim=0))
+        return (both[:n] + both[n:]) / 2
 
 
 class ImageToProba(torch.nn.Module):
