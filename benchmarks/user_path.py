@@ -161,6 +161,9 @@ def main() -> int:
     p.add_argument("--work", default=None, help="folder for models, ONNX files and CSVs")
     p.add_argument("--timed", type=int, default=100, help="test images predicted with a fresh cache")
     p.add_argument("--json-out", default=None, help="also write the figures as JSON")
+    p.add_argument("--before", default=None,
+                   help="a model saved by an earlier deepfeat (e.g. /work/runs/before/oxford17.joblib): "
+                        "its test accuracy beside the default's, paired")
     a = p.parse_args()
     images = test_images(a.test)
     work = Path(a.work or f"user_path_{Path(a.train).parent.name}")
@@ -185,10 +188,23 @@ def main() -> int:
     for k, r in rows.items():
         print(f"{k}: answered {100 * r['answered']:.1f} %, served accuracy {100 * r['served_accuracy']:.2f} % "
               f"(evaluate {100 * r['evaluate_accuracy']:.2f} %), ONNX same labels on {100 * r['onnx_agreement']:.2f} %")
+    before = None
+    if a.before:
+        csv = work / "before.csv"
+        cli("predict", a.before, a.test, "--out", str(csv), "--cache", a.cache, "--trust")
+        import pandas as pd
+
+        got = dict(zip(pd.read_csv(csv)["path"].astype(str), pd.read_csv(csv)["label"].astype(str)))
+        cbefore = np.array([got.get(str(p)) == p.parent.name for p in images])
+        g, glo, ghi = paired_bootstrap(ca, cbefore)
+        before = {"model": a.before, "accuracy": float(cbefore.mean()), "gain": [g, glo, ghi],
+                  "mcnemar_p": mcnemar_p(ca, cbefore)}
+        print(f"default vs {a.before}: {100 * cbefore.mean():.2f} % before, {100 * g:+.2f} points now, 95 % "
+              f"interval [{100 * glo:+.2f}, {100 * ghi:+.2f}], McNemar p = {before['mcnemar_p']:.3g}")
     print("checks: " + ("all passed" if not failed else "FAILED " + "; ".join(failed)))
     if a.json_out:
         Path(a.json_out).write_text(json.dumps({"cpu": machine(), "models": rows, "gain": [gain, lo, hi],
-                                                "mcnemar_p": mcnemar_p(ca, cb)}, indent=2))
+                                                "mcnemar_p": mcnemar_p(ca, cb), "before": before}, indent=2))
     return 1 if failed else 0
 
 

@@ -88,3 +88,15 @@ def test_deployable_onnx_leaves_out_the_heads_export_refuses(capsys, tmp_path):
     argv = ["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), "--heads", "rbfsvm", "--deployable", "onnx"]
     assert main(argv) == 2
     assert "ONNX export refuses" in capsys.readouterr().err
+
+
+def test_a_model_saved_before_the_cost_bounds_loads_with_their_defaults():
+    import pickle
+
+    old = TransferClassifier(**TINY)
+    del old.max_cost, old.max_ms_per_image  # as pickled by a deepfeat without them
+    with pytest.raises(AttributeError):
+        old.get_params()
+    back = pickle.loads(pickle.dumps(old))
+    assert back.get_params()["max_cost"] is None and back.get_params()["max_ms_per_image"] is None
+    assert back.set_params(device="cpu").device == "cpu"

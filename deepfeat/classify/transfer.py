@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -258,6 +259,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.string = True  # file paths
         return tags
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a model saved by an earlier deepfeat lacks the parameters added since (e.g.
+        # max_cost): they take their defaults, so get_params/set_params keep working
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and p.default is not inspect.Parameter.empty:
+                state.setdefault(name, p.default)
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------ helpers
     def _embedder_params(self) -> dict[str, Any]:
