@@ -266,6 +266,14 @@ def _cost(c: dict[str, Any]) -> str:
     return f"{c['forward_passes']} forward pass(es)" + ("" if ms is None else f", {ms:.1f} ms")
 
 
+def _cost_line(c: dict[str, Any]) -> str:
+    if c.get("ms_per_image") is None:
+        return (f"inference cost: {c['forward_passes']} forward pass(es) per image (ms not measured: "
+                f"the networks were not built, every image came from the cache)")
+    return (f"inference cost: {c['forward_passes']} forward pass(es), {c['ms_per_image']:.1f} ms per image "
+            f"(the networks alone, on {c['measured_on']})")
+
+
 def format_text(r: dict[str, Any]) -> str:
     f = r["featurize"]
     honest = r.get("honest_score", float("nan"))
@@ -277,8 +285,7 @@ def format_text(r: dict[str, Any]) -> str:
         f"honest estimate {honest:.4f} (bootstrap bias-corrected CV of the whole selection)"
         if honest == honest
         else "honest estimate: not available for this scoring",
-        *([f"inference cost: {_cost(r['cost'])} per image (networks only, {r['cost']['measured_on']})"]
-          if r.get("cost") else []),
+        *([_cost_line(r["cost"])] if r.get("cost") else []),
         "spaces tried:",
     ]
     best_by_space: dict[str, dict[str, Any]] = {}
