@@ -12,7 +12,10 @@ a warm-cache ``fit`` less the cache reads):
   penultimate space;
 * ``new_default``: the new default of ``deepfeat fit``: space and head chosen together
   by :func:`deepfeat.classify.select_space.select_space` over the default candidate
-  spaces (:func:`deepfeat.classify.spaces.default_space_specs`).
+  spaces (:func:`deepfeat.classify.spaces.default_space_specs`), before inference cost
+  took part in the choice;
+* ``cost_default``: what ``deepfeat fit`` does now: the same, with each space's forward
+  passes per image given to the one-SE rule (a costlier space only beyond one SE).
 
 Usage::
 
@@ -42,9 +45,16 @@ from threadpoolctl import threadpool_limits
 
 from deepfeat.classify import load_xy
 from deepfeat.classify.candidates import HEADS
+from deepfeat.classify.cost import forward_passes
 from deepfeat.classify.search import EmbeddingClassifier
 from deepfeat.classify.select_space import select_space
-from deepfeat.classify.spaces import PART_NORM, default_space_specs, join_parts, space_name
+from deepfeat.classify.spaces import (
+    PART_NORM,
+    default_space_specs,
+    join_parts,
+    space_name,
+    space_parts,
+)
 from deepfeat.featurize import Featurizer
 
 _HERE = Path(__file__).resolve()
@@ -110,7 +120,7 @@ def plain_baseline():
     )
 
 
-def evaluate(blocks, ytr, yte, tr, te):
+def evaluate(blocks, ytr, yte, tr, te, costs=None):
     pen = next(iter(blocks))
     out = {}
     methods = {
@@ -120,16 +130,18 @@ def evaluate(blocks, ytr, yte, tr, te):
         ).fit(blocks[pen][tr], ytr),
         "new_one_space": lambda: EmbeddingClassifier().fit(blocks[pen][tr], ytr),
         "new_default": lambda: select_space({k: v[tr] for k, v in blocks.items()}, ytr),
+        "cost_default": lambda: select_space({k: v[tr] for k, v in blocks.items()}, ytr, costs=costs),
     }
     for name, make in methods.items():
         t0 = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):
             model = make()
         secs = time.perf_counter() - t0
-        if name == "new_default":
+        if name in ("new_default", "cost_default"):
             acc = float((model.search.predict(blocks[model.space][te]) == yte).mean())
             row = {
                 "space": model.space,
+                "forward_passes": (costs or {}).get(model.space),
                 "cv_optimistic": model.optimistic_score,
                 "honest": model.honest_score,
                 "params": model.search.best_params_,
@@ -160,6 +172,7 @@ def main(argv=None):
     part_norm = None if args.part_norm == "none" else args.part_norm
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     specs = default_space_specs()
+    costs = {space_name(s): forward_passes(space_parts(s)) for s in specs}
     result = {"load_at_start": os.getloadavg(), "spaces": [space_name(s) for s in specs],
               "part_norm": args.part_norm}
     if args.only in (None, "oxford17"):
@@ -168,22 +181,24 @@ def main(argv=None):
         runs = []
         for seed in (0, 1, 2):
             tr, te = split_per_class(y, args.train_per_class, 40, seed)
-            runs.append(evaluate(blocks, y[tr], y[te], tr, te))
+            runs.append(evaluate(blocks, y[tr], y[te], tr, te, costs))
         result["oxford17"] = runs
     if args.only in (None, "brain_mri4"):
         paths, labels, n_train = brain_sample(args.data)
         blocks = space_features(paths, specs, args.cache, part_norm)
         tr, te = np.arange(n_train), np.arange(n_train, len(paths))
-        result["brain_mri4"] = [evaluate(blocks, labels[tr], labels[te], tr, te)]
+        result["brain_mri4"] = [evaluate(blocks, labels[tr], labels[te], tr, te, costs)]
     result["load_at_end"] = os.getloadavg()
     for ds in ("oxford17", "brain_mri4"):
         if ds in result:
-            for m in ("plain", "old_default", "new_one_space", "new_default"):
+            for m in ("plain", "old_default", "new_one_space", "new_default", "cost_default"):
                 accs = [r[m]["test_accuracy"] for r in result[ds]]
                 secs = [r[m]["fit_seconds"] for r in result[ds]]
+                passes = [r[m].get("forward_passes") or costs.get(r[m].get("space"), 1) for r in result[ds]]
                 print(
                     f"{ds:10s} {m:14s} held-out {100 * np.mean(accs):.2f} % "
-                    f"({', '.join(f'{100 * a:.1f}' for a in accs)}), fit {np.mean(secs):.1f} s"
+                    f"({', '.join(f'{100 * a:.1f}' for a in accs)}), fit {np.mean(secs):.1f} s, "
+                    f"forward passes per image {', '.join(str(p) for p in passes)}"
                 )
     text = json.dumps(result, indent=2, default=str)
     if args.json_out:

@@ -178,3 +178,17 @@ def test_bench_part_reports_onnxruntime_beside_torch(tmp_path):
         r["onnxruntime_images_per_second"] / r["torch_images_per_second"], rel=0.01
     )
     assert r["max_abs_diff"] < 1e-3  # the same network in both runtimes
+
+
+def test_the_pillow_crops_follow_a_squash_crop_mode():
+    """timm's ``squash`` (both sides to ``resize``) made without torch for ``--runtime onnx``."""
+    from PIL import ImageFilter
+
+    p = Preprocess(resize=236, crop=(224, 224), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3,
+                   crop_mode="squash")
+    img = Image.fromarray(sample_photo("astronaut")).resize((640, 400)).filter(ImageFilter.GaussianBlur(1))
+    want = p.geometry(img).numpy().astype(int)
+    assert np.abs(to_model_input(img, p.to_dict()).astype(int) - want).max() <= 2
+    # control: the aspect-keeping geometry is another crop
+    centre = {k: v for k, v in p.to_dict().items() if k != "crop_mode"}
+    assert np.abs(to_model_input(img, centre).astype(int) - want).mean() > 5

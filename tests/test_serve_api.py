@@ -371,10 +371,13 @@ def test_a_concatenated_flip_averaged_space_is_served_as_the_model_predicts(tmp_
     np.testing.assert_allclose(got, load(tmp_path / "concat.joblib").predict_proba(Xt), atol=1e-4)
     crops = np.stack([predictor.prepare(predictor_image(a)) for a in Xt])
     assert predictor.embed(crops).shape[1] > predictor.featurizers[0].embed_pixels(crops).shape[1]
-    with pytest.raises(Exception, match="concatenates 2 feature spaces"):
-        from deepfeat.export import export_onnx
+    from deepfeat.export import export_onnx
 
-        export_onnx(load(tmp_path / "concat.joblib"), tmp_path / "x.onnx")
+    # the ONNX graph holds both parts, the flip and the per-part scaling
+    export_onnx(load(tmp_path / "concat.joblib"), tmp_path / "x.onnx")
+    onnx = load_predictor(str(tmp_path / "x.onnx"), runtime="onnx")
+    got_onnx = np.array([[r["probabilities"][k] for k in ("dark", "light")] for r in onnx.predict(crops)])
+    np.testing.assert_allclose(got_onnx, got, atol=1e-3)
 
 
 def predictor_image(a: np.ndarray):  # noqa: ANN201 - PIL image

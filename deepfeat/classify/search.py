@@ -392,14 +392,14 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         honest = self._honest(res.predictions, y, fam, res.candidates, best)
         return self._finish(X, y, res, best, honest, search_time)
 
-    def _choose(self, res: SearchScores, families: Sequence[str]) -> int:
+    def _choose(self, res: SearchScores, families: Sequence[str], cost: np.ndarray | None = None) -> int:
         means, stds, losses = res.summary()
         if res.scores.shape[1] and np.all(np.isnan(means)):
             raise InvalidParameterError(
                 f"scoring={self.scoring!r} failed for every candidate; see the logged errors"
             )
         strength = np.array([c["C"] for c in res.candidates], dtype=float)
-        return choose(means, stds, losses, res.scores.shape[1], families, strength, self.selection)
+        return choose(means, stds, losses, res.scores.shape[1], families, strength, self.selection, cost)
 
     def _honest(
         self,
@@ -408,6 +408,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         families: Sequence[str],
         candidates: Sequence[Mapping[str, Any]],
         best: int,
+        cost: np.ndarray | None = None,
     ) -> dict[str, float]:
         nan = {"score": float("nan"), "std": float("nan"), "n_bootstrap": 0}
         if not self.honest or self.scoring not in FAST_METRICS:
@@ -422,6 +423,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             selection=self.selection,
             metric=self.scoring,
             random_state=self.random_state,
+            cost=cost,
         )
 
     def _finish(

@@ -7,7 +7,10 @@ strongly regularised candidate of the same family (same space, preprocessing and
 whose mean is within one standard error of it, its ``C`` divided by at most
 :data:`MAX_SHRINK`. On a few hundred images dozens of
 candidates are within noise of each other; the rule stops the choice from following
-that noise towards the weakest regularisation.
+that noise towards the weakest regularisation. Given each candidate's inference *cost*
+(forward passes per image of its space, :mod:`deepfeat.classify.cost`), the rule first
+moves to the cheapest candidates within one standard error of the best: a space that
+costs more is chosen only when its gain is beyond noise.
 
 The winner's mean CV score is optimistic: it is the maximum of many noisy estimates.
 :func:`bbc_estimate` gives a nearly unbiased figure at no extra fitting cost, by the
@@ -53,6 +56,16 @@ def _strongest(candidates: np.ndarray, strength: np.ndarray) -> int:
     return int(candidates[np.argmin(strength[candidates])])
 
 
+def _cheapest_near(best: int, within: np.ndarray, cost: np.ndarray | None, order: np.ndarray) -> int:
+    """The first candidate in ``order`` of the cheapest ones ``within`` noise of the best."""
+    if cost is None:
+        return best
+    cost = np.asarray(cost, dtype=float)
+    floor = cost[within].min()
+    cheap = within & (cost <= floor)
+    return int(next(i for i in order if cheap[i]))
+
+
 def choose(
     means: np.ndarray,
     stds: np.ndarray,
@@ -61,6 +74,7 @@ def choose(
     families: Sequence[str],
     strength: np.ndarray,
     selection: str = "one_se",
+    cost: np.ndarray | None = None,
 ) -> int:
     """Index of the chosen candidate.
 
@@ -77,6 +91,10 @@ def choose(
     strength : ndarray of shape (n_candidates,)
         ``C``: smaller is more strongly regularised.
     selection : {"one_se", "best"}
+    cost : ndarray of shape (n_candidates,) or None
+        Inference cost of each candidate (forward passes per image). With ``"one_se"``,
+        the best of the cheapest candidates within one standard error of the best is
+        taken first, then the family rule within the same standard error.
 
     Examples
     --------
@@ -87,6 +105,9 @@ def choose(
     1
     >>> choose(means, stds, losses, 4, ["a"] * 3, np.array([0.1, 1.0, 10.0]), "best")
     2
+    >>> two = ["cheap", "cheap", "dear"]  # the dear space's gain is within one SE
+    >>> choose(means, stds, losses, 4, two, np.array([1.0, 1.0, 1.0]), cost=np.array([1, 1, 9]))
+    1
     """
     if selection not in SELECTIONS:
         raise InvalidParameterError(f"selection must be one of {SELECTIONS}, got {selection!r}")
@@ -96,6 +117,8 @@ def choose(
     fam = np.asarray(families, dtype=object)
     strength = np.asarray(strength, dtype=float)
     threshold = means[best] - stds[best] / np.sqrt(n_splits) - 1e-12
+    best = _cheapest_near(best, np.nan_to_num(means, nan=-np.inf) >= threshold, cost,
+                          _best_order(means, stds, losses))
     near = np.flatnonzero(
         (fam == fam[best])
         & (np.nan_to_num(means, nan=-np.inf) >= threshold)
@@ -130,6 +153,7 @@ def bbc_estimate(
     metric: str = "accuracy",
     n_bootstrap: int = N_BOOTSTRAP,
     random_state: int | None = 0,
+    cost: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Bootstrap bias-corrected CV estimate of the score of the *selection procedure*.
 
@@ -140,7 +164,7 @@ def bbc_estimate(
         validated hold ``-2`` and are left out; ``-1`` marks a failed candidate).
     y : ndarray of int, shape (n_samples,)
         True class indices.
-    families, strength, selection
+    families, strength, selection, cost
         As for :func:`choose` (in a bootstrap sample the standard error of the best
         in-bag score is the binomial one).
     metric : {"accuracy", "balanced_accuracy"}
@@ -183,9 +207,12 @@ def bbc_estimate(
         pick = best
         if selection == "one_se":
             se = np.sqrt(max(s[best] * (1 - s[best]), 0.0) / n)
+            within = s >= s[best] - se - 1e-12
+            if cost is not None:
+                best = _cheapest_near(best, within, cost, np.argsort(-s, kind="stable"))
             near = np.flatnonzero(
                 (fam == fam[best])
-                & (s >= s[best] - se - 1e-12)
+                & within
                 & (strength >= strength[best] / MAX_SHRINK * (1 - 1e-9))
             )
             pick = _strongest(near, strength)

@@ -6,7 +6,8 @@ keeps the best ``max_cv_spaces`` of them (the cheap prune), cross-validates the 
 candidates of :class:`~deepfeat.classify.search.EmbeddingClassifier` on each survivor
 with the *same folds*, and chooses among all of them at once with the rule of
 :mod:`deepfeat.classify.select_rule` (one standard error within the winner's space,
-preprocessing and head). The honest estimate is the bootstrap bias-corrected CV over the
+preprocessing and head; given each space's inference cost, the cheapest spaces within one
+standard error of the best come first). The honest estimate is the bootstrap bias-corrected CV over the
 pooled out-of-fold predictions: it prices in the choice of the space as well as that of
 the head. The chosen space's search is refitted on all rows.
 """
@@ -72,6 +73,7 @@ def select_space(
     *,
     max_cv_spaces: int = MAX_CV_SPACES,
     deadline: float | None = None,
+    costs: Mapping[str, float] | None = None,
 ) -> SpaceChoice:
     """Choose a space and a head for ``y`` among ``spaces`` (name -> training rows).
 
@@ -87,6 +89,12 @@ def select_space(
         Spaces cross-validated; the others are pruned by their LogME score.
     deadline : float or None
         ``time.perf_counter()`` value after which no further space is cross-validated.
+    costs : mapping of str to float or None
+        Inference cost of each space (forward passes per image,
+        :func:`~deepfeat.classify.cost.forward_passes`): with ``selection="one_se"`` a
+        costlier space is chosen only when its CV gain is beyond one standard error
+        (:func:`~deepfeat.classify.select_rule.choose`); the honest estimate prices the
+        same rule in.
 
     Returns
     -------
@@ -147,8 +155,9 @@ def select_space(
     )
     families = [f"{c['space']}|{SearchScores.family(c)}" for c in cands]
     est0 = pooled[0][1]
-    best = est0._choose(merged, families)
-    honest = est0._honest(merged.predictions, np.asarray(y), families, cands, best)
+    cost = None if costs is None else np.array([float(costs[c["space"]]) for c in cands])
+    best = est0._choose(merged, families, cost)
+    honest = est0._honest(merged.predictions, np.asarray(y), families, cands, best, cost)
     # which space holds the winner, and its index there
     sizes = np.cumsum([len(r.candidates) for *_, r in pooled])
     w = int(np.searchsorted(sizes, best, side="right"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -16,6 +17,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from deepfeat.classify.candidates import DEFAULT_HEADS, DEFAULT_PREPROCESSING
+from deepfeat.classify.cost import (
+    bounded,
+    check_bounds,
+    forward_passes,
+    machine,
+    space_cost,
+    time_part,
+)
 from deepfeat.classify.cv import check_cv_possible
 from deepfeat.classify.embedder import as_image_list, describe_failures
 from deepfeat.classify.search import EmbeddingClassifier, results_frame
@@ -101,6 +110,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         first candidate space is always used. Candidates that mix several backbones
         (ensembles) are skipped above :data:`ENSEMBLE_MAX_IMAGES` training images, where
         their head search would cost more than every other space's together.
+    max_cost : int or None, default=None
+        Most forward passes per image a candidate space may take at inference (one per
+        part, two for a flip-averaged part; :func:`~deepfeat.classify.cost.forward_passes`);
+        costlier candidates are skipped.
+    max_ms_per_image : float or None, default=None
+        Most milliseconds per image a candidate space's networks may take here (each part
+        timed on a few batches before featurizing; :func:`~deepfeat.classify.cost.time_part`);
+        slower candidates are skipped. Whatever the bounds, a costlier space is chosen
+        only when its CV gain is beyond one standard error (``selection="one_se"``).
     max_cv_spaces : int, default=5
         Candidate spaces cross-validated; more are first pruned by their LogME score.
     heads, preprocessing, grid, param_grid, selection, honest, cv, scoring, class_weight, calibrate, n_jobs, random_state
@@ -137,6 +155,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         The fitted search (its ``best_estimator_`` is the head).
     featurizer_spec_ : dict
         The backbone's specification (what a saved model records instead of the network).
+    cost_ : dict
+        Inference cost of the chosen space: ``forward_passes`` per image, ``ms_per_image``
+        (its networks on this machine, no decoding; ``None`` where a part's network was
+        never built because every image came from the cache), ``part_ms`` and
+        ``measured_on``. Each row of ``selection_["spaces"]`` gives its space's cost too.
     classes_ : ndarray of shape (n_classes,)
     best_params_, best_score_, best_std_, cv_results_, n_splits_
         Copied from :attr:`search_`; :attr:`cv_results_frame_` is a DataFrame.
@@ -188,6 +211,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         lock_timeout: float | None = 30.0,
         spaces: str | Sequence[Any] | None = "auto",
         time_budget: float | None = None,
+        max_cost: int | None = None,
+        max_ms_per_image: float | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
         heads: str | Sequence[str] = DEFAULT_HEADS,
         preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
@@ -219,6 +244,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.lock_timeout = lock_timeout
         self.spaces = spaces
         self.time_budget = time_budget
+        self.max_cost = max_cost
+        self.max_ms_per_image = max_ms_per_image
         self.max_cv_spaces = max_cv_spaces
         self.heads = heads
         self.preprocessing = preprocessing
@@ -238,6 +265,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.string = True  # file paths
         return tags
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a model saved by an earlier deepfeat lacks the parameters added since (e.g.
+        # max_cost): they take their defaults, so get_params/set_params keep working
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and p.default is not inspect.Parameter.empty:
+                state.setdefault(name, p.default)
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------ helpers
     def _embedder_params(self) -> dict[str, Any]:
@@ -330,6 +365,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
             )
         self._check_budget()
+        check_bounds(self.max_cost, self.max_ms_per_image)
         specs = self._space_specs()
         EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
         y = column_or_1d(np.asarray(y), warn=True)
@@ -341,7 +377,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
         deadline = None if self.time_budget is None else t_start + float(self.time_budget)
-        too_big: list[dict[str, Any]] = []
+        distinct = {space_name(p): p for s in specs for p in s}
+        # ms per image of each part's network: timed first when bounded by it, else after
+        # featurizing for the networks that were built (not for parts read from the cache)
+        part_ms = self._part_ms(items, distinct, build=True) if self.max_ms_per_image is not None else {}
+        specs, too_big = bounded(specs, self.max_cost, self.max_ms_per_image, part_ms)
         if len(items) > ENSEMBLE_MAX_IMAGES and len(specs) > 1:
             for s in [s for s in specs[1:] if len({p["backbone"] for p in s}) > 1]:
                 specs.remove(s)
@@ -349,6 +389,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                                 f"than {ENSEMBLE_MAX_IMAGES:,} images"})
         results, skipped = self._featurize_parts(items, specs, deadline)
         skipped = too_big + skipped
+        part_ms.update(self._part_ms(items, {n: distinct[n] for n in results if n not in part_ms}, build=False))
         usable = [s for s in specs if all(space_name(p) in results for p in s)]
         merged = {space_name(s): embed_merge(results, s) for s in usable}
         first = merged[space_name(usable[0])]
@@ -406,15 +447,20 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 base,
                 max_cv_spaces=self.max_cv_spaces,
                 deadline=deadline,
+                costs={space_name(s): forward_passes(s) for s in usable},
             )
             name, self.search_ = choice.space, choice.search
             tried, cands = choice.tried, choice.candidates
+        for row in tried:
+            row.update(space_cost(next(s for s in usable if space_name(s) == row["space"]), part_ms))
         tried += skipped
         # the chosen candidate's row: the rows of a space follow its search's candidates
         mine = [i for i, c in enumerate(cands) if c["space"] == name]
         for i, c in enumerate(cands):
             c["chosen"] = i == mine[self.search_.best_index_]
         chosen = next(s for s in usable if space_name(s) == name)
+        self.cost_ = {**space_cost(chosen, part_ms), "part_ms": {space_name(p): part_ms.get(space_name(p))
+                                                                for p in chosen}, "measured_on": machine()}
         fitted = [results[space_name(p)]["embedder"] for p in chosen]
         self.embedder_ = (
             fitted[0]
@@ -442,11 +488,23 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "cv_score_optimistic": self.best_score_,
             "honest_score": self.honest_score_,
             "honest_std": self.search_.honest_std_,
+            "cost": self.cost_,
             "spaces": tried,
             "candidates": cands,
             "seconds": time.perf_counter() - t_start,
         }
         return self
+
+    def _part_ms(self, items: list[Any], parts: Mapping[str, Mapping[str, Any]], build: bool) -> dict[str, float]:
+        """Milliseconds per image of each part's network (only those already built unless
+        ``build``); the featurizers are the ones featurizing uses (shared per process)."""
+        runtime = {**self._runtime_params(), "on_error": "nan"}
+        out = {}
+        for name, p in parts.items():
+            f = make_embedder([p], runtime).fit(items).featurizer_
+            if build or f.built:
+                out[name] = round(time_part(f), 3)
+        return out
 
     def _featurize_parts(
         self, items: list[Any], specs: list[list[dict[str, Any]]], deadline: float | None

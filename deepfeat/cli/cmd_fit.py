@@ -22,9 +22,15 @@ from deepfeat.classify.spaces import default_space_specs
 from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
-from deepfeat.cli.validate import checked, device, integer, scorer, workers
+from deepfeat.cli.validate import checked, device, integer, number, scorer, workers
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
+
+#: ``--deployable`` targets; ``onnx`` leaves out the heads the ONNX export refuses.
+DEPLOYABLE = ("any", "onnx")
+#: Heads the ONNX export cannot express (deepfeat.export.head says why).
+NOT_ONNX_HEADS = ("rbfsvm",)
 
 HELP = (
     "train a classifier on labelled images: embed what the cache lacks, choose space and head "
@@ -79,6 +85,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="bound on the whole fit, featurizing included: spaces that do not fit are skipped",
+    )
+    c.add_argument(
+        "--max-cost",
+        type=integer(1),
+        default=_DEFAULTS["max_cost"],
+        metavar="PASSES",
+        help="most forward passes per image a candidate space may take at inference (a part "
+        "counts one, a flip-averaged part two)",
+    )
+    c.add_argument(
+        "--max-ms-per-image",
+        type=number(0, closed="high"),
+        default=_DEFAULTS["max_ms_per_image"],
+        metavar="MS",
+        help="most milliseconds per image a candidate space's networks may take on this machine "
+        "(each network timed on a few batches first)",
+    )
+    c.add_argument(
+        "--deployable",
+        default="any",
+        choices=DEPLOYABLE,
+        help="onnx: only heads `deepfeat export --format onnx` can write (every space exports; "
+        "rbfsvm, a kernel SVM, does not, and is left out with a note)",
     )
     s = p.add_argument_group("search")
     s.add_argument(
@@ -172,7 +201,25 @@ def best_summary(model: TransferClassifier) -> dict[str, Any]:
     return best
 
 
+def deployable_heads(heads: Any, deployable: str) -> tuple[Any, list[str]]:
+    """``--heads`` without those ``--deployable`` cannot export, and notes on what was left out."""
+    if deployable != "onnx":
+        return heads, []
+    names = list(heads) if not isinstance(heads, str) else [h.strip() for h in heads.split(",")]
+    dropped = [h for h in names if h in NOT_ONNX_HEADS]
+    if not dropped:
+        return heads, []
+    kept = [h for h in names if h not in NOT_ONNX_HEADS]
+    if not kept:
+        raise InvalidParameterError(
+            f"--deployable onnx: every head of --heads {','.join(names)} is one the ONNX export "
+            f"refuses ({', '.join(NOT_ONNX_HEADS)}); add logreg or linsvm"
+        )
+    return ",".join(kept), [f"--deployable onnx: left out head {h} (the ONNX export refuses it)" for h in dropped]
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    heads, notes = deployable_heads(args.heads, args.deployable)
     ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
     spaces = candidate_spaces(args)
     model = TransferClassifier(
@@ -188,7 +235,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         num_workers=args.workers,
         spaces=spaces,
         time_budget=args.time_budget,
-        heads=args.heads,
+        max_cost=args.max_cost,
+        max_ms_per_image=args.max_ms_per_image,
+        heads=heads,
         grid=args.grid,
         selection=args.selection,
         preprocessing=args.preprocessing,
@@ -228,7 +277,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "honest_score_is": "bootstrap bias-corrected CV estimate of the whole selection",
         "space": model.space_,
         "recipe": model.space_spec_,
-        "part_norm": model.part_norm_,  # how the recipe's parts are scaled before they are joined
+        "part_norm": model.part_norm_,
+        "cost": model.cost_,  # forward passes and ms per image of the chosen space  # how the recipe's parts are scaled before they are joined
         "spaces_tried": model.selection_["spaces"],
         "candidates_tried": cands,
         "scoring": args.scoring,
@@ -242,6 +292,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "fit_seconds": round(fit_seconds, 3),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in model.failures_],
         "skipped": ds.skipped,
+        "notes": notes,
     }
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
@@ -266,6 +317,19 @@ def _featurize_line(r: dict[str, Any]) -> str:
     )
 
 
+def _cost(c: dict[str, Any]) -> str:
+    ms = c.get("ms_per_image")
+    return f"{c['forward_passes']} forward pass(es)" + ("" if ms is None else f", {ms:.1f} ms")
+
+
+def _cost_line(c: dict[str, Any]) -> str:
+    if c.get("ms_per_image") is None:
+        return (f"inference cost: {c['forward_passes']} forward pass(es) per image (ms not measured: "
+                f"the networks were not built, every image came from the cache)")
+    return (f"inference cost: {c['forward_passes']} forward pass(es), {c['ms_per_image']:.1f} ms per image "
+            f"(the networks alone, on {c['measured_on']})")
+
+
 def format_text(r: dict[str, Any]) -> str:
     honest = r.get("honest_score", float("nan"))
     b = r["best"]
@@ -279,6 +343,7 @@ def format_text(r: dict[str, Any]) -> str:
         f"honest estimate {honest:.4f} (bootstrap bias-corrected CV of the whole selection)"
         if honest == honest
         else "honest estimate: not available for this scoring",
+        *([_cost_line(r["cost"])] if r.get("cost") else []),
     ]
     cal = b.get("calibration")
     if cal:
@@ -308,13 +373,15 @@ def format_text(r: dict[str, Any]) -> str:
             t = top.get(sp["space"])
             text = f"top CV {t['mean_cv_score']:.4f} ({_candidate(t)})" if t else ""
         mark = "*" if mine else " "
-        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{text}".rstrip())
+        cost = f" [{_cost(sp)}]" if "forward_passes" in sp else ""
+        lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{text}{cost}".rstrip())
     lines += [_featurize_line(r), f"saved {r['model']}"]
     if "finetune" in r:
         t = r["finetune"]
         lines.insert(0, f"fine-tuned {len(t['history'])} epoch(s), best {t['best_epoch']}, on {t['n_train']} images "
                         f"(+{t['n_val']} validation) in {t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s "
                         f"({t['device']} {t['precision']}); backbone checkpoint {t['checkpoint']}")
+    lines += r.get("notes", [])
     for x in r["failures"][:20]:
         lines.append(f"  left out {x['path']}: {x['reason']}")
     for x in r["skipped"][:10]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from typing import Any
 
 from deepfeat.classify.persistence import load
@@ -97,7 +98,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise InputError(f"{args.src}: no images found")
     import pandas as pd
 
+    t0 = time.perf_counter()
     parts = [model.predict_table(paths)] if paths else []
+    seconds = time.perf_counter() - t0
     if skipped:
         parts.append(
             pd.DataFrame(
@@ -124,8 +127,22 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             str(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()
         },
         "failures": [{"path": p, "reason": s} for p, s in zip(bad["path"], bad["status"])],
+        "throughput": _throughput(model, len(paths), seconds),
     }
     return result, 1 if args.strict and len(bad) else 0
+
+
+def _throughput(model: TransferClassifier, n: int, seconds: float) -> dict[str, Any]:
+    """Images per second of this run (decoding and images read from the cache included),
+    beside the model's cost per image from fit (models saved before it have none)."""
+    cost = getattr(model, "cost_", None) or {}
+    return {
+        "images": n,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(n / seconds, 2) if seconds > 0 and n else None,
+        "forward_passes_per_image": cost.get("forward_passes"),
+        "fit_ms_per_image": cost.get("ms_per_image"),
+    }
 
 
 #: Label counts named in the one-line text summary (all of them are in --json).
@@ -139,6 +156,12 @@ def format_text(r: dict[str, Any]) -> str:
     if len(counts) > MAX_COUNTS_SHOWN:  # the full counts are in --json and the CSV
         text = f"{len(counts)} classes; most frequent {text}, ..."
     lines = [f"labelled {r['n_ok']} of {r['n_inputs']} inputs ({text}); wrote {r['out']}"]
+    t = r.get("throughput") or {}
+    if t.get("images_per_second"):
+        passes = t.get("forward_passes_per_image")
+        lines.append(f"throughput {t['images_per_second']:.1f} images/s ({t['images']} images in "
+                     f"{t['seconds']:.1f} s, cached embeddings included"
+                     + (f"; the model runs {passes} forward pass(es) per image)" if passes else ")"))
     for f in r["failures"][:20]:
         lines.append(f"  FAILED  {f['path']}: {f['reason']}")
     if len(r["failures"]) > 20:

@@ -5,7 +5,12 @@ The graph
     size, already resized (shorter side to ``resize`` with the recorded interpolation) and
     centre-cropped -- what :func:`deepfeat.serve.pixels.to_model_input` makes from an image.
     The batch axis is dynamic. Output ``probabilities``: float32 ``(N, n_classes)``,
-    columns in the order of the metadata's ``classes``.
+    columns in the order of the metadata's ``classes``. A model whose space joins several
+    networks (backbones, cut points, flip-averaged parts) is one graph too: one input per
+    distinct crop geometry (``pixels``, ``pixels_1``...; the metadata's ``inputs`` give each
+    one's preprocessing and the parts that take it), each part's network, the flip
+    averaging, the per-part L2 scaling and concatenation, then the head (see
+    :mod:`deepfeat.export.graph`).
 
 The metadata
     The file's ``metadata_props`` hold one JSON document under the key ``deepfeat``:
@@ -30,8 +35,9 @@ import numpy as np
 import torch
 
 from deepfeat import __version__
+from deepfeat.classify.spaces import join_parts
 from deepfeat.exceptions import InputError
-from deepfeat.export.graph import ImageToProba
+from deepfeat.export.graph import ImageToProba, PartEmbedding
 from deepfeat.export.head import ExportRefused, head_module
 from deepfeat.process_state import ignoring_warnings
 
@@ -65,12 +71,14 @@ def _metadata(model: Any, info: dict[str, Any]) -> dict[str, Any]:
     spec = model.featurizer_spec_
     return {
         "format": "deepfeat-onnx",
-        "format_version": 1,
+        "format_version": 2,
         "classes": [_plain(c) for c in model.classes_],
         "preprocess": spec["preprocess"],
         "input": "uint8 (N, 3, H, W) RGB crop: shorter side resized to preprocess.resize, centre crop preprocess.crop",
         "output": "float32 (N, n_classes) class probabilities, columns in classes order",
         "feature_recipe": {k: spec.get(k) for k in ("backbone", "weights_id", "layer", "pool", "preprocess")},
+        "space": getattr(model, "space_", None),
+        "cost": getattr(model, "cost_", None),
         "training": {
             "summary": model.describe(),
             "head": {k: _plain(v) for k, v in model.best_params_.items()},
@@ -94,18 +102,33 @@ def metadata_of(path: str | os.PathLike) -> dict[str, Any]:
     raise InputError(f"{path}: no deepfeat metadata in this ONNX file")
 
 
-def _torch_export(graph: torch.nn.Module, example: torch.Tensor, out: str, opset: int) -> None:
+def input_names(n: int) -> list[str]:
+    """Names of the graph's inputs: ``pixels``, then ``pixels_1``, ``pixels_2``..."""
+    return ["pixels"] + [f"pixels_{k}" for k in range(1, n)]
+
+
+def _part_names(model: Any, specs: list[dict[str, Any]]) -> list[str]:
+    parts = getattr(model, "space_spec_", None)
+    if parts and len(parts) == len(specs):
+        from deepfeat.classify.spaces import space_name
+
+        return [space_name(p) for p in parts]
+    return [s["backbone"] for s in specs]
+
+
+def _torch_export(graph: torch.nn.Module, example: tuple[torch.Tensor, ...], names: list[str], out: str,
+                  opset: int) -> None:
     kw = dict(
-        input_names=["pixels"],
+        input_names=names,
         output_names=["probabilities"],
         opset_version=opset,
-        dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+        dynamic_axes={**{n: {0: "batch"} for n in names}, "probabilities": {0: "batch"}},
     )
-    with ignoring_warnings():
+    with ignoring_warnings():  # the export runs in the caller's thread; torch warns about tracing
         try:
-            torch.onnx.export(graph, (example,), out, dynamo=False, **kw)
+            torch.onnx.export(graph, example, out, dynamo=False, **kw)
         except TypeError:  # a torch without the dynamo switch
-            torch.onnx.export(graph, (example,), out, **kw)
+            torch.onnx.export(graph, example, out, **kw)
 
 
 def export_onnx(
@@ -138,7 +161,7 @@ def export_onnx(
     Raises
     ------
     ExportRefused
-        A head or preprocessing step that cannot be expressed (named in the message).
+        A head that cannot be expressed (named in the message).
     """
     import onnx
 
@@ -152,43 +175,47 @@ def export_onnx(
     if not out.lower().endswith(".onnx"):
         raise InputError(f"--out {out}: an ONNX file name ends in .onnx")
     from deepfeat.classify.select_embed import embedder_parts
+    from deepfeat.featurize.preprocess import input_groups
 
-    parts = embedder_parts(model.embedder_) if hasattr(model, "embedder_") else []
-    if len(parts) > 1:
-        raise ExportRefused(
-            f"the model's space {getattr(model, 'space_', '?')!r} concatenates {len(parts)} feature "
-            f"spaces; ONNX export takes one space: fit with --select none (or --layers one layer)"
-        )
-    if model.featurizer_spec_.get("tta", "none") != "none":
-        raise ExportRefused(
-            f"the model's space uses test-time augmentation (tta={model.featurizer_spec_['tta']!r}); "
-            f"ONNX export takes tta='none'"
-        )
     n_classes = len(model.classes_)
     head = head_module(model.search_.best_estimator_, n_classes)
-    f = Featurizer.from_spec(model.featurizer_spec_, device="cpu", precision="fp32", cache=None,
-                             num_workers=0, jit=False, channels_last=False)
-    backbone = f.model.eval()
-    pre = f.preprocess
-    h, w = pre.crop
-    crops = _smooth_crops(h, w)
+    specs = [p.featurizer_spec_ for p in embedder_parts(model.embedder_)] if hasattr(model, "embedder_") \
+        else [model.featurizer_spec_]
+    feats = [Featurizer.from_spec(s, device="cpu", precision="fp32", cache=None, num_workers=0, jit=False,
+                                  channels_last=False) for s in specs]
+    inputs, index = input_groups([f.preprocess.to_dict() for f in feats])
+    crops = [_smooth_crops(*(int(v) for v in p["crop"])) for p in inputs]
+    part_norm = getattr(model, "part_norm_", None)
+    parts = [PartEmbedding(f.model.eval(), f.preprocess.mean, f.preprocess.std, f.tta) for f in feats]
+    graph = ImageToProba(parts, head, inputs=index, part_norm=part_norm).eval()
     with torch.no_grad():
-        emb = f.embed_pixels(crops)
+        emb = join_parts([f.embed_pixels(crops[i]) for f, i in zip(feats, index)], part_norm)
+        # the graph's own embedding is the featurizers' (normalisation, flips, part scaling)
+        graph_emb = graph.embed(*(torch.from_numpy(c) for c in crops))
+        want_proba = graph.head(graph_emb).numpy()
+        graph_emb = graph_emb.numpy()
+    emb_diff = float(np.abs(graph_emb - emb).max())
+    if emb_diff > 1e-3 * max(1.0, float(np.abs(emb).max())):
+        raise ExportRefused(f"internal check failed: the graph's embedding differs from deepfeat's by {emb_diff:.2e}")
     head_diff = _check_head_matches(model, head, emb)
     if head_diff > 1e-4:
         raise ExportRefused(
             f"internal check failed: the exported head differs from scikit-learn's by {head_diff:.2e}"
         )
-    graph = ImageToProba(backbone, head, pre.mean, pre.std).eval()
-    example = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    names = input_names(len(inputs))
+    gen = torch.Generator().manual_seed(0)
+    example = tuple(torch.randint(0, 256, (2, 3, *(int(v) for v in p["crop"])), dtype=torch.uint8, generator=gen)
+                    for p in inputs)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
     try:
         with torch.no_grad():
-            _torch_export(graph, example, tmp, opset)
+            _torch_export(graph, example, names, tmp, opset)
         proto = onnx.load(tmp)
         meta = _metadata(model, info or {})
+        meta["inputs"] = [{"name": n, "preprocess": p, "parts": [space for space, i in zip(_part_names(model, specs), index) if i == k]}
+                          for k, (n, p) in enumerate(zip(names, inputs))]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         proto.doc_string = f"deepfeat: {model.describe()}"
@@ -197,11 +224,13 @@ def export_onnx(
         result = {
             "out": out,
             "classes": meta["classes"],
-            "input": {"name": "pixels", "dtype": "uint8", "shape": ["N", 3, h, w]},
+            "input": {"name": names[0], "dtype": "uint8", "shape": ["N", 3, *inputs[0]["crop"]]},
+            "inputs": [{"name": n, "dtype": "uint8", "shape": ["N", 3, *p["crop"]]} for n, p in zip(names, inputs)],
+            "parts": len(feats),
             "head_max_abs_diff": head_diff,
         }
         if check:
-            result["onnx_max_abs_diff"] = _check_runtime(graph, tmp, crops)
+            result["onnx_max_abs_diff"] = _check_runtime(want_proba, tmp, dict(zip(names, crops)))
             if result["onnx_max_abs_diff"] > CHECK_TOLERANCE:
                 raise ExportRefused(
                     f"onnxruntime's probabilities differ from torch's by {result['onnx_max_abs_diff']:.2e} "
@@ -215,7 +244,7 @@ def export_onnx(
     return result
 
 
-def _smooth_crops(h: int, w: int, n: int = 6) -> np.ndarray:
+def _smooth_crops(h: int, w: int, n: int = 4) -> np.ndarray:
     """``n`` smooth random uint8 crops (white noise sits far from any photo a head has seen)."""
     rng = np.random.default_rng(1)
     base = torch.from_numpy(rng.integers(0, 256, size=(n, 3, 6, 6)).astype(np.float32))
@@ -223,15 +252,14 @@ def _smooth_crops(h: int, w: int, n: int = 6) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def _check_runtime(graph: torch.nn.Module, path: str, crops: np.ndarray) -> float:
+def _check_runtime(want: np.ndarray, path: str, crops: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference of onnxruntime's probabilities from ``want`` (torch's)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise InputError("checking the export needs onnxruntime: pip install 'deepfeat[onnx]'") from None
-    with torch.no_grad():
-        want = graph(torch.from_numpy(crops)).numpy()
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"pixels": crops})[0]
+    got = sess.run(None, crops)[0]
     return float(np.abs(got - want).max())
 
 

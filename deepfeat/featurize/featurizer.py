@@ -446,6 +446,11 @@ class Featurizer:
             log.info("built %s (%s) in %.1f s", self.backbone, self.layer or PENULTIMATE, time.perf_counter() - t0)
         return self._model
 
+    @property
+    def built(self) -> bool:
+        """Whether the network is built (timing it then costs no build)."""
+        return self._model is not None
+
     @_one_call_at_a_time
     def prepare(self, n_images: int | None = None) -> None:
         """Build the network now, as a job of ``n_images`` images would run it.

@@ -18,7 +18,7 @@ from PIL import Image
 from deepfeat.exceptions import UnsupportedPreprocessingError
 from deepfeat.featurize.interpolation import PIL_INTERPOLATION as _PIL_INTERPOLATION
 
-__all__ = ["Preprocess", "CROP_MODES"]
+__all__ = ["Preprocess", "CROP_MODES", "input_groups"]
 
 #: ``center``: resize the shorter side to ``resize`` keeping the aspect ratio, then a centre
 #: crop; ``squash`` (timm): resize both sides to ``resize``, ignoring the aspect ratio, then
@@ -248,3 +248,45 @@ def _resize_crop(x: torch.Tensor, size: tuple[int, int], corner: tuple[int, int]
         return y[:, :, oy : oy + ch, ox : ox + cw]
     y = torch.nn.functional.interpolate(x, size=(nh, nw), mode=mode, antialias=True, align_corners=False)
     return y[:, :, top : top + ch, left : left + cw]
+
+
+def input_groups(preprocesses: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The distinct input geometries of several networks, and which one each network takes.
+
+    Networks whose crops are made alike (``resize``, ``crop``, ``interpolation`` and
+    ``crop_mode``; their ``mean``/``std`` may differ, normalisation is the network's own)
+    share one input: a server decodes an image once and makes each distinct crop once.
+
+    Parameters
+    ----------
+    preprocesses : list of dict
+        :meth:`Preprocess.to_dict` of each network.
+
+    Returns
+    -------
+    inputs : list of dict
+        The geometry of each distinct input (the first network's dict of that geometry,
+        without ``mean`` and ``std``), in order of first use.
+    index : list of int
+        For each network, its input's index in ``inputs``.
+
+    Examples
+    --------
+    >>> a = {"resize": 256, "crop": [224, 224], "interpolation": "bicubic", "mean": [0] * 3, "std": [1] * 3}
+    >>> b = dict(a, resize=274, crop=[240, 240])
+    >>> inputs, index = input_groups([a, b, dict(a, mean=[0.5] * 3)])
+    >>> [i["crop"] for i in inputs], index
+    ([[224, 224], [240, 240]], [0, 1, 0])
+    """
+    inputs: list[dict[str, Any]] = []
+    keys: list[tuple] = []
+    index = []
+    for pre in preprocesses:
+        geo = {k: v for k, v in pre.items() if k not in ("mean", "std")}
+        key = (int(geo["resize"]), tuple(int(v) for v in geo["crop"]), geo["interpolation"],
+               geo.get("crop_mode", "center"))
+        if key not in keys:
+            keys.append(key)
+            inputs.append(geo)
+        index.append(keys.index(key))
+    return inputs, index

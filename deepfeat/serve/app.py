@@ -92,6 +92,9 @@ def create_app(
     fastapi.FastAPI
     """
     limits = ServeLimits() if limits is None else limits
+    # one input per distinct crop geometry of the model's networks (a predictor with one
+    # may give only ``preprocess``)
+    geometries = list(getattr(predictor, "inputs", None) or [predictor.preprocess])
     batcher = MicroBatcher(
         predictor.predict,
         max_batch=limits.max_batch,
@@ -142,20 +145,23 @@ def create_app(
             "status": "ok",
             "runtime": predictor.runtime,
             "queued_images": batcher.pending,
+            "throughput": batcher.throughput,
             "api_key_required": api_key is not None,
             "limits": limits.to_dict(),
         }
 
     @app.get("/model", summary="Classes, feature recipe, training summary", dependencies=[Depends(check_key)])
     async def model_info() -> dict[str, Any]:
-        h, w = predictor.preprocess["crop"]
+        inputs = [{"crop": [int(v) for v in p["crop"]], "resize": p["resize"],
+                   "interpolation": p["interpolation"]} for p in geometries]
         info = dict(predictor.describe())
-        info["input"] = {"crop": [h, w], "resize": predictor.preprocess["resize"],
-                         "interpolation": predictor.preprocess["interpolation"]}
+        info["input"] = inputs[0]
+        info["inputs"] = inputs  # one per distinct crop geometry of the model's networks
+        info["throughput"] = batcher.throughput
         return info
 
-    pre = predictor.preprocess
-    draft = max(int(pre["resize"]), *(int(v) for v in pre["crop"]))  # as featurizing decodes
+    # as featurizing decodes; one decode serves every input (the largest draft covers all)
+    draft = max(max(int(p["resize"]), *(int(v) for v in p["crop"])) for p in geometries)
 
     def prepare(up: Upload) -> tuple[Any, int, str]:
         img, code, reason = decode_upload(up, limits, draft)

@@ -30,8 +30,16 @@ class QueueFull(Exception):
 
 @dataclass
 class _Item:
-    pixels: np.ndarray
+    pixels: np.ndarray | tuple[np.ndarray, ...]
     future: asyncio.Future = field(repr=False)
+
+
+def _stack(items: Sequence[_Item]) -> np.ndarray | tuple[np.ndarray, ...]:
+    """One batch array, or one per input where each image holds several crops."""
+    first = items[0].pixels
+    if isinstance(first, tuple):
+        return tuple(np.stack([it.pixels[k] for it in items]) for k in range(len(first)))
+    return np.stack([it.pixels for it in items])
 
 
 class MicroBatcher:
@@ -40,8 +48,9 @@ class MicroBatcher:
     Parameters
     ----------
     predict : callable
-        ``predict(batch)`` with ``batch`` a uint8 array ``(N, 3, H, W)``; returns a
-        sequence of ``N`` results. Runs in a worker thread.
+        ``predict(batch)`` with ``batch`` a uint8 array ``(N, 3, H, W)`` (or a tuple of
+        them, when each image was queued as a tuple of crops); returns a sequence of ``N``
+        results. Runs in a worker thread.
     max_batch : int
     wait_s : float
         Wait after the first image of a batch for others to join.
@@ -60,6 +69,7 @@ class MicroBatcher:
         self.pending = 0
         self.batches = 0
         self.images = 0
+        self.compute_seconds = 0.0  # time spent in ``predict``: throughput is images / this
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,6 +98,13 @@ class MicroBatcher:
             self._task = None
 
     @property
+    def throughput(self) -> dict[str, Any]:
+        """Images answered, batches run, seconds in ``predict`` and images per such second."""
+        secs = self.compute_seconds
+        return {"images": self.images, "batches": self.batches, "compute_seconds": round(secs, 3),
+                "images_per_second": round(self.images / secs, 2) if secs > 0 else None}
+
+    @property
     def queued(self) -> int:
         """Images waiting in the queue (not counting a batch being computed)."""
         return 0 if self._queue is None else self._queue.qsize()
@@ -105,8 +122,9 @@ class MicroBatcher:
         """Give back room reserved for images that will not be submitted."""
         self.pending = max(0, self.pending - n)
 
-    def enqueue(self, pixels: np.ndarray) -> asyncio.Future:
-        """Queue one reserved image (``(3, H, W)`` uint8); the future gets its result.
+    def enqueue(self, pixels: np.ndarray | tuple[np.ndarray, ...]) -> asyncio.Future:
+        """Queue one reserved image (``(3, H, W)`` uint8, or a tuple of crops); the future
+        gets its result.
 
         Synchronous, so a reserved image is either queued or still the caller's to
         :meth:`release`: a cancelled request cannot leave room counted twice or lost.
@@ -117,7 +135,7 @@ class MicroBatcher:
         queue.put_nowait(_Item(pixels, fut))
         return fut
 
-    async def submit(self, pixels: np.ndarray) -> Any:
+    async def submit(self, pixels: np.ndarray | tuple[np.ndarray, ...]) -> Any:
         """Predict one reserved image and return its result."""
         return await self.enqueue(pixels)
 
@@ -148,8 +166,10 @@ class MicroBatcher:
             live = [it for it in batch if not it.future.done()]  # a client may have gone
             try:
                 if live:
-                    x = np.stack([it.pixels for it in live])
+                    x = _stack(live)
+                    t0 = loop.time()
                     results = await loop.run_in_executor(self._executor, self.predict, x)
+                    self.compute_seconds += loop.time() - t0
                     for it, res in zip(live, results):
                         if not it.future.done():
                             it.future.set_result(res)

@@ -59,7 +59,12 @@ def to_model_input(img: Image.Image, preprocess: Mapping[str, Any]) -> np.ndarra
     """
     w, h = img.size
     ch, cw = int(preprocess["crop"][0]), int(preprocess["crop"][1])
-    nw, nh = resized_size(w, h, int(preprocess["resize"]), (ch, cw))
+    if preprocess.get("crop_mode", "center") == "squash":  # both sides to resize (timm)
+        nw = nh = int(preprocess["resize"])
+        if nw < max(ch, cw):
+            nw = nh = max(ch, cw)
+    else:
+        nw, nh = resized_size(w, h, int(preprocess["resize"]), (ch, cw))
     left, top = (nw - cw) // 2, (nh - ch) // 2
     if (nw, nh) != (w, h):
         # resample only the crop window: the same filter taps as resizing the whole image

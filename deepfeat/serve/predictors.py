@@ -2,7 +2,9 @@
 
 Both take the same input, a uint8 batch ``(N, 3, H, W)`` already resized and centre-cropped
 to the backbone's crop size (:meth:`prepare` makes it from a decoded image), and return one
-``{"label", "probabilities"}`` per image. :class:`OnnxPredictor` imports neither torch nor
+``{"label", "probabilities"}`` per image. A model whose space joins networks with different
+crop sizes takes one such batch per distinct crop geometry (``inputs``), as a tuple: an
+upload is decoded once and each crop made once. :class:`OnnxPredictor` imports neither torch nor
 scikit-learn: only onnxruntime, numpy and Pillow.
 """
 
@@ -43,13 +45,27 @@ def _results(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -
     return out
 
 
-def _geometry(pre: dict[str, Any]) -> str:
-    """What decides the pixels a part's network sees (not its normalisation)."""
-    return repr(sorted((k, v) for k, v in pre.items() if k not in ("mean", "std")))
+def _stacked(batch: Any, n_inputs: int) -> list[np.ndarray]:
+    """A batch as one contiguous uint8 array per input (a bare array is the only input)."""
+    arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
+    if len(arrays) != n_inputs:
+        raise InputError(f"the model takes {n_inputs} input(s), got {len(arrays)}")
+    return [np.ascontiguousarray(a, np.uint8) for a in arrays]
+
+
+def _crop_of(pre: dict[str, Any]) -> tuple[int, int]:
+    return int(pre["crop"][0]), int(pre["crop"][1])
 
 
 class TorchPredictor:
     """A model saved by ``deepfeat fit`` (a fitted TransferClassifier), run with torch.
+
+    Every space ``fit`` can choose is served: a concatenation's parts may take crops of
+    different sizes (``inputs``: one per distinct geometry, see
+    :func:`~deepfeat.featurize.preprocess.input_groups`); each part embeds its crop as
+    featurizing does (:meth:`Featurizer.embed_pixels
+    <deepfeat.featurize.Featurizer.embed_pixels>`, flip averaging included) and the parts
+    are joined by :func:`~deepfeat.classify.spaces.join_parts`.
 
     Parameters
     ----------
@@ -64,6 +80,7 @@ class TorchPredictor:
     def __init__(self, model: Any, info: dict[str, Any], device: str = "cpu") -> None:
         from deepfeat.classify.select_embed import embedder_parts
         from deepfeat.featurize import Featurizer
+        from deepfeat.featurize.preprocess import input_groups
 
         self.model = model
         self.info = info
@@ -77,12 +94,9 @@ class TorchPredictor:
                 cache=None, num_workers=0, jit=False,
             ))
         self.featurizer = self.featurizers[0]
-        geometry = {_geometry(f.preprocess.to_dict()) for f in self.featurizers}
-        if len(geometry) > 1:
-            raise InputError(
-                f"the model's space {getattr(model, 'space_', '?')!r} joins parts with different input "
-                f"sizes; serving needs one input size (fit with --select none)"
-            )
+        #: the distinct input geometries, and which one each part takes
+        self.inputs, self.part_inputs = input_groups([f.preprocess.to_dict() for f in self.featurizers])
+        self._makers = [self.featurizers[self.part_inputs.index(i)].preprocess for i in range(len(self.inputs))]
         self.preprocess = self.featurizer.preprocess.to_dict()
         self.classes = [_plain(c) for c in model.classes_]
         self.has_proba = hasattr(model.search_, "predict_proba")
@@ -102,24 +116,26 @@ class TorchPredictor:
         return cls(model, info, device=device)
 
     def warm_up(self) -> None:
-        """Build the network now (not on the first request)."""
-        h, w = self.preprocess["crop"]
-        self.predict(np.zeros((1, 3, h, w), np.uint8))
+        """Build the networks now (not on the first request)."""
+        self.predict(tuple(np.zeros((1, 3, *_crop_of(p)), np.uint8) for p in self.inputs))
 
-    def prepare(self, img: Image.Image) -> np.ndarray:
-        """The uint8 ``(3, H, W)`` crop of a decoded RGB image, exactly as featurizing makes it."""
-        return self.featurizer.preprocess.geometry(img).numpy()
+    def prepare(self, img: Image.Image) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The uint8 ``(3, H, W)`` crop of a decoded RGB image, exactly as featurizing makes
+        it; a tuple of crops, one per input, when the parts take different crops."""
+        crops = tuple(p.geometry(img).numpy() for p in self._makers)
+        return crops[0] if len(crops) == 1 else crops
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch (normalised, then the network)."""
-        batch = np.ascontiguousarray(batch)
+    def embed(self, batch: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
+        """Embeddings ``(N, D)`` of a uint8 ``(N, 3, H, W)`` batch, or of one such batch per
+        input (normalised, then each part's network; the parts joined)."""
         from deepfeat.classify.spaces import join_parts
 
-        return join_parts([f.embed_pixels(batch) for f in self.featurizers],
+        arrays = _stacked(batch, len(self.inputs))
+        return join_parts([f.embed_pixels(arrays[i]) for f, i in zip(self.featurizers, self.part_inputs)],
                           getattr(self.model, "part_norm_", None))
 
-    def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
+    def predict(self, batch: np.ndarray | tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each image of a batch (see :meth:`embed`)."""
         emb = self.embed(batch)
         head = self.model.search_
         proba = head.predict_proba(emb) if self.has_proba else None
@@ -135,6 +151,9 @@ class TorchPredictor:
             "classes": self.classes,
             "probabilities": self.has_proba,
             "feature_recipe": {k: spec.get(k) for k in ("backbone", "weights_id", "layer", "pool", "preprocess")},
+            "space": getattr(m, "space_", None),
+            "parts": [f.spec.get("backbone") for f in self.featurizers],
+            "cost": getattr(m, "cost_", None),
             "training": {
                 "summary": m.describe(),
                 "head": {k: _plain(v) for k, v in m.best_params_.items()},
@@ -182,7 +201,14 @@ class OnnxPredictor:
         self.preprocess = self.meta["preprocess"]
         self.classes = list(self.meta["classes"])
         self.has_proba = True
-        self.input_name = self.session.get_inputs()[0].name
+        # one input per distinct crop geometry (files of format_version 1 have one)
+        listed = self.meta.get("inputs") or [{"name": self.session.get_inputs()[0].name,
+                                              "preprocess": self.preprocess}]
+        self.input_names = [i["name"] for i in listed]
+        self.inputs = [i["preprocess"] for i in listed]
+        missing = set(self.input_names) - {i.name for i in self.session.get_inputs()}
+        if missing:
+            raise InputError(f"{path}: the metadata lists inputs {sorted(missing)} the graph lacks")
 
     @classmethod
     def from_file(cls, path: str) -> OnnxPredictor:
@@ -191,16 +217,19 @@ class OnnxPredictor:
 
     def warm_up(self) -> None:
         """Run one batch now, so the first request does not pay for session set-up."""
-        h, w = self.preprocess["crop"]
-        self.predict(np.zeros((1, 3, h, w), np.uint8))
+        self.predict(tuple(np.zeros((1, 3, *_crop_of(p)), np.uint8) for p in self.inputs))
 
-    def prepare(self, img: Image.Image) -> np.ndarray:
-        """The uint8 ``(3, H, W)`` crop, made with Pillow (see :mod:`deepfeat.serve.pixels`)."""
-        return to_model_input(img, self.preprocess)
+    def prepare(self, img: Image.Image) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The uint8 ``(3, H, W)`` crop, made with Pillow (see :mod:`deepfeat.serve.pixels`);
+        a tuple of crops, one per input, for a graph with several inputs."""
+        crops = tuple(to_model_input(img, p) for p in self.inputs)
+        return crops[0] if len(crops) == 1 else crops
 
-    def predict(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        """``{"label", "probabilities"}`` for each crop of a uint8 ``(N, 3, H, W)`` batch."""
-        proba = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
+    def predict(self, batch: np.ndarray | tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
+        """``{"label", "probabilities"}`` for each image of a uint8 ``(N, 3, H, W)`` batch, or
+        of one such batch per input."""
+        arrays = _stacked(batch, len(self.inputs))
+        proba = self.session.run(None, dict(zip(self.input_names, arrays)))[0]
         labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
         return _results(self.classes, proba, labels)
 
@@ -212,6 +241,8 @@ class OnnxPredictor:
             "classes": self.classes,
             "probabilities": True,
             "feature_recipe": m.get("feature_recipe"),
+            "space": m.get("space"),
+            "cost": m.get("cost"),
             "training": m.get("training"),
             "created": m.get("created"),
             "exported": m.get("exported"),

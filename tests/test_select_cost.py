@@ -1,0 +1,102 @@
+"""Inference cost in the choice of the space: the one-SE rule prefers the cheaper space
+within noise, the bounds skip costlier candidates, and the model states its cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from serve_models import TINY, tone_images
+
+from deepfeat.classify import TransferClassifier
+from deepfeat.classify.cost import forward_passes
+from deepfeat.classify.select_rule import bbc_estimate, choose
+from deepfeat.cli.main import main
+from deepfeat.exceptions import InvalidParameterError
+
+FAMILIES = ["cheap|logreg"] * 2 + ["dear|logreg"] * 2
+STRENGTH = np.array([0.1, 1.0, 0.1, 1.0])
+COST = np.array([1, 1, 9, 9])
+
+
+@pytest.mark.parametrize("gain, chosen_space", [(0.01, "cheap"), (0.08, "dear")])
+def test_a_dearer_space_wins_only_beyond_one_standard_error(gain, chosen_space):
+    means = np.array([0.80, 0.85, 0.80, 0.85 + gain])
+    stds = np.full(4, 0.04)  # 5 folds: one SE = 0.018
+    losses = np.full(4, np.nan)
+    got = choose(means, stds, losses, 5, FAMILIES, STRENGTH, cost=COST)
+    assert FAMILIES[got].startswith(chosen_space)
+    # without costs the dear space wins either way: the cost is what decides
+    assert FAMILIES[choose(means, stds, losses, 5, FAMILIES, STRENGTH)].startswith("dear")
+
+
+def test_the_honest_estimate_runs_the_same_cost_rule():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    good = np.where(rng.random(300) < 0.85, y, 1 - y)  # a cheap candidate at 85 %
+    dear = np.where(rng.random(300) < 0.86, y, 1 - y)  # a dear one within noise of it
+    preds = np.vstack([good, good, dear, dear])
+    with_cost = bbc_estimate(preds, y, FAMILIES, STRENGTH, cost=COST)
+    without = bbc_estimate(preds, y, FAMILIES, STRENGTH)
+    assert with_cost["n_bootstrap"] == without["n_bootstrap"] > 0
+    assert abs(with_cost["score"] - (good == y).mean()) < abs(without["score"] - (good == y).mean()) + 1e-9
+
+
+def test_forward_passes_count_flips_twice():
+    assert forward_passes([{"backbone": "a"}]) == 1
+    assert forward_passes([{"backbone": "a", "tta": "flip"}, {"backbone": "b", "layer": "x"}]) == 3
+
+
+SPACES = [[{"backbone": TINY["backbone"], "weights": None}],
+          [{"backbone": TINY["backbone"], "weights": None}, {"backbone": TINY["backbone"], "weights": None,
+                                                             "layer": "features.9", "tta": "flip"}]]
+
+
+def test_max_cost_skips_costlier_spaces_and_the_model_states_its_cost():
+    X, y = tone_images(6)
+    clf = TransferClassifier(**TINY, spaces=SPACES, heads="logreg", max_cost=2).fit(X, y)
+    rows = {r["space"]: r for r in clf.selection_["spaces"]}
+    dear = [r for r in rows.values() if "[flip]" in r["space"]]
+    assert len(dear) == 1 and dear[0]["status"].startswith("skipped: 3 forward passes > max_cost=2")
+    assert clf.cost_["forward_passes"] == 1 and clf.cost_["ms_per_image"] > 0  # built: timed
+    assert clf.selection_["cost"] == clf.cost_
+    with pytest.raises(InvalidParameterError, match="max_cost must be a positive"):
+        TransferClassifier(**TINY, max_cost=0).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="no candidate space within"):
+        TransferClassifier(**TINY, spaces=SPACES[1:], max_cost=2).fit(X, y)
+
+
+def test_max_ms_per_image_times_the_networks_first():
+    X, y = tone_images(6)
+    clf = TransferClassifier(**TINY, spaces=SPACES, heads="logreg", max_ms_per_image=1e6).fit(X, y)
+    assert all(r["ms_per_image"] > 0 for r in clf.selection_["spaces"])
+    with pytest.raises(InvalidParameterError, match="no candidate space within"):
+        TransferClassifier(**TINY, spaces=SPACES, max_ms_per_image=1e-6).fit(X, y)
+
+
+def test_fit_cli_refuses_a_bad_bound(capsys, tmp_path):
+    assert main(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), "--max-cost", "0"]) == 2
+    assert "--max-cost" in capsys.readouterr().err
+
+
+def test_deployable_onnx_leaves_out_the_heads_export_refuses(capsys, tmp_path):
+    from deepfeat.cli.cmd_fit import deployable_heads
+
+    assert deployable_heads(("logreg", "rbfsvm"), "any") == (("logreg", "rbfsvm"), [])
+    heads, notes = deployable_heads(("logreg", "rbfsvm"), "onnx")
+    assert heads == "logreg" and "rbfsvm" in notes[0]
+    assert deployable_heads(("auto",), "onnx") == (("auto",), [])
+    argv = ["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), "--heads", "rbfsvm", "--deployable", "onnx"]
+    assert main(argv) == 2
+    assert "ONNX export refuses" in capsys.readouterr().err
+
+
+def test_a_model_saved_before_the_cost_bounds_loads_with_their_defaults():
+    import pickle
+
+    old = TransferClassifier(**TINY)
+    del old.max_cost, old.max_ms_per_image  # as pickled by a deepfeat without them
+    with pytest.raises(AttributeError):
+        old.get_params()
+    back = pickle.loads(pickle.dumps(old))
+    assert back.get_params()["max_cost"] is None and back.get_params()["max_ms_per_image"] is None
+    assert back.set_params(device="cpu").device == "cpu"
