@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 
 __all__ = [
+    "filters_swapped_inside",
     "forked_torch_rng",
     "ignoring_warnings",
     "keeping_signal_handler",
@@ -80,6 +81,19 @@ def ignoring_warnings(
         )
         if not hidden:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def filters_swapped_inside() -> threading.RLock:
+    """The lock of :func:`ignoring_warnings`, for calls into code that swaps the warnings
+    filters itself (scikit-learn's ``check_array`` runs ``catch_warnings`` on every call):
+    deepfeat's threads then take turns there instead of restoring each other's filters.
+
+    Examples
+    --------
+    >>> with filters_swapped_inside():
+    ...     pass
+    """
+    return _WARNINGS_LOCK
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from deepfeat.classify.cv import check_cv_possible, class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
 from deepfeat.classify.select_rule import SELECTIONS, bbc_estimate, choose
 from deepfeat.exceptions import InvalidParameterError
-from deepfeat.process_state import ignoring_warnings
+from deepfeat.process_state import filters_swapped_inside, ignoring_warnings
 
 __all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "SearchScores", "build_search", "results_frame"]
 
@@ -591,19 +591,24 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         return pipe
 
     # ------------------------------------------------------------------ predicting
+    # scikit-learn's input validation swaps the warnings filters on every call (check_array
+    # turns ComplexWarning into an error inside catch_warnings): a model shared by threads
+    # takes turns here, so those swaps never interleave (the head is milliseconds of work).
     def _check_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=np.float64)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each row of ``X``."""
-        X = self._check_X(X)
-        return self.best_estimator_.predict(X)
+        with filters_swapped_inside():
+            X = self._check_X(X)
+            return self.best_estimator_.predict(X)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Decision values of the chosen head (shape ``(n,)`` for two classes)."""
-        X = self._check_X(X)
-        return self.best_estimator_.decision_function(X)
+        with filters_swapped_inside():
+            X = self._check_X(X)
+            return self.best_estimator_.decision_function(X)
 
     def _has_proba(self) -> bool:
         if hasattr(self, "best_estimator_"):
@@ -616,14 +621,16 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     @available_if(_has_proba)
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in :attr:`classes_` order."""
-        X = self._check_X(X)
-        return self.best_estimator_.predict_proba(X)
+        with filters_swapped_inside():
+            X = self._check_X(X)
+            return self.best_estimator_.predict_proba(X)
 
     @available_if(_has_proba)
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""
-        X = self._check_X(X)
-        return self.best_estimator_.predict_log_proba(X)
+        with filters_swapped_inside():
+            X = self._check_X(X)
+            return self.best_estimator_.predict_log_proba(X)
 
     @property
     def cv_results_frame_(self) -> Any:

@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -197,6 +198,7 @@ class FeatureCache:
         self._spaces: dict[str, _Space] | None = None
         self._manifest: list[Segment] | None = None  # None: the rows are in the file itself
         self._sig: tuple[int, int, int] | None = None
+        self._index_lock = threading.Lock()
         self.rows_written = 0
 
     # ------------------------------------------------------------------ reading
@@ -306,17 +308,19 @@ class FeatureCache:
             if sp is None:
                 sp = spaces[rec.space] = _Space(rec.attrs, rec.features.shape[1], str(rec.features.dtype))
             sp.j_rows.update(rec.keys)
-        self._manifest = None
-        self._sig = _file_sig(self.path)
+        # Built in locals and published at the end: threads reading one cache may load its
+        # index at the same time, and none may see another's half-read manifest.
+        manifest: list[Segment] | None = None
+        sig = _file_sig(self.path)
         raws: dict[str, list[np.ndarray]] = {}
         f = self._open_h5()
         if f is not None:
             with f, _reading(self.path):
                 if int(f.attrs["format_version"]) >= 2:
-                    self._manifest = read_manifest(f, self.path)
+                    manifest = read_manifest(f, self.path)
                 else:
                     self._load_file(f, self.path, spaces, raws, None)
-        for seg in self._manifest or ():
+        for seg in manifest or ():
             path = os.path.join(segment_dir(self.path), seg.file)
             g = self._open_h5(path, segment=True)
             with g, _reading(path):
@@ -325,6 +329,7 @@ class FeatureCache:
             sp = spaces[name]
             sp.h5_rows = KeyIndex(np.concatenate(parts) if len(parts) > 1 else parts[0])
             sp.starts = np.concatenate([[0], np.cumsum([n for _, n in sp.parts])]).astype(np.int64)
+        self._manifest, self._sig = manifest, sig
         return spaces
 
     def _load_file(self, f: h5py.File, path: str, spaces: dict[str, _Space],
@@ -361,7 +366,9 @@ class FeatureCache:
     @property
     def _index(self) -> dict[str, _Space]:
         if self._spaces is None:
-            self._spaces = self._load_index()
+            with self._index_lock:  # one load, not one per thread that asks at once
+                if self._spaces is None:
+                    self._spaces = self._load_index()
         return self._spaces
 
     def refresh(self) -> None:
