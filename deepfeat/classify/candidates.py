@@ -66,6 +66,10 @@ HEADS = ("logreg", "linsvm", "rbfsvm")
 AUTO = "auto"
 #: Above this many training rows ``heads="auto"`` leaves the (quadratic) linear SVM out.
 LINSVM_MAX_ROWS = 2000
+#: Above this many classes ``heads="auto"`` leaves the linear SVM out too: libsvm trains and
+#: evaluates one classifier per pair of classes (1,225 at 50 classes, 44,850 at 300), and a
+#: 300-class fit spent most of an hour in its one-vs-one decision function.
+LINSVM_MAX_CLASSES = 50
 PREPROCESSING_STEPS = ("none", "l2", "standardize", "pca", "pca_whiten")
 DEFAULT_HEADS = AUTO
 #: ``preprocessing="auto"``: standardized and L2-normalized up to L2_MAX_ROWS rows
@@ -151,18 +155,23 @@ def resolve_preprocessing(preprocessing: Sequence[str], n_samples: int) -> tuple
     return ("standardize", "l2") if n_samples <= L2_MAX_ROWS else ("standardize",)
 
 
-def resolve_heads(heads: Sequence[str], n_samples: int) -> tuple[str, ...]:
+def resolve_heads(heads: Sequence[str], n_samples: int, n_classes: int = 2) -> tuple[str, ...]:
     """The heads to search: ``("auto",)`` becomes logistic regression, plus the linear SVM
-    when there are at most :data:`LINSVM_MAX_ROWS` rows (its cost grows with their square).
+    when there are at most :data:`LINSVM_MAX_ROWS` rows (its cost grows with their square)
+    and at most :data:`LINSVM_MAX_CLASSES` classes (it is one-vs-one).
 
     Examples
     --------
     >>> resolve_heads(("auto",), 500), resolve_heads(("auto",), 5000)
     (('logreg', 'linsvm'), ('logreg',))
+    >>> resolve_heads(("auto",), 900, n_classes=300)
+    ('logreg',)
     """
     if tuple(heads) != (AUTO,):
         return tuple(heads)
-    return ("logreg", "linsvm") if n_samples <= LINSVM_MAX_ROWS else ("logreg",)
+    if n_samples <= LINSVM_MAX_ROWS and n_classes <= LINSVM_MAX_CLASSES:
+        return ("logreg", "linsvm")
+    return ("logreg",)
 
 
 def check_preprocessing(preprocessing: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -130,7 +130,8 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     heads : str or sequence of str, default="auto"
         Heads to try (a comma-separated string is accepted): ``"logreg"``, ``"linsvm"``,
         ``"rbfsvm"``. ``"auto"``: logistic regression, and the linear SVM when there are
-        at most :data:`~deepfeat.classify.candidates.LINSVM_MAX_ROWS` rows.
+        at most :data:`~deepfeat.classify.candidates.LINSVM_MAX_ROWS` rows and
+        :data:`~deepfeat.classify.candidates.LINSVM_MAX_CLASSES` classes.
     preprocessing : str or sequence of str, default="auto"
         Preprocessing choices to try: ``"none"``, ``"l2"``, ``"standardize"``, ``"pca"``,
         ``"pca_whiten"``, or steps chained with ``"+"`` such as ``"l2+standardize"``.
@@ -301,8 +302,10 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidParameterError(f"cv as an integer must be >= 2, got {self.cv!r}")
         return heads, preps
 
-    def _candidates(self, X: np.ndarray, heads: Sequence[str], preps: Sequence[str]) -> list[dict]:
-        heads = resolve_heads(heads, X.shape[0])
+    def _candidates(
+        self, X: np.ndarray, heads: Sequence[str], preps: Sequence[str], n_classes: int = 2
+    ) -> list[dict]:
+        heads = resolve_heads(heads, X.shape[0], n_classes)
         grid = resolve_grid(heads, self.param_grid, GRIDS[self.grid])
         overrides = self.param_grid or {}
         cands = []
@@ -361,7 +364,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         heads, preps = self._check_params()
         preps = resolve_preprocessing(preps, X.shape[0])
         scorer = check_scoring(self, scoring=self.scoring)
-        cands = self._candidates(X, heads, preps)
+        cands = self._candidates(X, heads, preps, len(np.unique(y)))
         return self._search(X, y, splitter, preps, cands, scorer, label)
 
     def fit(self, X: Any, y: Any) -> EmbeddingClassifier:

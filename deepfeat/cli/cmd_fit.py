@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=_DEFAULTS["heads"]
         if isinstance(_DEFAULTS["heads"], str)
         else ",".join(_DEFAULTS["heads"]),
-        help=f"comma-separated, among {','.join(HEADS)}; auto: logreg, plus linsvm on small data",
+        help=f"comma-separated, among {','.join(HEADS)}; auto: logreg, plus linsvm on small data with few classes",
     )
     s.add_argument(
         "--grid", default=_DEFAULTS["grid"], choices=tuple(GRIDS), help="default values searched"
