@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import torchvision.io  # noqa: F401 - see below
 from PIL import Image
 
 # torch and torchvision add warnings filters when they are first imported (and torchvision
-# imports sympy, which adds one more): imported here once, so that the state guard below does
-# not charge them to whichever test happens to import them first.
+# imports sympy, which adds one more), as does urllib3 (selenium's, requests'): imported here
+# once, so that the state guard below does not charge them to whichever test imports them first.
+with contextlib.suppress(ImportError):
+    import urllib3  # noqa: F401
 
 SHARED_DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
