@@ -38,31 +38,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, softmax
 
 from deepfeat.classify import TransferClassifier
+from deepfeat.classify.calibration import temperature_proba
+from deepfeat.classify.cost import machine
 from deepfeat.classify.metrics import calibration_report
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.pipelines.plots import plot_reliability
 
 DEFAULT_SETTINGS = "oxford17,brain_mri4,oxford17:10,brain_mri4:20"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def per_class(paths: list[str], labels: list[str], n: int | None, seed: int = 0):
@@ -76,15 +65,6 @@ def per_class(paths: list[str], labels: list[str], n: int | None, seed: int = 0)
     )
     keep.sort()
     return list(paths[keep]), labels[keep]
-
-
-def unscaled_proba(decision: np.ndarray) -> np.ndarray:
-    """The head's own probabilities: softmax of its decision values (sigmoid for two classes)."""
-    d = np.asarray(decision, dtype=float)
-    if d.ndim == 1:
-        p1 = expit(d)
-        return np.column_stack([1.0 - p1, p1])
-    return softmax(d, axis=1)
 
 
 def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict | None:
@@ -122,7 +102,7 @@ def run_setting(
     E = clf._embeddings(test.paths)
     search = clf.search_
     after = search.predict_proba(E)
-    before = unscaled_proba(search.decision_function(E))
+    before = temperature_proba(search.decision_function(E), 1.0)  # the head's own
     labels = search.predict(E)
     classes = clf.classes_
     same = bool(
@@ -173,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    print(f"CPU: {cpu_name()}; {os.cpu_count()} cores (shared machine: timings are indicative)")
+    print(f"CPU: {machine()} (shared machine: timings are indicative)")
     print("setting          train  test   acc   ECE before -> after   log-loss before -> after   T     labels")
     for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
         r = run_setting(name, Path(args.data), Path(args.cache_dir), out,
@@ -195,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     (out / "calibration.json").write_text(
-        json.dumps({"cpu": cpu_name(), "results": rows}, indent=2, default=float)
+        json.dumps({"cpu": machine(), "results": rows}, indent=2, default=float)
     )
     ok = all(r["labels_unchanged"] for r in rows)
     ok = ok and all(r["served_before"]["labels_equal_new"] for r in rows if r["served_before"])

@@ -21,16 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from deepfeat.classify.cost import machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serve_models import free_port, start_server  # noqa: E402 - the tests' server helpers
 
 DF = [sys.executable, "-m", "deepfeat.cli.main"]
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -49,33 +50,15 @@ def test_images(folder: str) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in EXTS and p.is_file())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_all(args: list[str], images: list[Path]) -> tuple[dict[str, str], float, dict]:
     """Start ``deepfeat serve ARGS``, POST every image (requests of 16, one at a time);
     labels by path, ms per image of the POSTs, and /health afterwards."""
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([*DF, "serve", *args, "--port", str(port), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_server(args, port, timeout=600)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"serve {args} exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                urllib.request.urlopen(url + "health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"serve {args}: no /health in 600 s") from None
-                time.sleep(0.5)
         labels: dict[str, str] = {}
         t0 = time.perf_counter()
         with httpx.Client(timeout=600) as client:

@@ -39,7 +39,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from deepfeat.classify.cv import small_data_cv
 from deepfeat.classify.metrics import calibration_report
 
-__all__ = ["TemperatureScaledClassifier", "TEMPERATURE_BOUNDS", "fit_temperature", "first_covering"]
+__all__ = [
+    "TemperatureScaledClassifier", "TEMPERATURE_BOUNDS", "fit_temperature", "first_covering",
+    "temperature_proba",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,9 @@ def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray, smooth: float = 0.
     return -float(np.mean((1.0 - smooth) * own + smooth * logp.mean(axis=1)))
 
 
-def _proba(scores: np.ndarray, t: float) -> np.ndarray:
+def temperature_proba(scores: np.ndarray, t: float) -> np.ndarray:
+    """Probabilities of decision values ``scores`` at temperature ``t``: softmax of
+    ``scores / t`` (sigmoid of one column for two classes); ``t = 1`` is the head's own."""
     z = scores / t
     if z.ndim == 1:
         p1 = expit(z)
@@ -113,8 +118,8 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
         if _nll(float(res.x), scores, codes) < _nll(0.0, scores, codes):
             t = float(np.exp(res.x))
     classes = np.arange(scores.shape[1] if scores.ndim == 2 else 2)
-    before = calibration_report(codes, _proba(scores, 1.0), classes)
-    after = calibration_report(codes, _proba(scores, t), classes)
+    before = calibration_report(codes, temperature_proba(scores, 1.0), classes)
+    after = calibration_report(codes, temperature_proba(scores, t), classes)
     report = {
         "method": "temperature",
         "temperature": t,
@@ -253,7 +258,7 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return _proba(self._scores(self.estimator_, X), self.temperature_)
+        return temperature_proba(self._scores(self.estimator_, X), self.temperature_)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""
