@@ -275,13 +275,12 @@ def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path, m
     assert (drawn["fit"] is None) == bool(ex.refused)
     if drawn["fit"] is not None:
         assert drawn["fit"][0] == "auto"
-    # the choice is made inside the draw: its recipe names one of the candidate spaces
+    # the choice is made inside the draw among fit's own candidates (not the experiment's
+    # spaces): its recipe names one of them
+    from deepfeat.classify.spaces import space_name
+
     chosen = {json.loads(p)["space"] for p in auto.best_params if p}
-    assert chosen <= {
-        "efficientnet_lite0",
-        "efficientnet_lite0@blocks.5",
-        "efficientnet_lite0+efficientnet_lite0@blocks.5",
-    }
+    assert chosen and chosen <= {space_name(s) for s in TransferClassifier().candidate_spaces()}
     assert (tmp_path / "report" / "report.html").is_file()
 
 
@@ -301,7 +300,7 @@ def test_default_candidates_end_with_the_zoo_ensemble_only_where_it_belongs():
     assert {p["backbone"] for p in two} == {"efficientnet_lite0", "torchvision:resnet18"}
     # random weights or a checkpoint of one backbone never bring the zoo's pretrained nets in
     for kw in ({}, {"weights": None}, {"checkpoint": "ft.pt"}):
-        specs = TransferClassifier(spaces="auto", **kw)._space_specs()
+        specs = TransferClassifier(spaces="auto", **kw).candidate_spaces()
         backbones = {p["backbone"] for s in specs for p in s}
         assert (backbones == set(zoo)) if not kw else (backbones == {"efficientnet_lite0"})
 
@@ -314,7 +313,7 @@ def test_cli_fit_leaves_the_ensemble_out_of_a_finetune(tmp_path):
         args = build_parser("fit")[0].parse_args(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), *extra])
         # the CLI passes "auto" (resolved by the estimator) or an explicit list of specs
         clf = TransferClassifier(spaces=candidate_spaces(args), weights=args.weights)
-        return {p["backbone"] for s in clf._space_specs() for p in s}
+        return {p["backbone"] for s in clf.candidate_spaces() for p in s}
 
     assert "efficientnet_lite2" in backbones()
     assert backbones("--finetune") == backbones("--weights", "none") == {"efficientnet_lite0"}

@@ -338,8 +338,8 @@ def test_fit_and_the_estimator_share_one_default_choice_of_spaces():
     assert candidate_spaces(args) == est.spaces == "auto"
     # the CLI's explicit route (--backbones) resolves to the same candidates as the default
     args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--backbones", est.backbone])
-    assert TransferClassifier(spaces=candidate_spaces(args))._space_specs() == est._space_specs()
-    assert len(est._space_specs()) == len(default_space_specs([est.backbone])) > 1
+    assert TransferClassifier(spaces=candidate_spaces(args)).candidate_spaces() == est.candidate_spaces()
+    assert len(est.candidate_spaces()) == len(default_space_specs([est.backbone])) > 1
     # negative control: --select none is the one space
     args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--select", "none"])
-    assert len(TransferClassifier(spaces=candidate_spaces(args))._space_specs()) == 1
+    assert len(TransferClassifier(spaces=candidate_spaces(args)).candidate_spaces()) == 1

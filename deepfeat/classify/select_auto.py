@@ -1,16 +1,17 @@
 """:class:`AutoSpaceClassifier`: the automatic space + head choice as one estimator on arrays.
 
-Its input is the column-wise concatenation of several candidate spaces (``blocks`` says
+Its input is the column-wise concatenation of several feature blocks (``blocks`` says
 which columns belong to which); ``fit`` runs
-:func:`~deepfeat.classify.select_space.select_space` on the candidate spaces (each block,
-and the first block concatenated with each later one) and keeps the choice. This is what
+:func:`~deepfeat.classify.select_space.select_space` on the candidate spaces made of them
+(``spaces``: ``deepfeat fit``'s own candidates; by default each block, and the first block
+concatenated with each later one) and keeps the choice. This is what
 ``deepfeat experiment --select auto`` fits inside every training draw, so the held-out
 images of the draw never take part in choosing the space.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,17 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     blocks : sequence of (name, start, stop)
-        Column ranges of the candidate spaces in ``X``, the preferred one first.
+        Column ranges of the feature blocks in ``X``, the preferred one first.
+    spaces : sequence of (name, sequence of block names) or None, default=None
+        The candidate spaces, most preferred first, each made of blocks side by side
+        (joined as ``deepfeat fit`` joins the parts of a space). ``None``: every block,
+        and with ``concat`` the first concatenated with each later one.
     concat : bool, default=True
-        Also try the first block concatenated with each later block.
-    max_cv_spaces : int, default=4
+        With ``spaces=None``, also try the first block concatenated with each later block.
+    costs : mapping of str to float or None, default=None
+        Forward passes per image of each candidate space, for the cost-aware rule of
+        :func:`~deepfeat.classify.select_space.select_space`.
+    max_cv_spaces : int, default=5
     random_state : int or None, default=0
 
     Attributes
@@ -58,18 +66,27 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
     >>> clf = AutoSpaceClassifier([("noise", 0, 16), ("digits", 16, 80)])
     >>> clf.fit(np.hstack([noise, X]), y).space_ in ("digits", "noise+digits")
     True
+    >>> clf = AutoSpaceClassifier([("noise", 0, 16), ("digits", 16, 80)],
+    ...                           spaces=[("noise", ["noise"]), ("both", ["noise", "digits"])])
+    >>> clf.fit(np.hstack([noise, X]), y).space_
+    'both'
+
     """
 
     def __init__(
         self,
         blocks: Sequence[tuple[str, int, int]] = (),
         *,
+        spaces: Sequence[tuple[str, Sequence[str]]] | None = None,
         concat: bool = True,
+        costs: Mapping[str, float] | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
         random_state: int | None = 0,
     ) -> None:
         self.blocks = blocks
+        self.spaces = spaces
         self.concat = concat
+        self.costs = costs
         self.max_cv_spaces = max_cv_spaces
         self.random_state = random_state
 
@@ -81,6 +98,19 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
             if not 0 <= start < stop <= n_features:
                 raise InvalidParameterError(f"blocks: {name!r} columns {start}:{stop} outside 0:{n_features}")
             cols[name] = [np.arange(start, stop)]
+        if self.spaces is not None:
+            if not self.spaces:
+                raise InvalidParameterError("spaces: give at least one candidate space, or None")
+            out = {}
+            for name, parts in self.spaces:
+                unknown = [p for p in parts if p not in cols]
+                if unknown or not parts:
+                    raise InvalidParameterError(
+                        f"spaces: {name!r} names blocks {unknown or list(parts)} not in blocks "
+                        f"({', '.join(cols)})"
+                    )
+                out[name] = [c for p in parts for c in cols[p]]
+            return out
         if self.concat and len(self.blocks) > 1:
             first = self.blocks[0][0]
             for name, _, _ in self.blocks[1:]:
@@ -102,6 +132,7 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
             y,
             EmbeddingClassifier(random_state=self.random_state),
             max_cv_spaces=self.max_cv_spaces,
+            costs=self.costs,
         )
         self.space_ = choice.space
         self.columns_ = cols[choice.space]

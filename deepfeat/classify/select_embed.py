@@ -10,6 +10,8 @@ new runtime settings, so predicting never changes a fitted model's state.
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +22,9 @@ from deepfeat.classify.embedder import RUNTIME_PARAMS, ImageEmbedder
 from deepfeat.classify.spaces import join_parts, space_name
 from deepfeat.featurize import FeaturizeResult
 
-__all__ = ["make_embedder", "embedder_parts", "embed", "with_runtime", "merge_results"]
+__all__ = ["make_embedder", "embedder_parts", "embed", "featurize_parts", "with_runtime", "merge_results"]
+
+log = logging.getLogger(__name__)
 
 
 def make_embedder(
@@ -88,3 +92,85 @@ def with_runtime(embedder: Any, runtime: Mapping[str, Any]) -> Any:
     if any(embedder.get_params()[k] != v for k, v in runtime.items()):
         out.set_params(**runtime)
     return out
+
+
+def featurize_parts(
+    items: list[Any],
+    specs: Sequence[Sequence[Mapping[str, Any]]],
+    runtime: Mapping[str, Any],
+    deadline: float | None = None,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Featurize every distinct part of ``specs`` once, in order.
+
+    Parameters
+    ----------
+    items : list
+        The images.
+    specs : sequence of sequence of dict
+        Candidate spaces, each as its parts (:class:`ImageEmbedder` space parameters).
+    runtime : mapping
+        :class:`ImageEmbedder` runtime parameters (cache, device...), shared by the parts.
+    deadline : float or None
+        ``time.perf_counter()`` value: parts other than the first space's are skipped when
+        featurizing them would take more than half of the time left.
+
+    Returns
+    -------
+    results : dict
+        ``{part name: {"embedder": fitted embedder, "result": FeaturizeResult}}``.
+    skipped : list of dict
+        ``{"space", "status"}`` rows for the spaces left without one of their parts.
+    """
+    parts: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        for p in spec:
+            parts.setdefault(space_name(p), p)
+    if len(parts) > 1:
+        log.info(
+            "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d embeddings "
+            "(%d images per part; a flip-averaged part takes two forward passes per image; "
+            "images already in the cache cost none)",
+            len(specs),
+            ", ".join(space_name(s) for s in specs),
+            len(parts),
+            len(parts) * len(items),
+            len(items),
+        )
+    results: dict[str, dict[str, Any]] = {}
+    per_image = None
+    first_parts = {space_name(p) for p in specs[0]}
+    for k, (name, p) in enumerate(parts.items(), 1):
+        if name not in first_parts and deadline is not None:
+            left = deadline - time.perf_counter()
+            guess = 0.0 if per_image is None else per_image * len(items)
+            if left <= 0 or guess > 0.5 * left:  # keep half of what is left for the search
+                log.info(
+                    "skipping space part %s: about %.0f s of featurizing, %.0f s left",
+                    name,
+                    guess,
+                    left,
+                )
+                continue
+        t0 = time.perf_counter()
+        emb = make_embedder([p], {**runtime, "on_error": "nan"}).fit(items)
+        res = emb.embed(items, log_failures=False)  # fit reports each once, below
+        secs = time.perf_counter() - t0
+        done = res.summary.get("featurized", 0)
+        if done:
+            per_image = max(per_image or 0.0, secs / done)
+        log.info(
+            "space part %d/%d %s: %d images embedded, %d from the cache (%.1f s)",
+            k,
+            len(parts),
+            name,
+            done,
+            res.summary.get("cached", 0),
+            secs,
+        )
+        results[name] = {"embedder": emb, "result": res}
+    skipped = [
+        {"space": space_name(s), "status": "skipped: time budget"}
+        for s in specs
+        if not all(space_name(p) in results for p in s)
+    ]
+    return results, skipped

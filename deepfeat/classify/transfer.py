@@ -28,13 +28,19 @@ from deepfeat.classify.cost import (
 from deepfeat.classify.cv import check_cv_possible
 from deepfeat.classify.embedder import as_image_list, describe_failures
 from deepfeat.classify.search import EmbeddingClassifier, results_frame
-from deepfeat.classify.select_embed import embed, embedder_parts, make_embedder, with_runtime
+from deepfeat.classify.select_embed import (
+    embed,
+    embedder_parts,
+    featurize_parts,
+    make_embedder,
+    with_runtime,
+)
 from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
 from deepfeat.classify.spaces import PART_NORM, check_space_spec, default_space_specs, space_name
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
 
-__all__ = ["ENSEMBLE_MAX_IMAGES", "TransferClassifier"]
+__all__ = ["ENSEMBLE_MAX_IMAGES", "TransferClassifier", "without_large_ensembles"]
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +309,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         return res.features
 
-    def _space_specs(self) -> list[list[dict[str, Any]]]:
-        """The candidate spaces, each as its list of parts (ImageEmbedder space params)."""
+    def candidate_spaces(self) -> list[list[dict[str, Any]]]:
+        """The candidate spaces ``fit`` chooses among, most preferred first.
+
+        Returns
+        -------
+        list of list of dict
+            Each space as its list of parts (:class:`ImageEmbedder` space parameters).
+        """
         own = {"backbone": self.backbone, "layer": self.layer, "pool": self.pool}
         own.update(weights=self.weights, checkpoint=self.checkpoint)
         if self.tta != "none":  # a space's name ignores tta='none'
@@ -366,7 +378,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         self._check_budget()
         check_bounds(self.max_cost, self.max_ms_per_image)
-        specs = self._space_specs()
+        specs = self.candidate_spaces()
         EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
@@ -382,12 +394,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         # featurizing for the networks that were built (not for parts read from the cache)
         part_ms = self._part_ms(items, distinct, build=True) if self.max_ms_per_image is not None else {}
         specs, too_big = bounded(specs, self.max_cost, self.max_ms_per_image, part_ms)
-        if len(items) > ENSEMBLE_MAX_IMAGES and len(specs) > 1:
-            for s in [s for s in specs[1:] if len({p["backbone"] for p in s}) > 1]:
-                specs.remove(s)
-                too_big.append({"space": space_name(s), "status": f"skipped: an ensemble, with more "
-                                f"than {ENSEMBLE_MAX_IMAGES:,} images"})
-        results, skipped = self._featurize_parts(items, specs, deadline)
+        specs, big = without_large_ensembles(specs, len(items))
+        too_big += big
+        results, skipped = featurize_parts(items, specs, self._runtime_params(), deadline)
         skipped = too_big + skipped
         part_ms.update(self._part_ms(items, {n: distinct[n] for n in results if n not in part_ms}, build=False))
         usable = [s for s in specs if all(space_name(p) in results for p in s)]
@@ -506,67 +515,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 out[name] = round(time_part(f), 3)
         return out
 
-    def _featurize_parts(
-        self, items: list[Any], specs: list[list[dict[str, Any]]], deadline: float | None
-    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """Featurize every distinct part of ``specs`` (the first spec always), in order,
-        skipping parts the time budget cannot afford; returns ``{part name: {"embedder",
-        "result"}}`` and rows for the skipped spaces."""
-        parts: dict[str, dict[str, Any]] = {}
-        for spec in specs:
-            for p in spec:
-                parts.setdefault(space_name(p), p)
-        if len(parts) > 1:
-            log.info(
-                "candidate spaces: %d (%s); featurizing %d distinct parts: up to %d embeddings "
-                "(%d images per part; a flip-averaged part takes two forward passes per image; "
-                "images already in the cache cost none)",
-                len(specs),
-                ", ".join(space_name(s) for s in specs),
-                len(parts),
-                len(parts) * len(items),
-                len(items),
-            )
-        results: dict[str, dict[str, Any]] = {}
-        per_image = None
-        runtime = self._runtime_params()
-        first_parts = {space_name(p) for p in specs[0]}
-        for k, (name, p) in enumerate(parts.items(), 1):
-            if name not in first_parts and deadline is not None:
-                left = deadline - time.perf_counter()
-                guess = 0.0 if per_image is None else per_image * len(items)
-                if left <= 0 or guess > 0.5 * left:  # keep half of what is left for the search
-                    log.info(
-                        "skipping space part %s: about %.0f s of featurizing, %.0f s left",
-                        name,
-                        guess,
-                        left,
-                    )
-                    continue
-            t0 = time.perf_counter()
-            emb = make_embedder([p], {**runtime, "on_error": "nan"}).fit(items)
-            res = emb.embed(items, log_failures=False)  # fit reports each once, below
-            secs = time.perf_counter() - t0
-            done = res.summary.get("featurized", 0)
-            if done:
-                per_image = max(per_image or 0.0, secs / done)
-            log.info(
-                "space part %d/%d %s: %d images embedded, %d from the cache (%.1f s)",
-                k,
-                len(parts),
-                name,
-                done,
-                res.summary.get("cached", 0),
-                secs,
-            )
-            results[name] = {"embedder": emb, "result": res}
-        skipped = [
-            {"space": space_name(s), "status": "skipped: time budget"}
-            for s in specs
-            if not all(space_name(p) in results for p in s)
-        ]
-        return results, skipped
-
     # ------------------------------------------------------------------ predicting
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each image."""
@@ -663,8 +611,21 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         )
 
 
+def without_large_ensembles(
+    specs: list[list[dict[str, Any]]], n_images: int
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """``specs`` less the ensembles (spaces of several backbones) above
+    :data:`ENSEMBLE_MAX_IMAGES` images, and rows saying which were skipped."""
+    if n_images <= ENSEMBLE_MAX_IMAGES or len(specs) < 2:
+        return list(specs), []
+    big = [s for s in specs[1:] if len({p["backbone"] for p in s}) > 1]
+    rows = [{"space": space_name(s), "status": f"skipped: an ensemble, with more than "
+             f"{ENSEMBLE_MAX_IMAGES:,} images"} for s in big]
+    return [s for s in specs if not any(s is b for b in big)], rows
+
+
 def embed_merge(results: Mapping[str, Mapping[str, Any]], spec: Sequence[Mapping[str, Any]]):
-    """The merged featurize result of the parts of ``spec`` (see ``_featurize_parts``)."""
+    """The merged featurize result of the parts of ``spec`` (see :func:`featurize_parts`)."""
     from deepfeat.classify.select_embed import merge_results
 
     return merge_results([results[space_name(p)]["result"] for p in spec], PART_NORM)

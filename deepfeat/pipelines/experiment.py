@@ -582,7 +582,10 @@ def run_experiment(
         progress=verbose,
     )
     if select == "auto":
-        proto = auto_selection_space(spaces, computed, labels, draws, proto, verbose)
+        proto = auto_selection_space(
+            spaces, computed, labels, draws, proto, verbose, paths=paths, cache=cache_path,
+            featurizer_options=featurizer_options,
+        )
     timings["train_and_score"] = time.perf_counter() - t0
 
     meta = pd.DataFrame([{**s.to_dict(), "space": s.name} for s in spaces]).drop(columns="name")
@@ -656,28 +659,40 @@ def run_experiment(
     return result
 
 
-def auto_selection_space(spaces, computed, labels, draws, proto, progress: bool = False):
+def auto_selection_space(
+    spaces, computed, labels, draws, proto, progress: bool = False, *, paths=None, cache=None,
+    featurizer_options=None,
+):
     """Add the space ``auto`` to ``spaces`` and its draws to ``proto``.
 
-    Its features are the pretrained spaces side by side; inside each training draw
-    :class:`~deepfeat.classify.select_auto.AutoSpaceClassifier` chooses among them (and the
-    main space concatenated with each other one) and a head, as ``deepfeat fit`` does.
+    Inside each training draw :class:`~deepfeat.classify.select_auto.AutoSpaceClassifier`
+    chooses a space and a head among ``deepfeat fit``'s own candidates for the main
+    backbone (:meth:`~deepfeat.classify.TransferClassifier.candidate_spaces`: cut points,
+    flip-averaged and ensemble spaces, under the same cost-aware rule), so the curve is
+    what ``fit`` achieves with k labels per class. Without ``paths`` (arrays only) it
+    chooses among the experiment's own pretrained spaces.
     """
     from deepfeat.classify.select_auto import AutoSpaceClassifier
     from deepfeat.pipelines.protocol import ProtocolResult
 
-    fixed = [s for s in spaces if not s.is_baseline]
+    if paths is None:
+        fixed = [s for s in spaces if not s.is_baseline]
+        blocks_feats = {s.name: computed[s.name].features for s in fixed}
+        candidates, costs = None, None
+    else:
+        blocks_feats, candidates, costs = _fit_candidates(spaces[0], paths, cache, featurizer_options)
     blocks, start = [], 0
-    for s in fixed:
-        dim = computed[s.name].features.shape[1]
-        blocks.append((s.name, start, start + dim))
-        start += dim
-    X = np.hstack([computed[s.name].features for s in fixed])
+    for name, feats in blocks_feats.items():
+        blocks.append((name, start, start + feats.shape[1]))
+        start += feats.shape[1]
+    X = np.hstack(list(blocks_feats.values()))
     auto = run_protocol(
         {"auto": X},
         labels,
         draws,
-        search_factory=lambda y_train, seed: AutoSpaceClassifier(blocks, random_state=seed),
+        search_factory=lambda y_train, seed: AutoSpaceClassifier(
+            blocks, spaces=candidates, costs=costs, random_state=seed
+        ),
         progress=progress,
     )
     spaces.append(
@@ -694,6 +709,29 @@ def auto_selection_space(spaces, computed, labels, draws, proto, progress: bool 
         table=pd.concat([proto.table, auto.table], ignore_index=True),
         predictions={**proto.predictions, **auto.predictions},
     )
+
+
+def _fit_candidates(main: FeatureSpace, paths, cache, featurizer_options):
+    """``deepfeat fit``'s candidate spaces for ``main``'s backbone, computed on ``paths``
+    through the experiment's cache: the parts' features (``{part name: rows}``, NaN rows
+    for images that failed), the spaces as ``(name, part names)`` and their costs."""
+    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify.cost import forward_passes
+    from deepfeat.classify.embedder import RUNTIME_PARAMS
+    from deepfeat.classify.select_embed import featurize_parts
+    from deepfeat.classify.spaces import space_name
+    from deepfeat.classify.transfer import without_large_ensembles
+
+    specs = TransferClassifier(backbone=main.backbone, weights=main.weights).candidate_spaces()
+    specs, _ = without_large_ensembles(specs, len(paths))
+    runtime = {k: v for k, v in (featurizer_options or {}).items() if k in RUNTIME_PARAMS}
+    results, _ = featurize_parts(list(paths), specs, {**runtime, "cache": cache})
+    feats = {}
+    for name, r in results.items():
+        res = r["result"]
+        feats[name] = np.where(np.asarray(res.ok)[:, None], res.features, np.nan)
+    candidates = [(space_name(s), [space_name(p) for p in s]) for s in specs]
+    return feats, candidates, {space_name(s): forward_passes(s) for s in specs}
 
 
 def _jsonable(obj: Any) -> Any:
