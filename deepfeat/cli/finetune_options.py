@@ -47,7 +47,7 @@ def option_name(name: str, default: Any) -> str | None:
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     """``--finetune`` and one option per recipe field (defaults: :class:`~deepfeat.finetune.Recipe`)."""
-    g = p.add_argument_group("fine-tuning (with --finetune; see the README section 'Fine-tuning')")
+    g = p.add_argument_group("fine-tuning (with --finetune; see docs/finetune.md)")
     g.add_argument("--finetune", action="store_true",
                    help="fine-tune the backbone first (LP-FT), then search the head on its embeddings")
     helps = _field_help(Recipe)
