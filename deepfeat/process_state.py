@@ -11,7 +11,7 @@ warnings filters, and a reference count restores torch's thread count only when 
 concurrent user leaves. Worker threads never change warnings filters at all.
 
 Code outside deepfeat that changes the same state from another thread at the same moment
-is still not ordered by this lock; the README's thread-safety section says so.
+is still not ordered by this lock; docs/reliability.md (Threads) says so.
 """
 
 from __future__ import annotations

@@ -79,6 +79,22 @@ BAD = [
     ("fit", ["--seed", "x"], "--seed"),
     ("fit", ["--device", "gpu"], "--device"),
     ("fit", ["--backbone", "timm:nonet"], "--backbone"),
+    ("fit", ["--time-budget", "0"], "--time-budget"),
+    ("fit", ["--max-cost", "0"], "--max-cost"),
+    ("fit", ["--lock-timeout", "-5"], "--lock-timeout"),
+    ("fit", ["--jit", "yes"], "--jit"),
+    # fit --finetune: the recipe's own checks (Recipe.__post_init__), one option per field
+    ("fit", ["--finetune", "--epochs", "0"], "--epochs"),
+    ("fit", ["--finetune", "--ft-batch-size", "0"], "--ft-batch-size"),
+    ("fit", ["--finetune", "--lr", "-1"], "--lr"),
+    ("fit", ["--finetune", "--layer-decay", "0"], "--layer-decay"),
+    ("fit", ["--finetune", "--freeze", "-1"], "--freeze"),
+    ("fit", ["--finetune", "--warmup-epochs", "-1"], "--warmup-epochs"),
+    ("fit", ["--finetune", "--weight-decay", "-0.1"], "--weight-decay"),
+    ("fit", ["--finetune", "--label-smoothing", "1"], "--label-smoothing"),
+    ("fit", ["--finetune", "--val-fraction", "1.5"], "--val-fraction"),
+    ("fit", ["--finetune", "--patience", "many"], "--patience"),
+    ("fit", ["--finetune", "--bn", "sometimes"], "--bn"),
     # experiment: protocol, grids of shots and targets, baselines
     ("experiment", ["--test-size", "1.0"], "--test-size"),
     ("experiment", ["--test-size", "0"], "--test-size"),
@@ -99,6 +115,32 @@ BAD = [
     ("experiment", ["--search", "medium"], "--search"),
     ("experiment", ["--batch-size", "0"], "--batch-size"),
     ("experiment", ["--test-size", "2", "--test-src", "elsewhere"], "--test-src"),
+    ("experiment", ["--strategies", "finetune"], "--strategies"),
+    ("experiment", ["--strategies", "frozen,lora"], "--strategies"),
+    ("experiment", ["--finetune-epochs", "0"], "--finetune-epochs"),
+    # predict and evaluate: the runtime options a saved model's settings can be overridden by
+    ("predict", ["--batch-size", "0"], "--batch-size"),
+    ("predict", ["--device", "xpu"], "--device"),
+    ("predict", ["--precision", "fp8"], "--precision"),
+    ("predict", ["--workers", "-1"], "--workers"),
+    ("predict", ["--lock-timeout", "soon"], "--lock-timeout"),
+    ("evaluate", ["--batch-size", "0"], "--batch-size"),
+    ("evaluate", ["--device", "gpu"], "--device"),
+    ("evaluate", ["--jit", "maybe"], "--jit"),
+    # export
+    ("export", ["--format", "tflite"], "--format"),
+    ("export", ["--opset", "0"], "--opset"),
+    # serve: the port and the limits (ServeLimits' own checks)
+    ("serve", ["--port", "70000"], "--port"),
+    ("serve", ["--port", "-1"], "--port"),
+    ("serve", ["--max-files", "0"], "--max-files"),
+    ("serve", ["--max-pixels", "0"], "--max-pixels"),
+    ("serve", ["--max-batch", "0"], "--max-batch"),
+    ("serve", ["--max-queue", "0"], "--max-queue"),
+    ("serve", ["--max-upload-mb", "-1"], "--max-upload-mb"),
+    ("serve", ["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+    ("serve", ["--runtime", "tensorrt"], "--runtime"),
+    ("serve", ["--device", "xpu"], "--device"),
     # bench
     ("bench", ["--parts", "speed,nope"], "--parts"),
     ("bench", ["--images", "0"], "--images"),
@@ -106,6 +148,7 @@ BAD = [
     ("bench", ["--search-sizes", "10,-1"], "--search-sizes"),
     # the rest
     ("cache", ["fix", "x.h5"], "action"),
+    ("cache", ["repair", "x.h5"], "--out"),
     ("backbones", ["--layers"], "--layers"),
     ("demo", ["--device", "xpu"], "--device"),
     ("demo", ["--seed", "zero"], "--seed"),
@@ -121,6 +164,13 @@ def _argv(cmd: str, extra: list[str], src: Path, tmp: Path) -> list[str]:
         base = ["experiment", str(src), "--out", str(tmp / "report"), "--cache", str(tmp / "c.h5")]
     elif cmd == "bench":
         base = ["bench", "--workdir", str(tmp / "bench")]
+    elif cmd in ("predict", "evaluate"):  # the model is never loaded: the options stop first
+        base = [cmd, str(tmp / "m.joblib"), str(src)]
+        base += ["--out", str(tmp / "p.csv")] if cmd == "predict" else []
+    elif cmd == "export":
+        base = ["export", str(tmp / "m.joblib"), "--out", str(tmp / "m.onnx")]
+    elif cmd == "serve":
+        base = ["serve", str(tmp / "m.joblib")]
     else:
         base = [cmd]
     return base + extra
@@ -209,3 +259,86 @@ def test_baselines_both_means_pixels_and_random_and_none_means_none():
     assert sub.parse_args(["src", "--baselines", "both"]).baselines == list(BASELINES)
     assert sub.parse_args(["src", "--baselines", "none"]).baselines == []
     assert sub.parse_args(["src"]).baselines == list(BASELINES)  # the default, as --help says
+
+
+def test_the_bad_argument_table_covers_every_subcommand():
+    from deepfeat.cli.main import COMMANDS
+
+    assert {cmd for cmd, _, _ in BAD} == set(COMMANDS)
+
+
+# ------------------------------------------------------- each library parameter, one option
+def _sub(name: str):
+    parser, _ = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices[name]
+
+
+def _flags(sub) -> list[str]:
+    return [s for a in sub._actions for s in a.option_strings]
+
+
+def _changed(value):
+    """A valid value other than ``value`` (the recipe's and the featurizer's defaults)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2
+    return value
+
+
+def test_every_recipe_field_is_one_fit_option_and_reaches_the_estimator(tmp_path):
+    """A Recipe field with no option, or with two, fails here; so does one that is parsed and
+    then dropped on its way to FineTuneClassifier."""
+    from dataclasses import fields
+
+    from deepfeat.cli.finetune_options import finetune_kwargs, option_name
+    from deepfeat.finetune import FineTuneClassifier
+    from deepfeat.finetune.recipe import BN_MODES, Recipe
+
+    sub = _sub("fit")
+    flags = _flags(sub)
+    params = set(FineTuneClassifier().get_params())
+    for f in fields(Recipe):
+        flag = option_name(f.name, f.default) or "--seed"  # the seed is fit's own --seed
+        assert flags.count(flag) == 1, (f.name, flag)
+        assert f.name in params
+        new = "eval" if f.name == "bn" else _changed(f.default)
+        assert new != f.default and (f.name != "bn" or new in BN_MODES)
+        argv = ["src", "--out", str(tmp_path / "m.joblib"), "--finetune"]
+        argv += [flag] if isinstance(f.default, bool) else [flag, str(new)]
+        got = finetune_kwargs(sub.parse_args(argv))[f.name]
+        assert got == new, (f.name, got, new)
+        Recipe(**{f.name: got})  # and the recipe takes it
+
+
+@pytest.mark.parametrize("cmd", ["featurize", "fit", "experiment", "predict", "evaluate"])
+def test_every_runtime_option_is_declared_once_and_reaches_the_library(cmd, tmp_path):
+    """--cache --device --precision --jit --batch-size --workers --storage-dtype --lock-timeout:
+    one declaration (options.add_runtime_options) in every subcommand that embeds images, each
+    passed on under the Featurizer's own parameter name."""
+    import inspect
+
+    from deepfeat.classify.transfer import TransferClassifier
+    from deepfeat.cli.options import RUNTIME_OPTIONS, featurizer_kwargs
+
+    sub = _sub(cmd)
+    flags = _flags(sub)
+    featurizer = set(inspect.signature(Featurizer).parameters)
+    estimator = set(TransferClassifier().get_params())
+    pos = {"featurize": ["src"], "fit": ["src", "--out", "m"], "experiment": ["src"],
+           "predict": ["m", "src", "--out", "p"], "evaluate": ["m", "src"]}[cmd]
+    values = {"cache": "c.h5", "device": "cpu", "precision": "fp32", "jit": "off",
+              "batch_size": "7", "workers": "0", "storage_dtype": "float16", "lock_timeout": "3"}
+    expect = {"cache": "c.h5", "device": "cpu", "precision": "fp32", "jit": False,
+              "batch_size": 7, "num_workers": 0, "storage_dtype": "float16", "lock_timeout": 3.0}
+    argv = list(pos)
+    for name in RUNTIME_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        assert flags.count(flag) == 1, flag
+        argv += [flag, values[name]]
+    kw = featurizer_kwargs(sub.parse_args(argv))
+    del kw["progress"]
+    assert {k: kw[k] for k in expect} == expect
+    assert set(kw) <= featurizer and set(expect) <= estimator

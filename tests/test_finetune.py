@@ -24,7 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from test_classify_images import _CLASSIFIER_EXEMPT
 
 from deepfeat.classify import TransferClassifier
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.backbones import resolve_backbone
 from deepfeat.featurize.runtime import resolve_runtime
@@ -74,11 +74,11 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 def test_recipe_rejects_bad_values_naming_the_parameter() -> None:
-    with pytest.raises(InputError, match="layer_decay must be in \\(0, 1\\]; got 0"):
+    with pytest.raises(InvalidParameterError, match="layer_decay must be in \\(0, 1\\]; got 0"):
         Recipe(layer_decay=0)
-    with pytest.raises(InputError, match="epochs must be an integer >= 1; got 0"):
+    with pytest.raises(InvalidParameterError, match="epochs must be an integer >= 1; got 0"):
         FineTuneClassifier(epochs=0).fit([np.zeros((8, 8), np.uint8)] * 2, [0, 1])
-    with pytest.raises(InputError, match="bn must be one of"):
+    with pytest.raises(InvalidParameterError, match="bn must be one of"):
         Recipe(bn="sometimes")
 
 

@@ -201,7 +201,7 @@ def test_untrusted_pickle_is_refused(model_path, tmp_path, monkeypatch, capsys):
 def test_wrong_runtime_for_the_file_is_one_clear_error(model_path, capsys):
     with pytest.raises(InputError, match="--runtime onnx serves a .onnx file"):
         load_predictor(model_path, runtime="onnx")
-    assert main(["serve", str(model_path), "--max-files", "0", "-q"]) == 1
+    assert main(["serve", str(model_path), "--max-files", "0", "-q"]) == 2  # a bad argument
     assert "max_files must be a positive integer" in capsys.readouterr().err
 
 

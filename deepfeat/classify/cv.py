@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 
 __all__ = [
     "MIN_TOTAL_SPLITS",
@@ -103,6 +103,8 @@ def small_data_cv(
 
     Raises
     ------
+    InvalidParameterError
+        ``n_splits`` is not an integer >= 2.
     InputError
         Fewer than two classes, or a class with a single example.
 
@@ -115,7 +117,7 @@ def small_data_cv(
     ('RepeatedStratifiedKFold', 12)
     """
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
-        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        raise InvalidParameterError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     smallest = min(check_cv_possible(y).values())
     k = int(min(n_splits, smallest))
     if smallest >= TINY_CLASS_SIZE:

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize.cache import FeatureCache
 from deepfeat.featurize.verify import repair_cache, verify_cache
 
@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             raise InputError(f"{args.file}: no such cache file")
         return {"action": "compact", "path": args.file, **FeatureCache(args.file).compact()}, 0
     if not args.out:
-        raise InputError("cache repair needs --out NEW.h5 (the damaged file is never modified)")
+        raise InvalidParameterError(
+            "cache repair needs --out NEW.h5 (the damaged file is never modified)"
+        )
     res = repair_cache(args.file, args.out)
     return {"action": "repair", **res}, 0 if res["verified"] else 1
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from deepfeat.cli.options import featurizer_kwargs
-from deepfeat.cli.validate import device
+from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
 from deepfeat.pipelines.demo import run_demo
 
 HELP = "run a small experiment end to end on built-in data (faces, digits) and write an HTML report"
@@ -17,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data", default="data", help="where the demo images and cache go (default: data)"
     )
     p.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
-    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, mps")
+    add_runtime_options(p, only=("device",))
     p.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
 
 

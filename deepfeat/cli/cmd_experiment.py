@@ -8,13 +8,15 @@ import os
 from typing import Any
 
 from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
-from deepfeat.cli.validate import backbone_name, checked, comma_choices, integer, numbers
+from deepfeat.cli.validate import backbone_name, checked, comma_choices, field, integer, numbers
+from deepfeat.finetune.recipe import Recipe
 from deepfeat.pipelines.audit import check_threshold
 from deepfeat.pipelines.experiment import run_experiment
 from deepfeat.pipelines.extrapolate import check_targets
 from deepfeat.pipelines.heads import SEARCHES
 from deepfeat.pipelines.sampling import check_test_size, parse_shots
 from deepfeat.pipelines.spaces import BASELINES, RANDOM_SUFFIX
+from deepfeat.pipelines.strategies import parse_strategies
 
 HELP = "small-data experiment: data audit, learning curves, layer sweep, baselines, HTML report"
 
@@ -149,11 +151,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, default=_D["seed"], help="base seed (default: %(default)s)")
     g.add_argument(
-        "--strategies", default=",".join(_D["strategies"]),
+        "--strategies", default=",".join(_D["strategies"]), type=checked(parse_strategies),
         help="frozen, or frozen,finetune: also fine-tune the main backbone inside every training draw "
         "and compare on the same draws (default: %(default)s)",
     )
-    g.add_argument("--finetune-epochs", type=int, default=None,
+    g.add_argument("--finetune-epochs", type=field(Recipe, "epochs", int), default=None,
                    help="fine-tuning epochs per draw (default: the recipe's)")
     add_runtime_options(p)
 

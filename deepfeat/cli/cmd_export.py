@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from deepfeat.cli.validate import integer
 from deepfeat.exceptions import InputError
 
 HELP = "export a model saved by `deepfeat fit` as an ONNX file (uint8 image crops in, probabilities out)"
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.joblib or .skops) written by `deepfeat fit`")
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=integer(1), default=17, help="ONNX opset (default: %(default)s)")
     p.add_argument("--trust", action="store_true",
                    help="load a .joblib model this machine did not save (unpickling can run code)")
     p.add_argument("--no-check", action="store_true",

@@ -21,11 +21,10 @@ from deepfeat.classify.select_rule import SELECTIONS
 from deepfeat.classify.spaces import default_space_specs
 from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
-from deepfeat.cli.options import add_backbone_options
-from deepfeat.cli.validate import checked, device, integer, number, scorer, workers
+from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
+from deepfeat.cli.validate import checked, integer, number, scorer
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
-from deepfeat.featurize.runtime import PRECISIONS
 
 #: ``--deployable`` targets; ``onnx`` leaves out the heads the ONNX export refuses.
 DEPLOYABLE = ("any", "onnx")
@@ -48,16 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path-col", default="path", help="path column of a manifest")
     p.add_argument("--label-col", default="label", help="label column of a manifest")
     add_backbone_options(p)
-    g = p.add_argument_group("featurization")
-    g.add_argument("--cache", default=None, help="HDF5 embedding cache (default: a temporary one)")
-    g.add_argument(
-        "--device", default=_DEFAULTS["device"], type=device, help="auto, cpu, cuda, mps"
-    )
-    g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS)
-    g.add_argument("--batch-size", type=integer(1), default=_DEFAULTS["batch_size"])
-    g.add_argument(
-        "--workers", type=workers, default=_DEFAULTS["num_workers"], help="decoding processes"
-    )
+    add_runtime_options(p, cache_help="HDF5 embedding cache (default: a temporary one)")
     c = p.add_argument_group("candidate spaces")
     c.add_argument(
         "--select",
@@ -81,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     c.add_argument(
         "--time-budget",
-        type=float,
+        type=number(0, closed="high"),
         default=None,
         metavar="SECONDS",
         help="bound on the whole fit, featurizing included: spaces that do not fit are skipped",
@@ -222,17 +212,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     heads, notes = deployable_heads(args.heads, args.deployable)
     ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
     spaces = candidate_spaces(args)
+    fkw = featurizer_kwargs(args)  # backbone and runtime options, as Featurizer names them
+    del fkw["progress"]
+    fkw["cache"] = None if args.cache is None else os.path.abspath(args.cache)
     model = TransferClassifier(
-        backbone=args.backbone,
-        layer=args.layer,
-        pool=args.pool,
-        weights=args.weights,
-        checkpoint=args.checkpoint,
-        cache=None if args.cache is None else os.path.abspath(args.cache),
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
+        **fkw,
         spaces=spaces,
         time_budget=args.time_budget,
         max_cost=args.max_cost,

@@ -10,10 +10,9 @@ from typing import Any
 
 from deepfeat.classify.persistence import load
 from deepfeat.classify.transfer import TransferClassifier
-from deepfeat.cli.validate import device, integer, workers
+from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
 from deepfeat.exceptions import InputError
 from deepfeat.featurize.inputs import scan_images
-from deepfeat.featurize.runtime import PRECISIONS
 
 HELP = "predict labels and class probabilities for images with a model saved by `deepfeat fit`"
 
@@ -27,12 +26,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load a .joblib model this machine did not save (unpickling can run code)",
     )
-    g = p.add_argument_group("featurization (default: as saved in the model)")
-    g.add_argument("--cache", default=None, help="HDF5 embedding cache to use")
-    g.add_argument("--device", default=None, type=device, help="auto, cpu, cuda, mps")
-    g.add_argument("--precision", default=None, choices=PRECISIONS)
-    g.add_argument("--batch-size", type=integer(1), default=None)
-    g.add_argument("--workers", default=None, type=workers, help="decoding processes (auto or N)")
+    add_runtime_options(p, from_model=True, cache_help="HDF5 embedding cache to use")
 
 
 def runtime_cache(given: str | None, stored: str | os.PathLike | None) -> str | None:
@@ -67,13 +61,8 @@ def load_image_model(args: argparse.Namespace) -> TransferClassifier:
             f"{args.model} holds a {type(model).__name__}, not an image classifier; "
             f"predicting on images needs a model saved by `deepfeat fit`"
         )
-    over = {
-        "device": args.device,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
-        "num_workers": args.workers,
-    }
-    over = {k: v for k, v in over.items() if v is not None}
+    over = {k: v for k, v in featurizer_kwargs(args).items()
+            if v is not None and k not in ("cache", "progress")}
     over["cache"] = runtime_cache(args.cache, model.cache)
     over["verbose"] = 0 if args.quiet else 1
     return model.set_params(**over)

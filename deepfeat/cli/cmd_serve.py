@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+from deepfeat.cli.validate import device, field, integer
 from deepfeat.exceptions import InputError
 from deepfeat.serve.limits import ServeLimits
 
@@ -23,10 +24,24 @@ API_KEY_ENV = "DEEPFEAT_API_KEY"
 _DEFAULTS = ServeLimits()
 
 
+def _mib(mb: float) -> int:
+    return int(mb * 2**20)
+
+
+def _device(value: str) -> str:
+    """A device this machine has; ``cpu`` is checked without importing torch (``--runtime onnx``)."""
+    return value if value == "cpu" else device(value)
+
+
+def _limit(name: str, convert: type, to_field: Any = None) -> Any:
+    """An argparse type for the ``ServeLimits`` field ``name``, checked by ServeLimits itself."""
+    return field(ServeLimits, name, convert, to_field)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file from `deepfeat fit` (.joblib/.skops) or, with --runtime onnx, a .onnx file from `deepfeat export`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=integer(0, 65535), default=8000, help="0: any free port")
     p.add_argument(
         "--api-key",
         default=None,
@@ -36,16 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch: the saved model; onnx: an exported .onnx file, run with onnxruntime (no torch)")
     p.add_argument("--trust", action="store_true",
                    help="load a .joblib model this machine did not save (unpickling can run code)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", type=_device, help="torch device (default cpu)")
     g = p.add_argument_group("limits")
-    g.add_argument("--max-files", type=int, default=_DEFAULTS.max_files, help="images per request")
-    g.add_argument("--max-upload-mb", type=float, default=_DEFAULTS.max_upload_bytes / 2**20,
+    g.add_argument("--max-files", type=_limit("max_files", int), default=_DEFAULTS.max_files, help="images per request")
+    g.add_argument("--max-upload-mb", type=_limit("max_upload_bytes", float, _mib), default=_DEFAULTS.max_upload_bytes / 2**20,
                    help="request body size in MiB")
-    g.add_argument("--max-pixels", type=int, default=_DEFAULTS.max_pixels, help="pixels per image")
-    g.add_argument("--max-batch", type=int, default=_DEFAULTS.max_batch, help="images per forward pass")
-    g.add_argument("--batch-wait-ms", type=float, default=_DEFAULTS.batch_wait_ms,
+    g.add_argument("--max-pixels", type=_limit("max_pixels", int), default=_DEFAULTS.max_pixels, help="pixels per image")
+    g.add_argument("--max-batch", type=_limit("max_batch", int), default=_DEFAULTS.max_batch, help="images per forward pass")
+    g.add_argument("--batch-wait-ms", type=_limit("batch_wait_ms", float), default=_DEFAULTS.batch_wait_ms,
                    help="wait for more images to join a batch")
-    g.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue,
+    g.add_argument("--max-queue", type=_limit("max_queue", int), default=_DEFAULTS.max_queue,
                    help="images held at once; beyond it requests get 503 + Retry-After")
 
 
@@ -59,17 +74,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def limits_from_args(args: argparse.Namespace) -> ServeLimits:
-    try:
-        return ServeLimits(
-            max_upload_bytes=int(args.max_upload_mb * 2**20),
-            max_files=args.max_files,
-            max_pixels=args.max_pixels,
-            max_batch=args.max_batch,
-            batch_wait_ms=args.batch_wait_ms,
-            max_queue=args.max_queue,
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    return ServeLimits(
+        max_upload_bytes=_mib(args.max_upload_mb),
+        max_files=args.max_files,
+        max_pixels=args.max_pixels,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+    )
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -79,8 +91,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         import uvicorn
     except ImportError:
         raise InputError("deepfeat serve needs uvicorn: pip install 'deepfeat[serve]'") from None
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port must be 0..65535, got {args.port}")
     limits = limits_from_args(args)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     if not _is_loopback(args.host) and api_key is None:

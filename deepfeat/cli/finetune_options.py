@@ -1,37 +1,74 @@
-"""``deepfeat fit --finetune`` options: the fine-tuning recipe, mirrored from :class:`Recipe`."""
+"""``deepfeat fit --finetune`` options, generated from the fields of :class:`Recipe`.
+
+Every recipe field gets exactly one option (``tests/test_cli_errors.py`` checks it): its
+name, type, default, help text (the first sentence of the field's entry in the Recipe
+docstring) and its check (the Recipe's own ``__post_init__``, through
+:func:`deepfeat.cli.validate.field`) all come from the dataclass. A new field is an option
+without an edit here; only the few names below differ from the field's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import typing
+from dataclasses import fields
 from typing import Any
 
+from deepfeat.cli.validate import field
 from deepfeat.finetune.recipe import BN_MODES, Recipe
 
-_R = Recipe()
+#: Recipe fields whose option is not ``--<field-name>``: the runtime ``--batch-size`` is the
+#: featurizing batch, and ``--seed`` is fit's own option (it seeds the head search too).
+OPTION_NAMES = {"batch_size": "--ft-batch-size", "seed": None}
+#: Metavars that say more than the type.
+METAVARS = {"freeze": "BLOCKS"}
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """The first sentence of each parameter's description in ``cls``'s numpydoc docstring."""
+    doc = typing.cast(str, cls.__doc__)
+    helps: dict[str, str] = {}
+    for m in re.finditer(r"^    (\w+) : [^\n]*\n((?:        [^\n]*\n)+)", doc, re.M):
+        text = " ".join(m.group(2).split()).replace("``", "")
+        first = re.split(r"(?<=[^.]\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+        helps[m.group(1)] = first.rstrip(".").replace("%", "%%")
+    return helps
+
+
+def option_name(name: str, default: Any) -> str | None:
+    """The option that sets the recipe field ``name`` (``None``: set by another option)."""
+    if name in OPTION_NAMES:
+        return OPTION_NAMES[name]
+    flag = name.replace("_", "-")
+    return f"--no-{flag}" if default is True else f"--{flag}"
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    """``--finetune`` and the recipe switches (defaults: :class:`~deepfeat.finetune.Recipe`)."""
-    g = p.add_argument_group("fine-tuning (with --finetune; see the README section 'Fine-tuning')")
+    """``--finetune`` and one option per recipe field (defaults: :class:`~deepfeat.finetune.Recipe`)."""
+    g = p.add_argument_group("fine-tuning (with --finetune; see docs/finetune.md)")
     g.add_argument("--finetune", action="store_true",
                    help="fine-tune the backbone first (LP-FT), then search the head on its embeddings")
-    g.add_argument("--epochs", type=int, default=_R.epochs, help="training epochs (default: %(default)s)")
-    g.add_argument("--freeze", type=int, default=_R.freeze, metavar="BLOCKS",
-                   help="leading blocks kept frozen, the stem being block 0 (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=_R.lr, help="peak learning rate of the last layer (default: %(default)s)")
-    g.add_argument("--layer-decay", type=float, default=_R.layer_decay,
-                   help="learning-rate factor per block towards the input (default: %(default)s)")
-    g.add_argument("--ft-batch-size", type=int, default=_R.batch_size, help="training batch (default: %(default)s)")
-    g.add_argument("--gradual-unfreeze", action="store_true", help="unfreeze one block per epoch from the top")
-    g.add_argument("--no-augment", action="store_true", help="no random resized crop / flip")
-    g.add_argument("--no-lp-init", action="store_true",
-                   help="start the last layer at zero instead of the logistic regression on frozen features")
-    g.add_argument("--label-smoothing", type=float, default=_R.label_smoothing)
-    g.add_argument("--val-fraction", type=float, default=_R.val_fraction,
-                   help="share of each class held out for early stopping (default: %(default)s)")
-    g.add_argument("--patience", type=int, default=_R.patience)
-    g.add_argument("--bn", default=_R.bn, choices=BN_MODES, help="batch-norm statistics (default: %(default)s)")
+    helps = _field_help(Recipe)
+    hints = typing.get_type_hints(Recipe)
+    for f in fields(Recipe):
+        flag = option_name(f.name, f.default)
+        if flag is None:
+            continue
+        text = helps.get(f.name, "")
+        if hints[f.name] is bool:
+            text = f"turn off: {text}" if f.default else text
+            g.add_argument(flag, dest=f"recipe_{f.name}", action="store_false" if f.default else "store_true",
+                           default=f.default, help=text)
+        elif f.name == "bn":
+            g.add_argument(flag, dest=f"recipe_{f.name}", default=f.default, choices=BN_MODES,
+                           help=f"{text} (default: %(default)s)")
+        else:
+            g.add_argument(flag, dest=f"recipe_{f.name}", default=f.default,
+                           type=field(Recipe, f.name, hints[f.name]),
+                           metavar=METAVARS.get(f.name, f.name.upper()),
+                           help=f"{text} (default: %(default)s)")
     g.add_argument("--finetune-dir", default=None,
                    help="training state and fine-tuned checkpoint (default: OUT's name + '.finetune/'); "
                         "rerunning the same command resumes there")
@@ -40,11 +77,6 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 def finetune_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """:class:`~deepfeat.finetune.FineTuneClassifier` keyword arguments from parsed options."""
     work = args.finetune_dir or os.path.splitext(os.path.abspath(args.out))[0] + ".finetune"
-    return {
-        "epochs": args.epochs, "freeze": args.freeze, "lr": args.lr, "layer_decay": args.layer_decay,
-        "batch_size": args.ft_batch_size, "gradual_unfreeze": args.gradual_unfreeze,
-        "augment": not args.no_augment, "lp_init": not args.no_lp_init,
-        "label_smoothing": args.label_smoothing, "val_fraction": args.val_fraction,
-        "patience": args.patience, "bn": args.bn, "seed": args.seed, "work_dir": work,
-        "verbose": 0 if args.quiet else 1,
-    }
+    recipe = {f.name: getattr(args, f"recipe_{f.name}") for f in fields(Recipe)
+              if option_name(f.name, f.default) is not None}
+    return {**recipe, "seed": args.seed, "work_dir": work, "verbose": 0 if args.quiet else 1}

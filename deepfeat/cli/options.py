@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from deepfeat.cli.validate import backbone_name, device, integer, number, workers
@@ -47,23 +48,61 @@ def add_backbone_options(p: argparse.ArgumentParser, *, tta: bool = False) -> No
                             "embedding (a feature space of its own)")
 
 
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """``--cache --device --precision --jit --batch-size --workers --storage-dtype --lock-timeout``."""
-    g = p.add_argument_group("featurization")
-    g.add_argument("--cache", default=None, help="HDF5 embedding cache file (created if missing)")
-    g.add_argument("--device", default=_DEFAULTS["device"], type=device,
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
-    g.add_argument("--precision", default=_DEFAULTS["precision"], choices=PRECISIONS,
-                   help="auto uses bf16/fp16 only where the hardware runs it natively")
-    g.add_argument("--jit", default=_DEFAULTS["jit"], type=_jit, metavar="{auto,on,off}",
-                   help="CPU: trace and fuse the network (auto: for jobs of 1,000+ images)")
-    g.add_argument("--batch-size", type=integer(1), default=_DEFAULTS["batch_size"],
-                   help="images per forward pass (default: %(default)s)")
-    g.add_argument("--workers", default=_DEFAULTS["num_workers"], type=workers,
-                   help="decoding processes (auto or N >= 0)")
-    g.add_argument("--storage-dtype", default=_DEFAULTS["storage_dtype"], choices=("float32", "float16"))
-    g.add_argument("--lock-timeout", type=number(0), default=_DEFAULTS["lock_timeout"],
-                   help="seconds to wait for another process writing the same cache")
+#: The runtime options, in ``--help`` order: every subcommand that embeds images declares
+#: them here, once (``only`` picks a subset), with the Featurizer's defaults.
+RUNTIME_OPTIONS = (
+    "cache", "device", "precision", "jit", "batch_size", "workers", "storage_dtype", "lock_timeout",
+)
+
+
+def add_runtime_options(
+    p: argparse.ArgumentParser,
+    *,
+    only: Sequence[str] = RUNTIME_OPTIONS,
+    from_model: bool = False,
+    cache_help: str = "HDF5 embedding cache file (created if missing)",
+) -> None:
+    """``--cache --device --precision --jit --batch-size --workers --storage-dtype --lock-timeout``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    only : sequence of str
+        The options to declare, among :data:`RUNTIME_OPTIONS`.
+    from_model : bool
+        Every default is ``None``: a saved model's own setting applies unless the option is
+        given (``predict``, ``evaluate``).
+    cache_help : str
+        What ``--cache`` means for this subcommand.
+    """
+    unknown = set(only) - set(RUNTIME_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown runtime options {sorted(unknown)}; choose from {RUNTIME_OPTIONS}")
+    d = dict.fromkeys(_DEFAULTS) if from_model else _DEFAULTS
+    specs: dict[str, tuple[str, dict[str, Any]]] = {
+        "cache": ("--cache", {"default": None, "help": cache_help}),
+        "device": ("--device", {"default": d["device"], "type": device,
+                                "help": "auto (CUDA, then MPS, then CPU), cpu, cuda, mps"}),
+        "precision": ("--precision", {"default": d["precision"], "choices": PRECISIONS,
+                                      "help": "auto uses bf16/fp16 only where the hardware runs it natively"}),
+        "jit": ("--jit", {"default": d["jit"], "type": _jit, "metavar": "{auto,on,off}",
+                          "help": "CPU: trace and fuse the network (auto: for jobs of 1,000+ images)"}),
+        "batch_size": ("--batch-size", {"default": d["batch_size"], "type": integer(1),
+                                        "help": "images per forward pass (default: %(default)s)"}),
+        "workers": ("--workers", {"default": d["num_workers"], "type": workers,
+                                  "help": "decoding processes (auto or N >= 0)"}),
+        "storage_dtype": ("--storage-dtype", {"default": d["storage_dtype"],
+                                              "choices": ("float32", "float16"),
+                                              "help": "dtype of the rows a new feature space stores"}),
+        "lock_timeout": ("--lock-timeout", {"default": d["lock_timeout"], "type": number(0),
+                                            "help": "seconds to wait for another process writing the same cache"}),
+    }
+    title = "featurization (default: as saved in the model)" if from_model else "featurization"
+    g = p.add_argument_group(title)
+    for name in only:
+        flag, kwargs = specs[name]
+        g.add_argument(flag, **kwargs)
 
 
 def featurizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,6 +22,7 @@ __all__ = [
     "checked",
     "comma_choices",
     "device",
+    "field",
     "integer",
     "number",
     "numbers",
@@ -43,6 +44,30 @@ def checked(func: Callable[[str], Any], name: str | None = None) -> Callable[[st
     return parse
 
 
+def field(
+    cls: type, name: str, convert: Callable[[str], Any], to_field: Callable[[Any], Any] | None = None
+) -> Callable[[str], Any]:
+    """A value of the field ``name`` of the validated dataclass ``cls``, checked by ``cls`` itself.
+
+    The option's value is converted (``convert``: ``int``, ``float``, ``str``), then the
+    dataclass is built with that one field (``to_field`` maps the option's unit to the field's,
+    e.g. MiB to bytes) and every other at its default: its ``__post_init__`` judges it, so
+    the command line and the library accept the same values.
+    """
+    base = {int: _int, float: _float}.get(convert, convert)
+
+    def parse(value: str) -> Any:
+        x = base(value)
+        try:
+            cls(**{name: to_field(x) if to_field is not None else x})
+        except InvalidParameterError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return x
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
 def _int(value: str) -> int:
     try:
         return int(value)
@@ -57,13 +82,21 @@ def _float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
 
 
-def integer(minimum: int | None = None, *, nonzero: bool = False) -> Callable[[str], int]:
-    """An integer ``>= minimum`` (and not 0 when ``nonzero``)."""
+def integer(
+    minimum: int | None = None, maximum: int | None = None, *, nonzero: bool = False
+) -> Callable[[str], int]:
+    """An integer ``>= minimum`` and ``<= maximum`` (and not 0 when ``nonzero``)."""
 
     def parse(value: str) -> int:
         n = _int(value)
+        if minimum is not None and maximum is not None and not minimum <= n <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer in [{minimum}, {maximum}], got {value!r}"
+            )
         if minimum is not None and n < minimum:
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value!r}")
+        if maximum is not None and n > maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer <= {maximum}, got {value!r}")
         if nonzero and n == 0:
             raise argparse.ArgumentTypeError(f"must be a non-zero integer, got {value!r}")
         return n

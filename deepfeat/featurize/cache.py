@@ -1,6 +1,6 @@
 """Content-addressed HDF5 cache of embeddings.
 
-Layout (readable with plain h5py; see README "The cache file")::
+Layout (readable with plain h5py; see docs/cache-format.md)::
 
     /                          attrs: format="deepfeat-cache", format_version=1
     /spaces/<fingerprint>/     one group per feature space; attrs: fingerprint, backbone,

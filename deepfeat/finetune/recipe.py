@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InvalidParameterError
 
 __all__ = ["Recipe", "RECIPE_FIELDS"]
 
@@ -90,8 +90,8 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> InputError:
-            return InputError(f"fine-tuning parameter {name} must be {allowed}; got {getattr(self, name)!r}")
+        def bad(name: str, allowed: str) -> InvalidParameterError:
+            return InvalidParameterError(f"fine-tuning parameter {name} must be {allowed}; got {getattr(self, name)!r}")
 
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)

@@ -530,7 +530,7 @@ def run_experiment(
     }
 
     if select not in ("none", "auto"):
-        raise ValueError(f"select must be 'none' or 'auto', got {select!r}")
+        raise InvalidParameterError(f"select must be 'none' or 'auto', got {select!r}")
     t0 = time.perf_counter()
     data = load_experiment_data(src, test_src, max_per_class=max_per_class, seed=seed)
     notes += data.notes

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from deepfeat.exceptions import InvalidParameterError
+
 __all__ = ["ServeLimits"]
 
 
@@ -45,9 +47,13 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"ServeLimits.{name} must be a non-negative number, got {value!r}")
+                raise InvalidParameterError(
+                    f"ServeLimits.{name} must be a non-negative number, got {value!r}"
+                )
             if name != "batch_wait_ms" and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"ServeLimits.{name} must be a positive integer, got {value!r}")
+                raise InvalidParameterError(
+                    f"ServeLimits.{name} must be a positive integer, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
