@@ -25,6 +25,7 @@ featurizes into its own temporary cache unless ``cache`` names a file.
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ from sklearn.utils.validation import check_is_fitted
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
 
-__all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
+__all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "featurizer_class", "shared_featurizer"]
 
 ON_ERROR = ("raise", "nan")
 #: Settings that say how to compute, not what: they may change after fitting. ``precision``
@@ -113,9 +114,12 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         "lock_timeout": params.get("lock_timeout", 30.0),
         "progress": bool(params.get("progress", False)),
     }
+    cls = featurizer_class(spec["backbone"] if spec is not None else params.get("backbone", DEFAULT_BACKBONE))
+    accepted = set(inspect.signature(cls).parameters)
+    runtime = {k: v for k, v in runtime.items() if k in accepted}  # a text featurizer has no jit
     if spec is None:
-        space = {k: params[k] for k in SPACE_PARAMS if k in params}
-        f = Featurizer(**space, **runtime)
+        space = {k: params[k] for k in (*SPACE_PARAMS, "max_length") if k in params and k in accepted}
+        f = cls(**space, **runtime)
         spec = f.spec
     else:
         f = None
@@ -128,13 +132,25 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
             _shared.move_to_end(key)
             return _shared[key]
     if f is None:
-        f = Featurizer.from_spec(spec, **runtime)
+        f = cls.from_spec(spec, **runtime)
     with _shared_lock:
         f = _shared.setdefault(key, f)
         _shared.move_to_end(key)
         while len(_shared) > _MAX_SHARED:
             _shared.popitem(last=False)
     return f
+
+
+def featurizer_class(backbone: str) -> type:
+    """:class:`~deepfeat.featurize.Featurizer` for an image backbone,
+    :class:`~deepfeat.featurize.text_featurizer.TextFeaturizer` for a text encoder."""
+    from deepfeat.featurize.backbones import backbone_modality
+
+    if backbone_modality(backbone) == "text":
+        from deepfeat.featurize.text_featurizer import TextFeaturizer
+
+        return TextFeaturizer
+    return Featurizer
 
 
 def as_image_list(X: Any) -> list[Any]:
@@ -322,6 +338,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         if self.on_error not in ON_ERROR:
             raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if featurizer_class(self.backbone) is not Featurizer:
+            raise InvalidParameterError(
+                f"backbone {self.backbone!r} is a text encoder: use TextEmbedder for texts, or an image "
+                f"backbone such as {DEFAULT_BACKBONE!r} here"
+            )
         as_image_list(X)
         self.featurizer_ = shared_featurizer(None, self._runtime_params())
         self.featurizer_spec_ = self.featurizer_.spec
