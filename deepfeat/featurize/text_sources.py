@@ -23,7 +23,7 @@ from typing import Any
 
 from deepfeat.exceptions import InputError
 
-__all__ = ["TEXT_EXTENSIONS", "TextInputs", "is_text_source", "read_texts", "ENCODING"]
+__all__ = ["TEXT_EXTENSIONS", "TextInputs", "is_text_source", "read_columns", "read_texts", "ENCODING"]
 
 #: The one encoding texts are read with (named in every decoding failure).
 ENCODING = "utf-8"
@@ -236,6 +236,11 @@ def _frame(path: str) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
         raise InputError(f"{path}: cannot read manifest: {str(exc).splitlines()[0]}") from None
+
+
+def read_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a manifest (raises :class:`InputError` when it cannot be read)."""
+    return _columns(os.fspath(path))
 
 
 def _columns(path: str) -> list[str]:
