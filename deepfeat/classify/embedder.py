@@ -43,8 +43,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
+from deepfeat.featurize.factory import featurizer_class
 
-__all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "featurizer_class", "shared_featurizer"]
+__all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
 
 ON_ERROR = ("raise", "nan")
 #: Settings that say how to compute, not what: they may change after fitting. ``precision``
@@ -139,18 +140,6 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         while len(_shared) > _MAX_SHARED:
             _shared.popitem(last=False)
     return f
-
-
-def featurizer_class(backbone: str) -> type:
-    """:class:`~deepfeat.featurize.Featurizer` for an image backbone,
-    :class:`~deepfeat.featurize.text_featurizer.TextFeaturizer` for a text encoder."""
-    from deepfeat.featurize.backbones import backbone_modality
-
-    if backbone_modality(backbone) == "text":
-        from deepfeat.featurize.text_featurizer import TextFeaturizer
-
-        return TextFeaturizer
-    return Featurizer
 
 
 def as_image_list(X: Any) -> list[Any]:

@@ -356,7 +356,7 @@ def _load_skops(path: str, trusted: bool | Sequence[str]) -> Any:
 
 
 def _check_backbones(model: Any, path: str) -> None:
-    from deepfeat.classify.embedder import featurizer_class
+    from deepfeat.featurize.factory import featurizer_class
 
     for spec in featurizer_specs(model):
         if spec.get("backbone") == "tfidf":
