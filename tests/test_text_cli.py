@@ -79,3 +79,24 @@ def test_mismatched_sources_and_missing_columns_get_one_line(model, files, capsy
     code = main(["predict", str(model), str(photo_dir), "--out", "x.csv", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "holds images" in err[-1] and "reads texts" in err[-1]
+
+
+def test_featurize_then_fit_encodes_nothing_the_second_time(files, capsys, tmp_path):
+    cache = str(tmp_path / "c.h5")
+    code, r = _json(["featurize", str(files["train"]), "--text-column", "review", "--cache", cache,
+                     "--device", "cpu", "--precision", "fp32", "-q"], capsys)
+    assert code == 0 and r["modality"] == "text" and r["featurized"] == r["total"] > 0
+    code, r = _json(["fit", str(files["train"]), "--out", str(tmp_path / "m.joblib"), "--cache", cache,
+                     "--text-column", "review", "--label-column", "sentiment", "-q", *FAST], capsys)
+    assert code == 0 and r["featurize"]["featurized"] == 0
+
+
+def test_a_txt_listing_of_image_files_is_not_read_as_texts(photo_dir, tmp_path):
+    from deepfeat.featurize.text_sources import is_text_source
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(photo_dir.iterdir())[:3]) + "\n")
+    assert not is_text_source(listing)
+    assert not is_text_source(tmp_path / "t.txt")  # no such file
+    (tmp_path / "t.txt").write_text("a sentence\nanother one\n")
+    assert is_text_source(tmp_path / "t.txt")

@@ -77,7 +77,7 @@ def is_text_source(src: str | os.PathLike, *, text_col: str = "text") -> bool:
     ext = Path(src).suffix.lower()
     if os.path.isfile(src):
         if ext in TEXT_EXTENSIONS:
-            return True
+            return not _lists_files(src)
         if ext in _MANIFEST:
             try:
                 cols = _columns(src)
@@ -89,6 +89,16 @@ def is_text_source(src: str | os.PathLike, *, text_col: str = "text") -> bool:
         files = [f for _, _, fs in os.walk(src) for f in fs if not f.startswith(".")]
         return bool(files) and all(Path(f).suffix.lower() in TEXT_EXTENSIONS for f in files)
     return False
+
+
+def _lists_files(path: str, sample: int = 20) -> bool:
+    """Whether a ``.txt`` file is a listing of image files (most of its first lines name
+    existing files, relative to its folder), which image commands read, not texts."""
+    base = os.path.dirname(os.path.abspath(path))
+    lines = [ln.strip() for ln in _decode(_read(path)).splitlines()[: 5 * sample]
+             if ln.strip() and not ln.startswith("#")][:sample]
+    hits = sum(os.path.isfile(ln if os.path.isabs(ln) else os.path.join(base, ln)) for ln in lines)
+    return bool(lines) and hits * 2 > len(lines)
 
 
 def read_texts(
