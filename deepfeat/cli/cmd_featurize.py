@@ -8,8 +8,8 @@ from typing import Any
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
 from deepfeat.cli.text_inputs import add_text_options, pick_backbone, source_modality
 from deepfeat.exceptions import InvalidParameterError
-from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.factory import make_featurizer
+from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.inputs import scan_images
 from deepfeat.featurize.text_sources import read_texts
 
