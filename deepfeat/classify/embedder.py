@@ -25,6 +25,7 @@ featurizes into its own temporary cache unless ``cache`` names a file.
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import os
 import shutil
@@ -42,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
+from deepfeat.featurize.factory import featurizer_class
 
 __all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
 
@@ -113,9 +115,12 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         "lock_timeout": params.get("lock_timeout", 30.0),
         "progress": bool(params.get("progress", False)),
     }
+    cls = featurizer_class(spec["backbone"] if spec is not None else params.get("backbone", DEFAULT_BACKBONE))
+    accepted = set(inspect.signature(cls).parameters)
+    runtime = {k: v for k, v in runtime.items() if k in accepted}  # a text featurizer has no jit
     if spec is None:
-        space = {k: params[k] for k in SPACE_PARAMS if k in params}
-        f = Featurizer(**space, **runtime)
+        space = {k: params[k] for k in (*SPACE_PARAMS, "max_length") if k in params and k in accepted}
+        f = cls(**space, **runtime)
         spec = f.spec
     else:
         f = None
@@ -128,7 +133,7 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
             _shared.move_to_end(key)
             return _shared[key]
     if f is None:
-        f = Featurizer.from_spec(spec, **runtime)
+        f = cls.from_spec(spec, **runtime)
     with _shared_lock:
         f = _shared.setdefault(key, f)
         _shared.move_to_end(key)
@@ -322,6 +327,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         if self.on_error not in ON_ERROR:
             raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if featurizer_class(self.backbone) is not Featurizer:
+            raise InvalidParameterError(
+                f"backbone {self.backbone!r} is a text encoder: use TextEmbedder for texts, or an image "
+                f"backbone such as {DEFAULT_BACKBONE!r} here"
+            )
         as_image_list(X)
         self.featurizer_ = shared_featurizer(None, self._runtime_params())
         self.featurizer_spec_ = self.featurizer_.spec

@@ -64,6 +64,7 @@ PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 TRUSTED_TYPES = (
     "deepfeat.classify.transfer.TransferClassifier",
     "deepfeat.classify.embedder.ImageEmbedder",
+    "deepfeat.classify.text_embedder.TextEmbedder",
     "deepfeat.classify.search.EmbeddingClassifier",
     "deepfeat.classify.calibration.TemperatureScaledClassifier",
     "sklearn.model_selection._split.StratifiedKFold",
@@ -355,11 +356,13 @@ def _load_skops(path: str, trusted: bool | Sequence[str]) -> Any:
 
 
 def _check_backbones(model: Any, path: str) -> None:
-    from deepfeat.featurize import Featurizer
+    from deepfeat.featurize.factory import featurizer_class
 
     for spec in featurizer_specs(model):
+        if spec.get("backbone") == "tfidf":
+            continue  # a fitted space: the vectorizer is in the model
         try:
-            Featurizer.from_spec(spec, device="cpu")
+            featurizer_class(spec["backbone"]).from_spec(spec, device="cpu")
         except DeepfeatError as exc:
             raise type(exc)(
                 f"{path}: the model was trained on features of backbone {spec.get('backbone')!r} "

@@ -10,6 +10,7 @@ new runtime settings, so predicting never changes a fitted model's state.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from sklearn.pipeline import FeatureUnion
 
 from deepfeat.classify.embedder import RUNTIME_PARAMS, ImageEmbedder
 from deepfeat.classify.spaces import join_parts, space_name
-from deepfeat.featurize import FeaturizeResult
+from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
 
 __all__ = ["make_embedder", "embedder_parts", "embed", "featurize_parts", "with_runtime", "merge_results"]
 
@@ -31,10 +32,23 @@ def make_embedder(
     parts: Sequence[Mapping[str, Any]], runtime: Mapping[str, Any]
 ) -> ImageEmbedder | FeatureUnion:
     """An unfitted embedder for ``parts`` (space parameters) with ``runtime`` settings."""
-    embs = [ImageEmbedder(**dict(p), **dict(runtime)) for p in parts]
+    embs = [_embedder_for(p, runtime) for p in parts]
     if len(embs) == 1:
         return embs[0]
     return FeatureUnion([(space_name(p), e) for p, e in zip(parts, embs)])
+
+
+def _embedder_for(part: Mapping[str, Any], runtime: Mapping[str, Any]) -> Any:
+    """An ImageEmbedder or a TextEmbedder, as the part's backbone reads images or texts;
+    runtime settings the embedder does not have (``jit`` for texts) are left out."""
+    from deepfeat.featurize.backbones import backbone_modality
+
+    if backbone_modality(part.get("backbone", DEFAULT_BACKBONE)) == "text":
+        from deepfeat.classify.text_embedder import TextEmbedder as cls
+    else:
+        cls = ImageEmbedder
+    accepted = set(inspect.signature(cls).parameters)
+    return cls(**dict(part), **{k: v for k, v in runtime.items() if k in accepted})
 
 
 def embedder_parts(embedder: Any) -> list[ImageEmbedder]:
@@ -89,7 +103,9 @@ def with_runtime(embedder: Any, runtime: Mapping[str, Any]) -> Any:
             (name, with_runtime(t, runtime)) for name, t in embedder.transformer_list
         ]
         return out
-    if any(embedder.get_params()[k] != v for k, v in runtime.items()):
+    current = embedder.get_params()
+    runtime = {k: v for k, v in runtime.items() if k in current}  # a TextEmbedder has no jit
+    if any(current[k] != v for k, v in runtime.items()):
         out.set_params(**runtime)
     return out
 

@@ -36,9 +36,19 @@ from deepfeat.classify.select_embed import (
     with_runtime,
 )
 from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
-from deepfeat.classify.spaces import PART_NORM, check_space_spec, default_space_specs, space_name
+from deepfeat.classify.spaces import (
+    PART_NORM,
+    check_space_spec,
+    default_space_specs,
+    default_text_space_specs,
+    space_name,
+    space_parts,
+)
+from deepfeat.classify.text_embedder import as_text_list
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
+from deepfeat.featurize.backbones import backbone_modality
+from deepfeat.featurize.text_encoders import TFIDF
 
 __all__ = ["ENSEMBLE_MAX_IMAGES", "TransferClassifier", "without_large_ensembles"]
 
@@ -326,6 +336,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(self.spaces, str):
             if self.spaces != "auto":
                 raise InvalidParameterError(f"spaces must be None, 'auto' or a list, got {self.spaces!r}")
+            if self._modality() == "text":
+                specs = default_text_space_specs(self.backbone, [self.layer] if self.layer else None)
+                return self._with_common(specs)
             # the ensemble space brings other backbones with their own pretrained weights:
             # not with random weights or a checkpoint of this backbone
             specs = default_space_specs(
@@ -337,12 +350,24 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             specs = list(self.spaces)
             if not specs:
                 raise InvalidParameterError("spaces: give at least one candidate space")
+        return self._with_common(specs)
+
+    def _with_common(self, specs: Sequence[Any]) -> list[list[dict[str, Any]]]:
+        """Validated parts, each with this estimator's weights and checkpoint (not TF-IDF's:
+        it has none); a part that names no backbone is this estimator's."""
         common = {"weights": self.weights, "checkpoint": self.checkpoint}
         out = []
         for spec in specs:
-            parts = check_space_spec(spec)
-            out.append([{**common, **p} for p in parts])
+            parts = check_space_spec([{"backbone": self.backbone, **p} for p in space_parts(spec)])
+            out.append([p if p.get("backbone") == TFIDF else {**common, **p} for p in parts])
         return out
+
+    def _modality(self) -> str:
+        """``"text"`` when ``backbone`` is a text encoder, else ``"image"``."""
+        return backbone_modality(self.backbone)
+
+    def _as_items(self, X: Any) -> list[Any]:
+        return as_text_list(X) if self._modality() == "text" else as_image_list(X)
 
     def _check_budget(self) -> None:
         b = self.time_budget
@@ -385,7 +410,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
         if default_cv:
             check_cv_possible(y)
-        items = as_image_list(X)
+        items = self._as_items(X)
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
         deadline = None if self.time_budget is None else t_start + float(self.time_budget)
@@ -511,7 +536,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         out = {}
         for name, p in parts.items():
             f = make_embedder([p], runtime).fit(items).featurizer_
-            if build or f.built:
+            if f is None:  # a fitted space (TF-IDF): no network, a few microseconds per text
+                out[name] = 0.0
+            elif build or f.built:
                 out[name] = round(time_part(f), 3)
         return out
 
@@ -556,9 +583,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """
         import pandas as pd
 
-        items = as_image_list(X)
+        items = self._as_items(X)
         res = self._embed(items)
         n = len(items)
+        text = self._modality() == "text"
+        if paths is None and text:
+            paths = [t if isinstance(t, str) else f"<{type(t).__name__} #{i}>" for i, t in enumerate(items)]
         if paths is None:
             paths = [
                 os.fspath(p) if isinstance(p, (str, os.PathLike)) else f"<{type(p).__name__} #{i}>"
@@ -576,7 +606,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ok = res.ok
         if ok.any():
             labels[ok] = self.search_.predict(res.features[ok])
-        parts = [pd.DataFrame({"path": paths, "label": labels})]
+        parts = [pd.DataFrame({"text" if text else "path": paths, "label": labels})]
         if hasattr(self.search_, "predict_proba"):
             proba = np.full((n, len(self.classes_)), np.nan)
             if ok.any():

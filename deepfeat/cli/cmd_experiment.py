@@ -65,7 +65,10 @@ def _is_number(value: str) -> bool:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="folder of class subfolders, or a CSV/parquet manifest")
+    p.add_argument("src", help="folder of class subfolders (images or .txt files), or a CSV/parquet "
+                   "manifest (path,label for images; text,label for texts)")
+    p.add_argument("--text-column", "--text-col", dest="text_col", default=_D["text_column"],
+                   help="text column of a CSV/parquet source of texts (default: %(default)s)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name of SRC>)")
     g = p.add_argument_group("what to compare")
     g.add_argument(
@@ -187,6 +190,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         verbose=progress,
         strategies=args.strategies,
         finetune_options=None if args.finetune_epochs is None else {"epochs": args.finetune_epochs},
+        text_column=args.text_col,
     )
     return res.to_dict(), 0
 

@@ -6,16 +6,22 @@ import argparse
 from typing import Any
 
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
+from deepfeat.cli.text_inputs import add_text_options, pick_backbone, source_modality
 from deepfeat.exceptions import InvalidParameterError
+from deepfeat.featurize.factory import make_featurizer
 from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.inputs import scan_images
+from deepfeat.featurize.text_sources import read_texts
 
 HELP = "embed images (folder, CSV/parquet manifest, .txt listing, or files) into an HDF5 cache"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", nargs="+", help="folder, manifest (.csv/.parquet), .txt listing, or image files")
-    add_backbone_options(p, tta=True)
+    p.add_argument("src", nargs="+", help="folder, manifest (.csv/.parquet), .txt listing, or image files; "
+                   "texts: a CSV/parquet with a text column, a .txt file (one text per line), class folders "
+                   "of .txt files")
+    add_text_options(p)
+    add_backbone_options(p, tta=True, texts=True)
     add_runtime_options(p)
     p.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -29,6 +35,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise InvalidParameterError("featurize needs --cache FILE.h5 (where the embeddings are kept)")
     if args.address and args.engine != "ray":
         raise InvalidParameterError("--address is for --engine ray (got --engine local)")
+    kinds = {source_modality(src, args.text_col) for src in args.src}
+    if len(kinds) > 1:
+        raise InvalidParameterError("give sources of one kind: texts or images, not both")
+    args.backbone, kind = pick_backbone(args.backbone, args.src[0], args.text_col)
+    if kind == "text":
+        return _texts(args)
     paths: list[str] = []
     skipped: list[dict[str, str]] = []
     for src in args.src:
@@ -48,11 +60,34 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     return out, code
 
 
+def _texts(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """Texts into the cache (the local engine: a text encoder is not run on Ray yet)."""
+    if args.engine != "local":
+        raise InvalidParameterError("--engine ray featurizes images; texts run with --engine local")
+    if args.tta != "none":
+        raise InvalidParameterError("--tta is for images; a text encoder has no test-time augmentation")
+    texts, rows, skipped = [], [], []
+    for src in args.src:
+        ds = read_texts(src, text_col=args.text_col, labeled=False)
+        texts += ds.texts
+        rows += [f"{src}: {r}" for r in ds.rows]
+        skipped += [{"path": f"{src}: {f['row']}", "reason": f["reason"]} for f in ds.failed]
+    feat = make_featurizer(**featurizer_kwargs(args))
+    res = feat.featurize(texts, return_features=False, log_failures=False)
+    out = {**res.summary, "backbone": feat.backbone, "layer": feat.spec["layer"], "engine": "local",
+           "modality": "text", "skipped": len(skipped), "skipped_files": skipped,
+           "failures": [{"path": rows[f["index"]], "reason": f["reason"]} for f in res.failures]}
+    return out, 1 if args.strict and (res.failures or skipped) else 0
+
+
 def format_text(r: dict[str, Any]) -> str:
+    unit = "texts" if r.get("modality") == "text" else "images"
+    extra = f", truncated to the window {r['truncated']}" if r.get("truncated") else ""
     lines = [
         f"featurized {r['featurized']}, found in cache {r['cached']}, duplicates {r['deduplicated']}, "
-        f"failed {r['failed']}, skipped non-image files {r['skipped']}  (of {r['total']} inputs)",
-        f"{r['images_per_second']:.1f} images/s on {r['device']} {r['precision']}; "
+        f"failed {r['failed']}, skipped {'rows' if unit == 'texts' else 'non-image files'} {r['skipped']}"
+        f"{extra}  (of {r['total']} inputs)",
+        f"{r['images_per_second']:.1f} {unit}/s on {r['device']} {r['precision']}; "
         f"{r['seconds']:.1f} s in all; cache {r['cache']} space {r['fingerprint']}",
     ]
     for f in r["failures"][:20]:

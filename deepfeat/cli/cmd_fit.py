@@ -22,6 +22,12 @@ from deepfeat.classify.spaces import default_space_specs
 from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
+from deepfeat.cli.text_inputs import (
+    add_text_options,
+    pick_backbone,
+    read_labeled_texts,
+    source_rows,
+)
 from deepfeat.cli.validate import checked, integer, number, scorer
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
@@ -40,13 +46,16 @@ _DEFAULTS = {k: p.default for k, p in inspect.signature(TransferClassifier).para
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="folder of class subfolders, or a CSV/parquet manifest (path,label)")
+    p.add_argument("src", help="folder of class subfolders (images or .txt files), or a CSV/parquet "
+                   "manifest (path,label for images; text,label for texts)")
     p.add_argument(
         "--out", required=True, help="model file to write: .joblib, or .skops to share safely"
     )
     p.add_argument("--path-col", default="path", help="path column of a manifest")
-    p.add_argument("--label-col", default="label", help="label column of a manifest")
-    add_backbone_options(p)
+    p.add_argument("--label-col", "--label-column", dest="label_col", default="label",
+                   help="label column of a manifest")
+    add_text_options(p)
+    add_backbone_options(p, texts=True)
     add_runtime_options(p, cache_help="HDF5 embedding cache (default: a temporary one)")
     c = p.add_argument_group("candidate spaces")
     c.add_argument(
@@ -170,6 +179,16 @@ def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
     return default_space_specs(backbones, layers, ensemble=own_weights)
 
 
+def _text_spaces(args: argparse.Namespace) -> Any:
+    """``spaces`` for a text encoder: ``"auto"``, or the defaults with ``--layers``."""
+    from deepfeat.classify.spaces import default_text_space_specs
+
+    if args.backbones is not None:
+        raise InvalidParameterError("--backbones is for images; for texts give one --backbone")
+    layers = _list(args.layers)
+    return "auto" if layers is None else default_text_space_specs(args.backbone, layers)
+
+
 def best_summary(model: TransferClassifier) -> dict[str, Any]:
     """The chosen candidate, as the ``best:`` line, the starred line and ``--json`` show it.
 
@@ -210,8 +229,18 @@ def deployable_heads(heads: Any, deployable: str) -> tuple[Any, list[str]]:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     heads, notes = deployable_heads(args.heads, args.deployable)
-    ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
-    spaces = candidate_spaces(args)
+    args.backbone, kind = pick_backbone(args.backbone, args.src, args.text_col, args.path_col)
+    if kind == "text":
+        if args.finetune:
+            raise InvalidParameterError("--finetune on texts is not available in this command yet")
+        tds = read_labeled_texts(args.src, args.text_col, args.label_col)
+        X, labels = tds.texts, tds.labels
+        skipped = [{"path": f["row"], "reason": f["reason"]} for f in tds.failed]
+    else:
+        ds = load_labeled(args.src, path_col=args.path_col, label_col=args.label_col)
+        X, labels, skipped = ds.paths, ds.labels, ds.skipped
+    spaces = candidate_spaces(args) if kind == "image" else (None if args.select == "none" else
+                                                             _text_spaces(args))
     fkw = featurizer_kwargs(args)  # backbone and runtime options, as Featurizer names them
     del fkw["progress"]
     fkw["cache"] = None if args.cache is None else os.path.abspath(args.cache)
@@ -237,10 +266,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     if args.finetune:
         from deepfeat.finetune import FineTuneClassifier
 
-        tuned = FineTuneClassifier(model, **finetune_kwargs(args)).fit(ds.paths, ds.labels)
+        tuned = FineTuneClassifier(model, **finetune_kwargs(args)).fit(X, labels)
         model = tuned.transfer_  # an ordinary model on the fine-tuned checkpoint
     else:
-        model.fit(ds.paths, ds.labels)
+        model.fit(X, labels)
     fit_seconds = time.perf_counter() - t0
     out = save(model, args.out)
     best = best_summary(model)
@@ -249,8 +278,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     result = {
         "model": out,
         "source": args.src,
-        "n_images": len(ds.paths),
-        "classes": class_counts(ds.labels),
+        "modality": kind,
+        "n_images": len(X),
+        "classes": class_counts(labels),
         "best_pipeline": model.describe(),
         "best": best,
         "best_params": model.best_params_,
@@ -274,8 +304,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "total, failed: images",
         "search_seconds": round(model.search_.search_time_, 3),
         "fit_seconds": round(fit_seconds, 3),
-        "failures": [{"path": f["path"], "reason": f["reason"]} for f in model.failures_],
-        "skipped": ds.skipped,
+        "failures": (source_rows(tds, model.failures_) if kind == "text" else
+                     [{"path": f["path"], "reason": f["reason"]} for f in model.failures_]),
+        "skipped": skipped,
         "notes": notes,
     }
     if tuned is not None:
@@ -291,12 +322,16 @@ def _candidate(c: dict[str, Any]) -> str:
 
 def _featurize_line(r: dict[str, Any]) -> str:
     f = r["featurize"]
+    what = "texts" if r.get("modality") == "text" else "images"
     n_parts = len(f.get("parts", {})) or 1
     embedded = (
-        f"{n_parts} space parts x {f['total']} images: " if n_parts > 1 else ""
+        f"{n_parts} space parts x {f['total']} {what}: " if n_parts > 1 else ""
     ) + f"{f['featurized']} embeddings computed, {f['cached']} read from the cache"
+    trunc = sum(p.get("truncated", 0) for p in f.get("parts", {}).values()) or f.get("truncated", 0)
+    extra = f", {trunc} truncated to the encoder's window" if trunc else ""
+    bad = "empty" if what == "texts" else "unreadable"
     return (
-        f"{r['n_images']} images in {len(r['classes'])} classes ({f['failed']} unreadable); "
+        f"{r['n_images']} {what} in {len(r['classes'])} classes ({f['failed']} {bad}{extra}); "
         f"{embedded}; fit {r['fit_seconds']:.1f} s"
     )
 

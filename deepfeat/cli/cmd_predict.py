@@ -11,8 +11,10 @@ from typing import Any
 from deepfeat.classify.persistence import load
 from deepfeat.classify.transfer import TransferClassifier
 from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
+from deepfeat.cli.text_inputs import add_text_options, check_model_reads
 from deepfeat.exceptions import InputError
 from deepfeat.featurize.inputs import scan_images
+from deepfeat.featurize.text_sources import read_texts
 
 HELP = "predict labels and class probabilities for images with a model saved by `deepfeat fit`"
 
@@ -70,18 +72,42 @@ def load_image_model(args: argparse.Namespace) -> TransferClassifier:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.joblib or .skops) written by `deepfeat fit`")
-    p.add_argument("src", help="image folder (recursive), image file, .txt listing, or manifest")
+    p.add_argument("src", help="image folder (recursive), image file, .txt listing, or manifest; for a "
+                   "text model: a .txt file (one text per line) or a CSV/parquet with a text column")
     p.add_argument(
-        "--out", required=True, help="CSV to write: path, label, proba_<class>..., status"
+        "--out", required=True,
+        help="CSV to write: path (texts: row, text), label, proba_<class>..., status",
     )
+    add_text_options(p)
     p.add_argument(
         "--strict", action="store_true", help="exit non-zero if any input could not be labelled"
     )
     add_model_options(p)
 
 
+def predict_texts(model: TransferClassifier, src: str, text_col: str) -> tuple[Any, int, float]:
+    """The prediction table of a source of texts (``row`` and ``text`` first; rows that could
+    not be read as ``skipped: reason``), how many texts were embedded, and the seconds it took."""
+    import pandas as pd
+
+    ds = read_texts(src, text_col=text_col, label_col=None, labeled=False)
+    t0 = time.perf_counter()
+    table = model.predict_table(ds.texts)
+    seconds = time.perf_counter() - t0
+    table.insert(0, "row", ds.rows)
+    if ds.failed:
+        bad = pd.DataFrame({"row": [f["row"] for f in ds.failed],
+                            "status": [f"skipped: {f['reason']}" for f in ds.failed]})
+        table = pd.concat([table, bad], ignore_index=True)
+    return table, len(ds.texts), seconds
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     model = load_image_model(args)
+    if check_model_reads(model, args.src, args.text_col) == "text":
+        table, n, seconds = predict_texts(model, args.src, args.text_col)
+        cols = ["row", "text", "label"] + [c for c in table.columns if c.startswith("proba_")] + ["status"]
+        return _written(args, model, table.reindex(columns=cols), n, seconds, key="row", unit="texts")
     paths, skipped = scan_images(args.src)
     if not paths and not skipped:
         raise InputError(f"{args.src}: no images found")
@@ -101,7 +127,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         )
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     cols = ["path", "label"] + [c for c in table.columns if c.startswith("proba_")] + ["status"]
-    table = table.reindex(columns=cols)
+    return _written(args, model, table.reindex(columns=cols), len(paths), seconds, key="path")
+
+
+def _written(args: argparse.Namespace, model: TransferClassifier, table: Any, n: int, seconds: float,
+             key: str, unit: str = "images") -> tuple[dict[str, Any], int]:
+    """Write ``table`` to ``--out`` and summarise it (``key``: the column naming an input)."""
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     table.to_csv(args.out, index=False)
     bad = table[table["status"] != "ok"]
@@ -115,8 +146,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "label_counts": {
             str(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()
         },
-        "failures": [{"path": p, "reason": s} for p, s in zip(bad["path"], bad["status"])],
-        "throughput": _throughput(model, len(paths), seconds),
+        "failures": [{"path": p, "reason": s} for p, s in zip(bad[key], bad["status"])],
+        "throughput": {**_throughput(model, n, seconds), "unit": unit},
     }
     return result, 1 if args.strict and len(bad) else 0
 
@@ -148,9 +179,10 @@ def format_text(r: dict[str, Any]) -> str:
     t = r.get("throughput") or {}
     if t.get("images_per_second"):
         passes = t.get("forward_passes_per_image")
-        lines.append(f"throughput {t['images_per_second']:.1f} images/s ({t['images']} images in "
+        unit = t.get("unit", "images")
+        lines.append(f"throughput {t['images_per_second']:.1f} {unit}/s ({t['images']} {unit} in "
                      f"{t['seconds']:.1f} s, cached embeddings included"
-                     + (f"; the model runs {passes} forward pass(es) per image)" if passes else ")"))
+                     + (f"; the model runs {passes} forward pass(es) per {unit[:-1]})" if passes else ")"))
     for f in r["failures"][:20]:
         lines.append(f"  FAILED  {f['path']}: {f['reason']}")
     if len(r["failures"]) > 20:

@@ -12,6 +12,7 @@ from deepfeat.featurize.backbones import DEFAULT_BACKBONE
 from deepfeat.featurize.featurizer import Featurizer
 from deepfeat.featurize.identity import TTA_CHOICES
 from deepfeat.featurize.runtime import PRECISIONS
+from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE, TEXT_POOLINGS
 from deepfeat.featurize.truncate import POOLINGS
 
 _DEFAULTS = {k: p.default for k, p in inspect.signature(Featurizer).parameters.items()}
@@ -28,20 +29,28 @@ def _jit(value: str) -> bool | str:
     return choices[value]
 
 
-def add_backbone_options(p: argparse.ArgumentParser, *, tta: bool = False) -> None:
+def add_backbone_options(p: argparse.ArgumentParser, *, tta: bool = False, texts: bool = False) -> None:
     """``--backbone --weights --checkpoint --layer --pool`` (and ``--tta`` where ``tta``).
 
     ``--tta`` is offered only by commands that pass it on (``tta=True``), never accepted
-    and then ignored.
+    and then ignored. ``texts``: the command reads texts too; ``--backbone`` then defaults
+    to ``None`` (the caller picks the default for the source: images or texts) and
+    ``--pool`` offers the text poolings.
     """
     g = p.add_argument_group("backbone")
-    g.add_argument("--backbone", default=DEFAULT_BACKBONE, type=backbone_name,
-                   help=f"registry name (default: {DEFAULT_BACKBONE}, works offline); see `deepfeat backbones`")
+    if texts:
+        g.add_argument("--backbone", default=None, type=backbone_name,
+                       help=f"registry name (default: {DEFAULT_BACKBONE} for images, {DEFAULT_TEXT_BACKBONE} "
+                            "for texts; both work offline); see `deepfeat backbones`")
+    else:
+        g.add_argument("--backbone", default=DEFAULT_BACKBONE, type=backbone_name,
+                       help=f"registry name (default: {DEFAULT_BACKBONE}, works offline); see `deepfeat backbones`")
     g.add_argument("--weights", type=_weights, default=_DEFAULTS["weights"],
                    help="DEFAULT, a named weights variant, or 'none' for random weights")
     g.add_argument("--checkpoint", default=None, help="local state-dict file to load")
     g.add_argument("--layer", default=None, help="graph node to cut at (default: penultimate)")
-    g.add_argument("--pool", default=_DEFAULTS["pool"], choices=POOLINGS, help="pooling for a named layer")
+    g.add_argument("--pool", default=_DEFAULTS["pool"], choices=POOLINGS + (TEXT_POOLINGS if texts else ()),
+                   help="pooling for a named layer" + (" (texts: mean, the default, or cls)" if texts else ""))
     if tta:
         g.add_argument("--tta", default=_DEFAULTS["tta"], choices=TTA_CHOICES,
                        help="test-time augmentation: 'flip' averages each image's and its mirror's "

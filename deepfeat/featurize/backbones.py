@@ -36,11 +36,15 @@ __all__ = [
     "register_family",
     "list_backbones",
     "resolve_backbone",
+    "backbone_modality",
+    "MODALITIES",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+#: What a backbone reads: images (pixels) or texts (tokens).
+MODALITIES = ("image", "text")
 #: Random-weight models are built under this seed, so their feature space is reproducible.
 RANDOM_SEED = 0
 
@@ -93,6 +97,7 @@ class ResolvedBackbone:
     offline: bool
     builder: Callable[[], nn.Module] = field(repr=False, compare=False)
     legacy_weights_ids: tuple[str, ...] = ()
+    modality: str = "image"
 
     def build(self) -> nn.Module:
         """Build the full classification model (head included) with its weights, in eval mode."""
@@ -127,6 +132,7 @@ class _Entry:
     offline: bool
     description: str
     legacy_weights_ids: Callable[[str | None], tuple[str, ...]] | None = None
+    modality: str = "image"
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -137,20 +143,26 @@ def register_backbone(
     name: str, *, preprocess: Preprocess | Callable[[], Preprocess],
     weights_id: Callable[[str | None], str], offline: bool, description: str,
     legacy_weights_ids: Callable[[str | None], tuple[str, ...]] | None = None,
+    modality: str = "image",
 ) -> Callable[[Callable[[str | None], nn.Module]], Callable[[str | None], nn.Module]]:
     """Decorator registering a builder ``fn(weights) -> nn.Module`` under ``name``.
 
     ``preprocess`` may be a function returning it (called on resolution, so reading it
-    from a library's weights configuration costs nothing at import). ``weights_id``
-    maps the weights argument to the identifier that names the weights in feature-space
-    fingerprints; ``legacy_weights_ids`` to identifiers older versions used for them.
+    from a library's weights configuration costs nothing at import): a
+    :class:`~deepfeat.featurize.preprocess.Preprocess` for images, a
+    :class:`~deepfeat.featurize.text_encoders.TextPreprocess` (tokenizer and window) for
+    texts. ``weights_id`` maps the weights argument to the identifier that names the
+    weights in feature-space fingerprints; ``legacy_weights_ids`` to identifiers older
+    versions used for them. ``modality`` is what the backbone reads (:data:`MODALITIES`).
     """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
     def deco(fn: Callable[[str | None], nn.Module]) -> Callable[[str | None], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
         _REGISTRY[name] = _Entry(name, fn, preprocess, weights_id, offline, description,
-                                 legacy_weights_ids)
+                                 legacy_weights_ids, modality)
         return fn
 
     return deco
@@ -163,7 +175,7 @@ def register_family(prefix: str, family: BackboneFamily) -> None:
 
 def _ensure_loaded() -> None:
     # Importing these modules fills the registry (decorators run at import time).
-    from deepfeat.featurize import families, offline  # noqa: F401
+    from deepfeat.featurize import families, offline, text_encoders  # noqa: F401
 
 
 def resolve_backbone(
@@ -192,6 +204,7 @@ def resolve_backbone(
             offline=e.offline or weights is None or checkpoint is not None,
             builder=lambda: e.build(None if checkpoint else weights),
             legacy_weights_ids=tuple(legacy),
+            modality=e.modality,
         )
     prefix, sep, arch = name.partition(":")
     if sep and prefix in _FAMILIES:
@@ -211,8 +224,25 @@ def _unknown_message(name: str) -> str:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return (
         f"unknown backbone {name!r}.{hint} Names are {', '.join(map(repr, _REGISTRY))}, "
-        f"'torchvision:<arch>' or 'timm:<arch>'; list them with `deepfeat backbones`."
+        f"'torchvision:<arch>', 'timm:<arch>' or (texts) 'hf:<repo>'; list them with `deepfeat backbones`."
     )
+
+
+def backbone_modality(name: str) -> str:
+    """What the backbone ``name`` reads, ``"image"`` or ``"text"``, without resolving weights.
+
+    Examples
+    --------
+    >>> backbone_modality("minilm"), backbone_modality("efficientnet_lite0")
+    ('text', 'image')
+    """
+    _ensure_loaded()
+    if name in _REGISTRY:
+        return _REGISTRY[name].modality
+    prefix, sep, _ = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        return getattr(_FAMILIES[prefix], "modality", "image")
+    raise UnknownBackboneError(_unknown_message(name))
 
 
 def list_backbones(pattern: str = "*", *, families: bool = True) -> list[dict[str, Any]]:
@@ -227,7 +257,8 @@ def list_backbones(pattern: str = "*", *, families: bool = True) -> list[dict[st
     """
     _ensure_loaded()
     rows = [
-        {"name": e.name, "family": "builtin", "offline": e.offline, "description": e.description}
+        {"name": e.name, "family": "builtin", "offline": e.offline, "description": e.description,
+         "modality": e.modality}
         for e in _REGISTRY.values() if fnmatch.fnmatch(e.name, pattern)
     ]
     if families:
@@ -240,6 +271,7 @@ def list_backbones(pattern: str = "*", *, families: bool = True) -> list[dict[st
                     "name": f"{prefix}:{arch}", "family": prefix,
                     "offline": fam.offline_available(arch),
                     "description": f"{prefix} {arch} (random weights always available offline)",
+                    "modality": getattr(fam, "modality", "image"),
                 })
     return rows
 

@@ -48,17 +48,34 @@ def _subsample(labels: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def _load(src: str | os.PathLike, text_col: str | None) -> Any:
+    """A labelled source as ``.paths, .labels, .skipped``: images, or (``text_col``) texts,
+    whose "paths" are the texts themselves and whose skipped rows are those not read."""
+    if text_col is None:
+        return load_labeled(src)
+    from types import SimpleNamespace
+
+    from deepfeat.featurize.text_sources import read_texts
+
+    tds = read_texts(src, text_col=text_col, labeled=True)
+    skipped = [{"path": f"{os.fspath(src)}: {f['row']}", "reason": f["reason"]} for f in tds.failed]
+    return SimpleNamespace(paths=tds.texts, labels=tds.labels, skipped=skipped)
+
+
 def load_experiment_data(
     src: str | os.PathLike,
     test_src: str | os.PathLike | None = None,
     *,
     max_per_class: int | None = None,
     seed: int = 0,
+    text_col: str | None = None,
 ) -> ExperimentData:
     """Load the labelled images of an experiment (and of its test source, when given).
 
     Test images of classes absent from ``src`` are left out; ``max_per_class`` subsamples
-    each class of each source with a fixed seed. Both are recorded in ``notes``.
+    each class of each source with a fixed seed. Both are recorded in ``notes``. With
+    ``text_col``, the sources hold texts (:func:`~deepfeat.featurize.text_sources.read_texts`)
+    and ``paths`` are the texts.
 
     Raises
     ------
@@ -66,10 +83,10 @@ def load_experiment_data(
         When a source is unusable or holds fewer than two classes.
     """
     notes: list[str] = []
-    ds = load_labeled(src)
+    ds = _load(src, text_col)
     parts = [(ds, "train")]
     if test_src is not None:
-        tds = load_labeled(test_src)
+        tds = _load(test_src, text_col)
         unknown = sorted(set(tds.labels) - set(ds.labels))
         if unknown:
             notes.append(

@@ -43,6 +43,7 @@ from deepfeat.pipelines.sampling import check_test_size, parse_shots, stratified
 from deepfeat.pipelines.spaces import (
     AUTO,
     RANDOM_BASELINE,
+    RANDOM_SUFFIX,
     FeatureSpace,
     compute_space,
     plan_spaces,
@@ -404,8 +405,15 @@ def run_experiment(
     strategies: Sequence[str] | str = ("frozen",),
     finetune_options: dict[str, Any] | None = None,
     select: str = "none",
+    text_column: str = "text",
 ) -> ExperimentResult:
     """Run a small-data transfer-learning experiment and write its report to ``out``.
+
+    The source may hold texts (a CSV/parquet with a ``text_column`` column, or class folders
+    of ``.txt`` files): the main backbone is then a text encoder (``minilm`` when
+    ``backbones`` is left at the image default), the ``pixels`` baseline becomes the TF-IDF
+    space (``tfidf``), the audit compares texts (exact duplicates: the same text), and the
+    report lists misclassified texts as text (see :func:`text_settings`).
 
     Parameters
     ----------
@@ -497,6 +505,7 @@ def run_experiment(
     check_threshold(near_duplicate_threshold)
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise InvalidParameterError(f"repeats must be an integer >= 1, got {repeats!r}")
+    modality, backbones, baselines = text_settings(src, backbones, baselines, text_column, strategy_list, select)
     if isinstance(layers, str):
         layers = (
             suggest_layers(backbones[0])
@@ -527,12 +536,14 @@ def run_experiment(
         "featurizer_options": featurizer_options or {},
         "strategies": list(strategy_list),
         "finetune_options": finetune_options or {},
+        "modality": modality,
     }
 
     if select not in ("none", "auto"):
         raise InvalidParameterError(f"select must be 'none' or 'auto', got {select!r}")
     t0 = time.perf_counter()
-    data = load_experiment_data(src, test_src, max_per_class=max_per_class, seed=seed)
+    data = load_experiment_data(src, test_src, max_per_class=max_per_class, seed=seed,
+                                text_col=text_column if modality == "text" else None)
     notes += data.notes
     paths, labels, split = data.paths, data.labels, data.split
     spaces = plan_spaces(backbones, layers, baselines, pixel_size=pixel_size)
@@ -558,7 +569,8 @@ def run_experiment(
         threshold=near_duplicate_threshold,
         failures=main.failures,
         skipped=data.skipped,
-        thumbnails=lambda idx: pixel_features([paths[i] for i in idx], AUDIT_THUMBNAIL),
+        thumbnails=None if modality == "text" else (
+            lambda idx: pixel_features([paths[i] for i in idx], AUDIT_THUMBNAIL)),
     )
     dropped = _dropped(audit, fixed_test, notes) if drop_leaked else np.zeros(0, dtype=int)
     audit.dropped = len(dropped)
@@ -657,6 +669,47 @@ def run_experiment(
         json.dump({"config": config, **_jsonable(result.to_dict())}, fh, indent=1)
     log.info("report written to %s", result.report_html)
     return result
+
+
+def text_settings(
+    src: str | os.PathLike, backbones: Sequence[str], baselines: Sequence[str], text_column: str,
+    strategies: Sequence[str], select: str,
+) -> tuple[str, list[str], list[str]]:
+    """The modality of ``src`` and the backbones and baselines measured on it.
+
+    Texts: the image default backbone becomes ``minilm``, ``pixels`` becomes ``tfidf``; an
+    image backbone, fine-tuning or the automatic selection is refused. Images: ``tfidf``
+    is dropped (a baseline of texts).
+
+    Raises
+    ------
+    InvalidParameterError
+        An image backbone for texts, a text encoder for images, or a setting not yet
+        available for texts.
+    """
+    from deepfeat.featurize.backbones import DEFAULT_BACKBONE, backbone_modality
+    from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE
+    from deepfeat.featurize.text_sources import is_text_source
+
+    text = os.path.exists(os.fspath(src)) and is_text_source(src, text_col=text_column)
+    backbones = list(backbones)
+    if not text:
+        wrong = [b for b in backbones if backbone_modality(b.removesuffix(RANDOM_SUFFIX)) == "text"]
+        if wrong:
+            raise InvalidParameterError(f"{src} holds images, but {wrong[0]} reads texts")
+        return "image", backbones, [b for b in baselines if b != "tfidf"]
+    if backbones == [DEFAULT_BACKBONE]:
+        backbones = [DEFAULT_TEXT_BACKBONE]
+    wrong = [b for b in backbones if backbone_modality(b.removesuffix(RANDOM_SUFFIX)) != "text"]
+    if wrong:
+        raise InvalidParameterError(f"{src} holds texts, but backbone {wrong[0]} reads images: use a text "
+                                    f"encoder such as {DEFAULT_TEXT_BACKBONE}")
+    if FINETUNE in strategies:
+        raise InvalidParameterError("strategies: fine-tuning a text encoder is not part of `experiment` yet; "
+                                    "use frozen")
+    if select != "none":
+        raise InvalidParameterError("select='auto' is not available for texts yet; use 'none'")
+    return "text", backbones, list(dict.fromkeys("tfidf" if b == "pixels" else b for b in baselines))
 
 
 def auto_selection_space(

@@ -191,7 +191,7 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
         )
     ).name
     items, n_wrong, n_total = _misclassified_items(result)
-    if items:
+    if items and not _is_text(result):  # texts are listed as text in the HTML instead
         files["misclassified"] = Path(
             plots.plot_gallery(
                 items,
@@ -211,7 +211,7 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
                 title=f"Reliability, k={best['shots']}, held-out predictions of {draws}",
             )
         ).name
-    if len(result.audit.pairs):
+    if len(result.audit.pairs) and not _is_text(result):
         files["duplicates"] = Path(
             plots.plot_pairs(
                 result.audit.pairs,
@@ -220,6 +220,37 @@ def write_figures(result: ExperimentResult) -> dict[str, str]:
             )
         ).name
     return files
+
+
+def _is_text(result: ExperimentResult) -> bool:
+    return result.config.get("modality") == "text"
+
+
+def _text_pairs(result: ExperimentResult, limit: int = 30) -> str:
+    """The audit's pairs of texts, as a table of the texts themselves."""
+    pairs = result.audit.pairs.head(limit)
+    rows = pd.DataFrame({
+        "text": [result.paths[i] for i in pairs["i"]],
+        "label": [result.labels[i] for i in pairs["i"]],
+        "other text": [result.paths[j] for j in pairs["j"]],
+        "other label": [result.labels[j] for j in pairs["j"]],
+        "kind": pairs["match"], "cosine": pairs["similarity"].round(3),
+        "conflicting labels": pairs["conflicting_labels"], "leak": pairs["leak"],
+    })
+    return "<p>Duplicate and near-duplicate texts (leaks and conflicting labels first):</p>" + _table(
+        rows, left=4, wrap=("text", "other text"))
+
+
+def _misclassified_texts(result: ExperimentResult) -> str:
+    items, n_wrong, n_total = _misclassified_items(result)
+    if not items:
+        return ""
+    rows = pd.DataFrame({
+        "text": [it["path"] for it in items],
+        "true / predicted": [it["caption"].replace("\n", " / ") for it in items],
+    })
+    return (f"<p>Most confidently misclassified held-out texts ({n_wrong} of {n_total} predictions "
+            f"wrong):</p>" + _table(rows, left=2, wrap=("text",)))
 
 
 def _pooled_calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
@@ -385,6 +416,8 @@ def _audit_section(result: ExperimentResult) -> str:
         + _table(counts.reset_index())
         + "</details>"
     )
+    if _is_text(result) and len(a.pairs):
+        parts.append(_text_pairs(result))
     parts.append(
         _img(result, "duplicates", "Each panel is one pair; red: a leak or conflicting labels.")
     )
@@ -551,7 +584,9 @@ def _errors_section(result: ExperimentResult) -> str:
             "Confusion matrix, rows normalised to the true class; counts in cells.",
         ),
     ]
-    if "misclassified" in result.files:
+    if _is_text(result) and _misclassified_items(result)[0]:
+        parts.append(_misclassified_texts(result))
+    elif "misclassified" in result.files:
         parts.append(
             _img(
                 result,

@@ -25,6 +25,7 @@ __all__ = [
     "AUTO",
     "RANDOM_BASELINE",
     "PIXEL_BASELINE",
+    "TFIDF_BASELINE",
     "BASELINE_ROLES",
     "RANDOM_SUFFIX",
     "BASELINES",
@@ -43,11 +44,14 @@ LAYER = "layer sweep"
 AUTO = "automatic selection"
 RANDOM_BASELINE = "random-weights baseline"
 PIXEL_BASELINE = "raw-pixel baseline"
-BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE)
+#: Texts: the 1-2-gram TF-IDF space (what a text experiment measures in place of raw pixels).
+TFIDF_BASELINE = "TF-IDF baseline"
+BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE, TFIDF_BASELINE)
 #: Suffix of a backbone name asking for random weights.
 RANDOM_SUFFIX = "[random]"
-#: Baselines an experiment can measure: raw pixels, the first backbone with random weights.
-BASELINES = ("pixels", "random")
+#: Baselines an experiment can measure: raw pixels (for texts: TF-IDF), the first backbone
+#: with random weights, TF-IDF (texts only).
+BASELINES = ("pixels", "random", "tfidf")
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def plan_spaces(
     ]
     if "random" in baselines and f"{backbones[0]}{RANDOM_SUFFIX}" not in backbones:
         spaces.append(_backbone_space(backbones[0], None, None, RANDOM_BASELINE))
+    if "tfidf" in baselines:
+        spaces.append(FeatureSpace("tfidf", TFIDF_BASELINE, "tfidf", "", None, "TF-IDF 1-2-grams"))
     if "pixels" in baselines:
         spaces.append(
             FeatureSpace(
@@ -176,8 +182,16 @@ def suggest_layers(backbone: str) -> list[str]:
     --------
     >>> suggest_layers("torchvision:resnet18")
     ['layer1', 'layer2', 'layer3']
+    >>> suggest_layers("minilm")
+    ['encoder.layer.0', 'encoder.layer.1', 'encoder.layer.2', 'encoder.layer.3', 'encoder.layer.4']
     """
-    from deepfeat.featurize.backbones import resolve_backbone
+    from deepfeat.featurize.backbones import backbone_modality, resolve_backbone
+
+    if backbone_modality(backbone) == "text":  # every layer of a text encoder but the last
+        from deepfeat.featurize.text_encoders import middle_cut_point
+
+        n = 2 * int(str(middle_cut_point(backbone) or "encoder.layer.0").rsplit(".", 1)[1])
+        return [f"encoder.layer.{i}" for i in range(max(n - 1, 0))]
     from deepfeat.featurize.truncate import list_layers
 
     resolved = resolve_backbone(backbone, weights=None)
@@ -232,10 +246,12 @@ def compute_space(
             "forward_passes": 0,
         }
         return SpaceFeatures(space, feats, ok, None, [], summary)
-    from deepfeat.featurize import Featurizer
+    if space.backbone == "tfidf":
+        return _tfidf_space(space, paths, t0)
+    from deepfeat.featurize.factory import make_featurizer
 
     layer = None if space.layer == "penultimate" else space.layer
-    f = Featurizer(
+    f = make_featurizer(
         space.backbone,
         layer=layer,
         weights=space.weights,
@@ -255,3 +271,17 @@ def compute_space(
         res.summary.get("seconds", time.perf_counter() - t0),
     )
     return SpaceFeatures(space, res.features, np.asarray(res.ok), res.keys, res.failures, summary)
+
+
+def _tfidf_space(space: FeatureSpace, texts: Sequence[str], t0: float) -> SpaceFeatures:
+    """The TF-IDF baseline: fitted on every text of the experiment, labels unseen.
+
+    Fitting the vocabulary and idf on all texts (training pool and test side alike) is
+    transductive: it makes the baseline a little stronger than one fitted per draw, so a
+    verdict of transfer over TF-IDF is, if anything, conservative.
+    """
+    from deepfeat.classify.text_embedder import TextEmbedder
+
+    res = TextEmbedder("tfidf", on_error="nan").fit(list(texts)).embed(list(texts), log_failures=False)
+    summary = {**res.summary, "seconds": time.perf_counter() - t0, "forward_passes": 0}
+    return SpaceFeatures(space, res.features, np.asarray(res.ok), None, res.failures, summary)

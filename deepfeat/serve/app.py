@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from deepfeat import __version__
 from deepfeat.serve.batcher import MicroBatcher, QueueFull
 from deepfeat.serve.limits import ServeLimits
+from deepfeat.serve.texts import read_texts_request
 from deepfeat.serve.uploads import BodyLimit, RequestRefused, Upload, decode_upload, read_uploads
 
 __all__ = ["create_app", "API_KEY_HEADER"]
@@ -92,9 +93,10 @@ def create_app(
     fastapi.FastAPI
     """
     limits = ServeLimits() if limits is None else limits
+    texts = getattr(predictor, "modality", "image") == "text"
     # one input per distinct crop geometry of the model's networks (a predictor with one
-    # may give only ``preprocess``)
-    geometries = list(getattr(predictor, "inputs", None) or [predictor.preprocess])
+    # may give only ``preprocess``); a text model has none
+    geometries = [] if texts else list(getattr(predictor, "inputs", None) or [predictor.preprocess])
     batcher = MicroBatcher(
         predictor.predict,
         max_batch=limits.max_batch,
@@ -155,13 +157,15 @@ def create_app(
         inputs = [{"crop": [int(v) for v in p["crop"]], "resize": p["resize"],
                    "interpolation": p["interpolation"]} for p in geometries]
         info = dict(predictor.describe())
-        info["input"] = inputs[0]
-        info["inputs"] = inputs  # one per distinct crop geometry of the model's networks
+        info.setdefault("modality", "image")
+        if inputs:
+            info["input"] = inputs[0]
+            info["inputs"] = inputs  # one per distinct crop geometry of the model's networks
         info["throughput"] = batcher.throughput
         return info
 
     # as featurizing decodes; one decode serves every input (the largest draft covers all)
-    draft = max(max(int(p["resize"]), *(int(v) for v in p["crop"])) for p in geometries)
+    draft = max((max(int(p["resize"]), *(int(v) for v in p["crop"])) for p in geometries), default=0)
 
     def prepare(up: Upload) -> tuple[Any, int, str]:
         img, code, reason = decode_upload(up, limits, draft)
@@ -191,7 +195,12 @@ def create_app(
                 status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         try:
-            uploads = await read_uploads(request, limits)
+            if texts:
+                ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                items = read_texts_request(await request.body(), ctype, limits.max_files)
+                uploads = [Upload(it.name, None, it.error) for it in items]
+            else:
+                uploads = await read_uploads(request, limits)
         except RequestRefused as exc:
             return JSONResponse({"detail": exc.reason}, status_code=exc.status)
         try:
@@ -202,7 +211,10 @@ def create_app(
             )
         reserved = len(uploads)
         try:
-            prepared = await asyncio.gather(*(prepare_bounded(u) for u in uploads))
+            if texts:  # nothing to decode: a text is its own input, or the reason it is refused
+                prepared = [(it.text, 400 if it.text is None else 200, it.error) for it in items]
+            else:
+                prepared = await asyncio.gather(*(prepare_bounded(u) for u in uploads))
             bad = sum(p[0] is None for p in prepared)
             batcher.release(bad)
             reserved -= bad

@@ -102,8 +102,9 @@ class TorchPredictor:
         self.has_proba = hasattr(model.search_, "predict_proba")
 
     @classmethod
-    def from_file(cls, path: str, *, trusted: bool = False, device: str = "cpu") -> TorchPredictor:
-        """Load under deepfeat's trust rules (an untrusted pickle is refused)."""
+    def from_file(cls, path: str, *, trusted: bool = False, device: str = "cpu") -> Any:
+        """Load under deepfeat's trust rules (an untrusted pickle is refused); a text model
+        gives a :class:`~deepfeat.serve.texts.TextPredictor`."""
         from deepfeat.classify.persistence import load
         from deepfeat.classify.transfer import TransferClassifier
 
@@ -113,6 +114,10 @@ class TorchPredictor:
                 f"{path} holds a {type(model).__name__}, not an image classifier; serving needs a "
                 f"model saved by `deepfeat fit`"
             )
+        if model._modality() == "text":
+            from deepfeat.serve.texts import TextPredictor
+
+            return TextPredictor(model, info, device=device)
         return cls(model, info, device=device)
 
     def warm_up(self) -> None:
