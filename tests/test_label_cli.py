@@ -1,0 +1,91 @@
+"""``deepfeat suggest`` and the fewer-labels paths of ``deepfeat fit`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_classify_images import shared_cache_path, write_lfw
+
+from deepfeat.cli.main import main
+
+FAST = ["--device", "cpu", "-q"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_trust_store(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPFEAT_TRUST_STORE", str(tmp_path_factory.mktemp("trust") / "trusted.txt"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """pool/ (20 faces + 20 non-faces, unlabelled, one face copied twice), one/ (one
+    labelled image per class), test/ (10 + 10)."""
+    lfw = write_lfw(tmp_path_factory.mktemp("lfw"))
+    root = tmp_path_factory.mktemp("label")
+    for cls in ("face", "nonface"):
+        files = sorted((lfw / cls).iterdir())
+        (root / "one" / cls).mkdir(parents=True)
+        shutil.copy(files[0], root / "one" / cls / files[0].name)
+        (root / "test" / cls).mkdir(parents=True)
+        for f in files[30:40]:
+            shutil.copy(f, root / "test" / cls / f.name)
+        (root / "pool").mkdir(exist_ok=True)
+        for f in files[1:21]:
+            shutil.copy(f, root / "pool" / f"{cls}_{f.name}")
+    for k in range(2):  # exact copies of one pool image
+        shutil.copy(root / "pool" / "face_001.png", root / "pool" / f"copy{k}.png")
+    return {"root": root, "cache": Path(shared_cache_path(tmp_path_factory))}
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_suggest_first_writes_ranked_picks_and_a_contact_sheet(data, tmp_path, capsys):
+    out = tmp_path / "picks" / "picks.csv"
+    code, stdout, err = _run(["suggest", str(data["root"] / "pool"), "--n", "22", "--cache",
+                              str(data["cache"]), "--out", str(out), "--json", *FAST], capsys)
+    assert code == 0, err
+    r = json.loads(stdout)
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["path", "rank", "action", "reason"]
+    assert table["rank"].tolist() == list(range(1, 23)) and r["strategy"] == "first"
+    copies = {"face_001.png", "copy0.png", "copy1.png"}
+    assert sum(Path(p).name in copies for p in table.path) <= 1  # exact duplicates: one at most
+    assert table.reason.str.contains("typical").all()
+    html = (out.parent / "picks.html").read_text()
+    assert html.count("<figure") == 22 and "data:image/jpeg;base64," in html
+
+
+def test_suggest_next_from_labelled_items(data, tmp_path, capsys):
+    out = tmp_path / "next.csv"
+    code, stdout, err = _run(["suggest", str(data["root"] / "pool"), "--n", "5", "--labeled",
+                              str(data["root"] / "one"), "--cache", str(data["cache"]), "--out",
+                              str(out), *FAST], capsys)
+    assert code == 0, err
+    table = pd.read_csv(out)
+    label = table[table.action == "label"]
+    assert len(label) == 5 and label.reason.str.contains("uncertain between").all()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n", "0"], "--n: must be an integer >= 1"),
+        (["--n", "500"], "n=500 is more than"),
+        (["--model", "m.joblib", "--labeled", "x"], "not allowed with argument"),
+        (["--out", "picks.txt"], "--out must name a .csv file"),
+    ],
+)
+def test_suggest_parameter_errors_exit_2_with_one_line(data, extra, message, capsys):
+    code, _, err = _run(["suggest", str(data["root"] / "pool"), "--cache", str(data["cache"]),
+                         *extra, *FAST], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
