@@ -89,3 +89,44 @@ def test_suggest_parameter_errors_exit_2_with_one_line(data, extra, message, cap
     code, _, err = _run(["suggest", str(data["root"] / "pool"), "--cache", str(data["cache"]),
                          *extra, *FAST], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_label_per_class_fits_and_every_later_step_works(data, tmp_path, capsys):
+    model = tmp_path / "one.joblib"
+    code, out, err = _run(["fit", str(data["root"] / "one"), "--cache", str(data["cache"]),
+                           "--out", str(model), *FAST], capsys)
+    assert code == 0, err
+    assert "no estimate" in out and "single labelled example" in out and "untuned" in out
+    code, out, err = _run(["fit", str(data["root"] / "one"), "--cache", str(data["cache"]),
+                           "--out", str(model), "--json", *FAST], capsys)
+    r = json.loads(out)
+    assert code == 0 and r["n_splits"] == 0 and r["best"]["head"] == "logreg" and "no_estimate" in r
+    assert len(r["spaces_tried"]) == 1  # nothing to choose between: the first space only
+
+    preds = tmp_path / "preds.csv"
+    code, _, err = _run(["predict", str(model), str(data["root"] / "test"), "--out", str(preds), *FAST], capsys)
+    assert code == 0, err
+    table = pd.read_csv(preds)
+    assert set(table.label) == {"face", "nonface"} and (table.status == "ok").all()
+    code, out, err = _run(["evaluate", str(model), str(data["root"] / "test"), "--json", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] > 0.5  # better than chance from two labels
+
+    from fastapi.testclient import TestClient
+
+    from deepfeat.serve import create_app, load_predictor
+
+    with TestClient(create_app(load_predictor(model))) as client:
+        info = client.get("/model")
+        assert info.status_code == 200 and info.json()["training"]["cv_score"] is None
+        img = (data["root"] / "test" / "face").iterdir().__next__().read_bytes()
+        res = client.post("/predict", files=[("files", ("a.png", img, "application/octet-stream"))])
+        assert res.status_code == 200 and res.json()["results"][0]["label"] in ("face", "nonface")
+
+
+@pytest.mark.slow
+def test_one_label_per_class_model_exports_to_onnx(data, tmp_path, capsys):
+    model = tmp_path / "one.joblib"
+    assert main(["fit", str(data["root"] / "one"), "--cache", str(data["cache"]), "--out", str(model), *FAST]) == 0
+    code, _, err = _run(["export", str(model), "--out", str(tmp_path / "one.onnx"), "-q"], capsys)
+    assert code == 0, err

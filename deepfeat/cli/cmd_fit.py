@@ -294,6 +294,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "skipped": ds.skipped,
         "notes": notes,
     }
+    if "no_estimate" in model.selection_:
+        result["no_estimate"] = model.selection_["no_estimate"]
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
     return result, 1 if args.strict and model.failures_ else 0
@@ -330,11 +332,35 @@ def _cost_line(c: dict[str, Any]) -> str:
             f"(the networks alone, on {c['measured_on']})")
 
 
+def _tail_lines(r: dict[str, Any]) -> list[str]:
+    lines = r.get("notes", [])[:]
+    for x in r["failures"][:20]:
+        lines.append(f"  left out {x['path']}: {x['reason']}")
+    for x in r["skipped"][:10]:
+        lines.append(f"  skipped {x['path']}: {x['reason']}")
+    return lines
+
+
+def _no_cv_lines(r: dict[str, Any]) -> list[str]:
+    """The summary of a fit no cross-validation could check (a class with one example)."""
+    b = r["best"]
+    return [
+        f"fitted: {b['space']} -> {_candidate(b)}, the fixed default head, untuned",
+        f"no estimate: {r['no_estimate']}",
+        *([_cost_line(r["cost"])] if r.get("cost") else []),
+        _featurize_line(r),
+        f"saved {r['model']}",
+        *_tail_lines(r),
+    ]
+
+
 def format_text(r: dict[str, Any]) -> str:
     honest = r.get("honest_score", float("nan"))
     b = r["best"]
     n_sp = r.get("n_spaces_cross_validated", 1)
     per = f" ({r['n_candidates'] // n_sp} per space x {n_sp} spaces)" if n_sp > 1 else ""
+    if r.get("no_estimate"):
+        return "\n".join(_no_cv_lines(r))
     lines = [
         f"best: {b['space']} -> {_candidate(b)}; CV {r['scoring']} {b['cv_score']:.4f} "
         f"+/- {b['cv_std']:.4f} (optimistic), honest {honest:.4f}",
