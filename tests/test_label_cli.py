@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_classify_images import shared_cache_path, write_lfw
+from test_classify_images import shared_cache_path, write_digits, write_lfw
 
 from deepfeat.cli.main import main
 
@@ -38,8 +38,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (root / "pool").mkdir(exist_ok=True)
         for f in files[1:21]:
             shutil.copy(f, root / "pool" / f"{cls}_{f.name}")
+    for cls in ("face", "nonface"):  # few/: 4 labelled images per class
+        (root / "few" / cls).mkdir(parents=True)
+        for f in sorted((lfw / cls).iterdir())[40:44]:
+            shutil.copy(f, root / "few" / cls / f.name)
     for k in range(2):  # exact copies of one pool image
         shutil.copy(root / "pool" / "face_001.png", root / "pool" / f"copy{k}.png")
+    write_digits(root / "digits", 4)  # another data set: 40 digit images
     return {"root": root, "cache": Path(shared_cache_path(tmp_path_factory))}
 
 
@@ -130,3 +135,31 @@ def test_one_label_per_class_model_exports_to_onnx(data, tmp_path, capsys):
     assert main(["fit", str(data["root"] / "one"), "--cache", str(data["cache"]), "--out", str(model), *FAST]) == 0
     code, _, err = _run(["export", str(model), "--out", str(tmp_path / "one.onnx"), "-q"], capsys)
     assert code == 0, err
+
+
+def test_unlabeled_from_another_data_set_is_refused_and_changes_nothing(data, tmp_path, capsys):
+    common = ["--cache", str(data["cache"]), "--heads", "logreg", "--select", "none", "--json", *FAST]
+    code, out, err = _run(["fit", str(data["root"] / "few"), "--out", str(tmp_path / "plain.joblib"), *common],
+                          capsys)
+    assert code == 0, err
+    code, out, err = _run(["fit", str(data["root"] / "few"), "--out", str(tmp_path / "semi.joblib"),
+                           "--unlabeled", str(data["root"] / "digits"), *common], capsys)
+    assert code == 0, err
+    u = json.loads(out)["unlabeled"]
+    assert u["used"] is None and u["reason"].startswith("refused") and u["n_pool"] == 40
+    import numpy as np
+
+    from deepfeat.classify.persistence import load
+
+    test = sorted(str(p) for p in (data["root"] / "test").rglob("*.png"))
+    plain, semi = (load(tmp_path / f"{m}.joblib") for m in ("plain", "semi"))
+    np.testing.assert_array_equal(plain.predict_proba(test), semi.predict_proba(test))
+
+
+def test_unlabeled_from_the_same_data_set_is_weighed_and_stated(data, tmp_path, capsys):
+    code, out, err = _run(["fit", str(data["root"] / "few"), "--out", str(tmp_path / "m.joblib"),
+                           "--unlabeled", str(data["root"] / "pool"), "--cache", str(data["cache"]),
+                           "--heads", "logreg", "--select", "none", *FAST], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("unlabelled items (42)"))
+    assert "95 % interval" in line and ("used label_spreading" in line or "not used" in line)

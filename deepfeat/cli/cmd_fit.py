@@ -23,7 +23,7 @@ from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options
 from deepfeat.cli.validate import checked, device, integer, number, scorer, workers
-from deepfeat.exceptions import InvalidParameterError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.featurize.runtime import PRECISIONS
 
@@ -153,6 +153,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
     p.add_argument(
+        "--unlabeled",
+        default=None,
+        metavar="POOL",
+        help="unlabelled items (folder, listing or manifest) to learn from: label spreading on "
+        "their embeddings enters only if the out-of-fold estimate says it helps",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="exit non-zero if any training image could not be read (the model is still saved)",
@@ -257,6 +264,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         model = tuned.transfer_  # an ordinary model on the fine-tuned checkpoint
     else:
         model.fit(ds.paths, ds.labels)
+    semi = None
+    if args.unlabeled is not None:
+        from deepfeat.featurize.inputs import scan_images
+        from deepfeat.label.semi import learn_from_unlabeled
+
+        pool = scan_images(args.unlabeled)[0]
+        if not pool:
+            raise InputError(f"--unlabeled {args.unlabeled}: no items found")
+        semi = learn_from_unlabeled(model, ds.paths, ds.labels, pool, random_state=args.seed)
     fit_seconds = time.perf_counter() - t0
     out = save(model, args.out)
     best = best_summary(model)
@@ -294,6 +310,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "skipped": ds.skipped,
         "notes": notes,
     }
+    if semi is not None:
+        result["unlabeled"] = semi
     if "no_estimate" in model.selection_:
         result["no_estimate"] = model.selection_["no_estimate"]
     if tuned is not None:
@@ -348,10 +366,15 @@ def _no_cv_lines(r: dict[str, Any]) -> list[str]:
         f"fitted: {b['space']} -> {_candidate(b)}, the fixed default head, untuned",
         f"no estimate: {r['no_estimate']}",
         *([_cost_line(r["cost"])] if r.get("cost") else []),
+        *([_unlabeled_line(r["unlabeled"])] if "unlabeled" in r else []),
         _featurize_line(r),
         f"saved {r['model']}",
         *_tail_lines(r),
     ]
+
+
+def _unlabeled_line(u: dict[str, Any]) -> str:
+    return f"unlabelled items ({u['n_pool']}): {u['reason']}"
 
 
 def format_text(r: dict[str, Any]) -> str:
@@ -401,6 +424,8 @@ def format_text(r: dict[str, Any]) -> str:
         mark = "*" if mine else " "
         cost = f" [{_cost(sp)}]" if "forward_passes" in sp else ""
         lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{text}{cost}".rstrip())
+    if "unlabeled" in r:
+        lines.append(_unlabeled_line(r["unlabeled"]))
     lines += [_featurize_line(r), f"saved {r['model']}"]
     if "finetune" in r:
         t = r["finetune"]
