@@ -110,3 +110,16 @@ def test_parameters_are_checked_and_cloned(digits):
         NextSelector().fit(X)
     sel = NextSelector(candidates=3, random_state=7)
     assert clone(sel).get_params() == sel.get_params()
+
+
+@pytest.mark.slow
+def test_simulated_rounds_pair_strategies_draw_by_draw(digits):
+    from deepfeat.label.simulate import labels_saved, paired_difference, simulate_acquisition
+
+    X, y = digits
+    t = simulate_acquisition(X[:900], y[:900], X[900:], y[900:], shots=(1, 2), draws=2)
+    assert len(t) == 2 * 2 * 3 * 2 and set(t.strategy) == {"random", "first", "next"}
+    assert (t[t.strategy == "random"].labels == t[t.strategy == "first"].labels.to_numpy()).all()
+    d = paired_difference(t, {"strategy": "first", "unlabeled": False}, {"strategy": "random", "unlabeled": False})
+    assert d.draws.tolist() == [2, 2]
+    assert len(labels_saved(t, "first")) == 2
