@@ -247,12 +247,16 @@ def test_unreadable_training_images_are_left_out_and_reported(lfw, cache, tmp_pa
     assert table["label"].iloc[:2].tolist() == clf.predict(paths[:2]).tolist()
 
 
-def test_a_class_with_one_image_is_a_clear_error(lfw, cache):
+def test_a_class_with_one_image_fits_the_fixed_head_without_an_estimate(lfw, cache):
     X, y = lfw
-    with pytest.raises(InputError, match=r"'nonface'.*single example"):
-        TransferClassifier(cache=cache, device="cpu", spaces=None).fit(
-            list(X[:5]) + [X[150]], ["face"] * 5 + ["nonface"]
-        )
+    clf = TransferClassifier(cache=cache, device="cpu").fit(list(X[:5]) + [X[150]], ["face"] * 5 + ["nonface"])
+    assert clf.n_splits_ == 0 and np.isnan(clf.honest_score_) and np.isnan(clf.best_score_)
+    assert clf.best_params_ == {"preprocess": "standardize", "head": "logreg", "C": 1.0}
+    assert "single labelled example" in clf.selection_["no_estimate"] and "no estimate" in clf.describe()
+    assert len(clf.selection_["spaces"]) == 1  # spaces="auto": the first candidate only
+    assert set(clf.predict(list(X[140:160]))) <= {"face", "nonface"}
+    with pytest.raises(InputError, match="at least 2 classes"):
+        TransferClassifier(cache=cache, device="cpu", spaces=None).fit(list(X[:3]), ["face"] * 3)
 
 
 # ---------------------------------------------------------------------------- sklearn's checks

@@ -51,7 +51,15 @@ from deepfeat.classify.select_rule import SELECTIONS, bbc_estimate, choose
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.process_state import filters_swapped_inside, ignoring_warnings
 
-__all__ = ["EmbeddingClassifier", "FALLBACK_PARAMS", "SearchScores", "build_search", "results_frame"]
+__all__ = [
+    "EmbeddingClassifier",
+    "FALLBACK_PARAMS",
+    "NO_CV_REASON",
+    "SearchScores",
+    "build_search",
+    "fit_without_cv",
+    "results_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,11 @@ LARGE_ROWS = 2000
 #: The untuned head the experiments fit when a class has a single training image (no CV
 #: possible); :class:`EmbeddingClassifier` itself refuses such data (see its Notes).
 FALLBACK_PARAMS = {"preprocess": "standardize", "head": "logreg", "C": 1.0}
+#: Why :func:`fit_without_cv` was used, as summaries say it.
+NO_CV_REASON = (
+    "a class has a single labelled example: no cross-validation is possible, so the fixed "
+    "default head was fitted untuned and no estimate of its accuracy could be made"
+)
 
 
 def results_frame(cv_results: Mapping[str, Any]) -> Any:
@@ -572,7 +585,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             random_state=self.random_state,
         )
-        if self.calibrate:
+        if self.calibrate and splitter is not None:  # None: no folds to fit a temperature on
             head = TemperatureScaledClassifier(head, cv=splitter, random_state=self.random_state)
         pipe = Pipeline(
             [
@@ -640,6 +653,52 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         """:attr:`cv_results_` as a pandas DataFrame, best candidates first."""
         check_is_fitted(self)
         return results_frame(self.cv_results_)
+
+
+def fit_without_cv(search: EmbeddingClassifier, X: Any, y: Any) -> EmbeddingClassifier:
+    """Fit ``search``'s fitted attributes to the fixed head :data:`FALLBACK_PARAMS`, untuned.
+
+    For labels no cross-validation can split (a class with a single example): the head
+    is fitted on all rows, with ``class_weight`` and ``random_state`` of ``search`` and
+    no probability calibration (there are no folds to fit a temperature on). Scores that
+    need folds are NaN, ``n_splits_`` is 0 and ``cv_results_`` holds the one candidate.
+
+    Returns
+    -------
+    EmbeddingClassifier
+        ``search`` itself, fitted: it predicts, saves, serves and exports as after ``fit``.
+
+    Examples
+    --------
+    >>> clf = fit_without_cv(EmbeddingClassifier(), [[0.0], [1.0], [2.0]], ["a", "b", "b"])
+    >>> clf.predict([[0.1], [1.9]]).tolist(), clf.n_splits_, clf.best_params_["head"]
+    (['a', 'b'], 0, 'logreg')
+    """
+    search._check_params()
+    X, y = validate_data(search, X, y, dtype=np.float64)
+    check_classification_targets(y)
+    search.classes_ = np.unique(y)
+    if len(search.classes_) < 2:
+        raise InvalidParameterError(
+            f"{type(search).__name__} needs at least 2 classes, got 1 class: {search.classes_.tolist()}"
+        )
+    t0 = time.perf_counter()
+    params = dict(FALLBACK_PARAMS)
+    empty = np.zeros((1, 0))
+    search.search_time_ = 0.0
+    search.n_splits_ = 0
+    search.cv_results_ = search._results([params], empty, empty, empty)
+    search.best_index_ = 0
+    search.best_params_ = params
+    search.best_score_ = search.best_std_ = float("nan")
+    search.honest_score_ = search.honest_std_ = float("nan")
+    search.best_estimator_ = search._refit(X, y, params, None)  # no folds: no calibration
+    search.calibration_ = None
+    search.refit_time_ = time.perf_counter() - t0
+    head = search.best_estimator_[-1]
+    search.n_iter_ = int(np.max(getattr(head, "n_iter_", 0)))
+    log.info("%s; fitted %s", NO_CV_REASON, params)
+    return search
 
 
 def build_search(

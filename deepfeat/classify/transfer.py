@@ -25,9 +25,15 @@ from deepfeat.classify.cost import (
     space_cost,
     time_part,
 )
-from deepfeat.classify.cv import check_cv_possible
+from deepfeat.classify.cv import check_cv_possible, class_counts
 from deepfeat.classify.embedder import as_image_list, describe_failures
-from deepfeat.classify.search import EmbeddingClassifier, results_frame
+from deepfeat.classify.search import (
+    FALLBACK_PARAMS,
+    NO_CV_REASON,
+    EmbeddingClassifier,
+    fit_without_cv,
+    results_frame,
+)
 from deepfeat.classify.select_embed import (
     embed,
     embedder_parts,
@@ -187,9 +193,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    A class with a single (readable) image raises :class:`~deepfeat.exceptions.InputError`
-    naming it, as :class:`~deepfeat.classify.search.EmbeddingClassifier` does: no
-    cross-validated choice is possible. Predicting never changes the fitted state: new
+    A class with a single (readable) image is the usual case with few labels and no error:
+    with the default ``cv`` no cross-validated choice is possible, so the first candidate
+    space (the backbone's penultimate embedding, or ``layer``) and the fixed default head
+    :data:`~deepfeat.classify.search.FALLBACK_PARAMS` (standardized features, logistic
+    regression, ``C=1``, no calibration) are fitted untuned
+    (:func:`~deepfeat.classify.search.fit_without_cv`); ``best_score_`` and
+    ``honest_score_`` are NaN, ``n_splits_`` is 0 and :attr:`selection_` says why. A
+    single class is an error. Predicting never changes the fitted state: new
     runtime settings (``cache``, ``device``...) act on a copy of :attr:`embedder_`.
 
     ``predict``, ``predict_proba``, ``decision_function`` and ``score`` raise
@@ -408,8 +419,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
         default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
-        if default_cv:
-            check_cv_possible(y)
+        no_cv = default_cv and _single_example(y)
+        if no_cv:  # the first candidate space, the fixed head: nothing to choose between
+            specs = specs[:1]
         items = self._as_items(X)
         if len(items) != len(y):
             raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
@@ -442,15 +454,22 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 "%s; they are left out of the fit",
                 describe_failures(self.failures_, len(items), limit=len(self.failures_)),
             )
-            if default_cv:
+            if default_cv and not no_cv:
                 try:
-                    check_cv_possible(y[ok])
+                    no_cv = _single_example(y[ok])
                 except InputError as exc:
                     raise InputError(
                         f"after leaving out {len(self.failures_)} unreadable image(s): {exc}"
                     ) from None
         base = EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})
-        if len(merged) == 1:
+        if no_cv:
+            name = space_name(usable[0])
+            self.search_ = fit_without_cv(base, merged[name].features[ok], y[ok])
+            tried = [{"space": name, "dim": int(merged[name].features.shape[1]),
+                      "status": "fixed head: no cross-validation possible"}]
+            cands = [{"space": name, **{k: FALLBACK_PARAMS[k] for k in ("preprocess", "head", "C")},
+                      "mean_cv_score": float("nan"), "std_cv_score": float("nan")}]
+        elif len(merged) == 1:
             name = next(iter(merged))
             self.search_ = base.fit(merged[name].features[ok], y[ok])
             tried = [
@@ -527,6 +546,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "candidates": cands,
             "seconds": time.perf_counter() - t_start,
         }
+        if no_cv:
+            self.selection_["no_estimate"] = NO_CV_REASON
         return self
 
     def _part_ms(self, items: list[Any], parts: Mapping[str, Mapping[str, Any]], build: bool) -> dict[str, float]:
@@ -634,6 +655,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         extra = "".join(f", {k}={p[k]:.3g}" for k in ("C", "gamma") if k in p)
         score = self.search_.scoring if isinstance(self.search_.scoring, str) else "score"
         honest = getattr(self, "honest_score_", float("nan"))
+        if self.n_splits_ == 0:
+            return (f"{space} -> {p['preprocess']} -> {p['head']}({extra.lstrip(', ')}); "
+                    f"no estimate: {NO_CV_REASON}")
         return (
             f"{space} -> {p['preprocess']} -> {p['head']}"
             f"({extra.lstrip(', ')}); CV {score} {self.best_score_:.4f} +/- {self.best_std_:.4f} "
@@ -652,6 +676,15 @@ def without_large_ensembles(
     rows = [{"space": space_name(s), "status": f"skipped: an ensemble, with more than "
              f"{ENSEMBLE_MAX_IMAGES:,} images"} for s in big]
     return [s for s in specs if not any(s is b for b in big)], rows
+
+
+def _single_example(y: np.ndarray) -> bool:
+    """Whether some class of ``y`` has a single example (no stratified folds possible);
+    raises :class:`~deepfeat.exceptions.InputError` for fewer than two classes."""
+    counts = class_counts(y)
+    if len(counts) < 2:
+        check_cv_possible(y)  # the error naming the class
+    return min(counts.values()) < 2
 
 
 def embed_merge(results: Mapping[str, Mapping[str, Any]], spec: Sequence[Mapping[str, Any]]):

@@ -29,7 +29,7 @@ from deepfeat.cli.text_inputs import (
     source_rows,
 )
 from deepfeat.cli.validate import checked, integer, number, scorer
-from deepfeat.exceptions import InvalidParameterError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled
 
 #: ``--deployable`` targets; ``onnx`` leaves out the heads the ONNX export refuses.
@@ -152,6 +152,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
     p.add_argument(
+        "--unlabeled",
+        default=None,
+        metavar="POOL",
+        help="unlabelled items (folder, listing or manifest) to learn from: label spreading on "
+        "their embeddings enters only if the out-of-fold estimate says it helps",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="exit non-zero if any training image could not be read (the model is still saved)",
@@ -270,6 +277,21 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         model = tuned.transfer_  # an ordinary model on the fine-tuned checkpoint
     else:
         model.fit(X, labels)
+    semi = None
+    if args.unlabeled is not None:
+        from deepfeat.label.semi import learn_from_unlabeled
+
+        if kind == "text":
+            from deepfeat.featurize.text_sources import read_texts
+
+            pool = read_texts(args.unlabeled, text_col=args.text_col, label_col=None, labeled=False).texts
+        else:
+            from deepfeat.featurize.inputs import scan_images
+
+            pool = scan_images(args.unlabeled)[0]
+        if not pool:
+            raise InputError(f"--unlabeled {args.unlabeled}: no items found")
+        semi = learn_from_unlabeled(model, X, labels, pool, random_state=args.seed)
     fit_seconds = time.perf_counter() - t0
     out = save(model, args.out)
     best = best_summary(model)
@@ -309,6 +331,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "skipped": skipped,
         "notes": notes,
     }
+    if semi is not None:
+        result["unlabeled"] = semi
+    if "no_estimate" in model.selection_:
+        result["no_estimate"] = model.selection_["no_estimate"]
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
     return result, 1 if args.strict and model.failures_ else 0
@@ -349,11 +375,40 @@ def _cost_line(c: dict[str, Any]) -> str:
             f"(the networks alone, on {c['measured_on']})")
 
 
+def _tail_lines(r: dict[str, Any]) -> list[str]:
+    lines = r.get("notes", [])[:]
+    for x in r["failures"][:20]:
+        lines.append(f"  left out {x['path']}: {x['reason']}")
+    for x in r["skipped"][:10]:
+        lines.append(f"  skipped {x['path']}: {x['reason']}")
+    return lines
+
+
+def _no_cv_lines(r: dict[str, Any]) -> list[str]:
+    """The summary of a fit no cross-validation could check (a class with one example)."""
+    b = r["best"]
+    return [
+        f"fitted: {b['space']} -> {_candidate(b)}, the fixed default head, untuned",
+        f"no estimate: {r['no_estimate']}",
+        *([_cost_line(r["cost"])] if r.get("cost") else []),
+        *([_unlabeled_line(r["unlabeled"])] if "unlabeled" in r else []),
+        _featurize_line(r),
+        f"saved {r['model']}",
+        *_tail_lines(r),
+    ]
+
+
+def _unlabeled_line(u: dict[str, Any]) -> str:
+    return f"unlabelled items ({u['n_pool']}): {u['reason']}"
+
+
 def format_text(r: dict[str, Any]) -> str:
     honest = r.get("honest_score", float("nan"))
     b = r["best"]
     n_sp = r.get("n_spaces_cross_validated", 1)
     per = f" ({r['n_candidates'] // n_sp} per space x {n_sp} spaces)" if n_sp > 1 else ""
+    if r.get("no_estimate"):
+        return "\n".join(_no_cv_lines(r))
     lines = [
         f"best: {b['space']} -> {_candidate(b)}; CV {r['scoring']} {b['cv_score']:.4f} "
         f"+/- {b['cv_std']:.4f} (optimistic), honest {honest:.4f}",
@@ -394,6 +449,8 @@ def format_text(r: dict[str, Any]) -> str:
         mark = "*" if mine else " "
         cost = f" [{_cost(sp)}]" if "forward_passes" in sp else ""
         lines.append(f" {mark} {sp['space']}: {sp.get('status', '')} {logme}{text}{cost}".rstrip())
+    if "unlabeled" in r:
+        lines.append(_unlabeled_line(r["unlabeled"]))
     lines += [_featurize_line(r), f"saved {r['model']}"]
     if "finetune" in r:
         t = r["finetune"]

@@ -44,6 +44,7 @@ COMMANDS = (
     "predict",
     "evaluate",
     "experiment",
+    "suggest",
     "demo",
     "bench",
     "cache",

@@ -82,7 +82,7 @@ def _metadata(model: Any, info: dict[str, Any]) -> dict[str, Any]:
         "training": {
             "summary": model.describe(),
             "head": {k: _plain(v) for k, v in model.best_params_.items()},
-            "cv_score": float(model.best_score_),
+            "cv_score": float(model.best_score_) if np.isfinite(model.best_score_) else None,
             "n_images": int(model.featurize_summary_.get("total", 0)),
         },
         "created": info.get("created"),

@@ -35,6 +35,12 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _finite(value: Any) -> float | None:
+    """A float JSON can hold: None for NaN (a score no cross-validation could measure)."""
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
 def _results(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -> list[dict]:
     out = []
     for i, label in enumerate(labels):
@@ -162,8 +168,9 @@ class TorchPredictor:
             "training": {
                 "summary": m.describe(),
                 "head": {k: _plain(v) for k, v in m.best_params_.items()},
-                "cv_score": float(m.best_score_),
-                "cv_std": float(m.best_std_),
+                # None (JSON null) where no cross-validation was possible (1 label per class)
+                "cv_score": _finite(m.best_score_),
+                "cv_std": _finite(m.best_std_),
                 "n_splits": int(m.n_splits_),
                 "n_images": int(m.featurize_summary_.get("total", 0)),
                 "n_unreadable": len(m.failures_),
