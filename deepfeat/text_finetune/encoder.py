@@ -13,10 +13,12 @@ texts by length first, so a batch holds texts of similar lengths.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +76,25 @@ def _transformers() -> Any:
     return transformers
 
 
+_BAR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_loading_bar(tf: Any) -> Iterator[None]:
+    """Without transformers' "Loading weights" bar on stderr (a library call prints nothing);
+    its switch is a module global of transformers, put back as it was."""
+    logging_ = tf.utils.logging
+    with _BAR_LOCK:
+        was = logging_.is_progress_bar_enabled()
+        if was:
+            logging_.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if was:
+                logging_.enable_progress_bar()
+
+
 class SentenceEncoder:
     """A transformer encoder with its tokenizer, mean pooling and dynamic padding.
 
@@ -100,8 +121,9 @@ class SentenceEncoder:
             raise WeightsUnavailableError(f"model directory {d!r} has no config.json (not a model folder)")
         self.digest = model_digest(d)
         tf = _transformers()
-        self.tokenizer = tf.AutoTokenizer.from_pretrained(d, local_files_only=True)
-        self.model = tf.AutoModel.from_pretrained(d, local_files_only=True).eval()
+        with _no_loading_bar(tf):
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(d, local_files_only=True)
+            self.model = tf.AutoModel.from_pretrained(d, local_files_only=True).eval()
         window = int(getattr(self.model.config, "max_position_embeddings", max_length))
         if not 2 < max_length <= window:
             raise InvalidParameterError(

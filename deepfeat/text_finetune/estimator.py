@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -22,7 +23,7 @@ from deepfeat.process_state import torch_single_threaded
 from deepfeat.text_finetune.encoder import SentenceEncoder, default_model_dir
 from deepfeat.text_finetune.train import train_contrastive
 
-__all__ = ["ContrastiveTextClassifier", "as_text_list"]
+__all__ = ["ContrastiveTextClassifier", "as_text_list", "auto_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,17 @@ def as_text_list(X: Any, name: str = "X") -> list[str]:
     return texts
 
 
+def auto_steps(n_texts: int, batch_size: int) -> int:
+    """Four passes over ``n_texts`` in batches of ``batch_size``, clipped to ``[10, 200]`` steps.
+
+    Examples
+    --------
+    >>> auto_steps(16, 16), auto_steps(128, 16), auto_steps(10_000, 16)
+    (10, 32, 200)
+    """
+    return int(np.clip(4 * -(-n_texts // batch_size), 10, 200))
+
+
 class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune a sentence encoder on pairs of the labelled texts, then fit a head on it.
 
@@ -65,11 +77,12 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     model : str or None, default=None
         A local Hugging Face sentence-encoder directory; ``None``: the offline
         all-MiniLM-L6-v2 (:func:`~deepfeat.text_finetune.default_model_dir`).
-    steps : int, default=16
-        Optimisation steps.
+    steps : int or "auto", default="auto"
+        Optimisation steps; ``"auto"``: four passes over the training texts, at least 10 and
+        at most 200 steps (:func:`auto_steps`).
     batch_size : int, default=16
         Texts per step (all pairs among them are scored).
-    lr : float, default=5e-5
+    lr : float, default=1e-4
         Peak learning rate of AdamW (linear warm-up, then linear decay to 0).
     warmup : float, default=0.1
         Fraction of the steps spent warming up.
@@ -91,8 +104,10 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     single_threaded : bool, default=True
         Run torch on one thread inside ``fit`` and ``predict`` (restored afterwards); ``False``
         leaves torch's thread count as the caller set it.
-    chunk : int, default=16
-        Texts per forward pass inside a step (a memory bound; the loss sees the whole batch).
+    chunk : int, default=8
+        Texts per forward pass inside a step: the batch is sorted by length and cut into
+        chunks, each padded to its own longest text (half the padded tokens of one pass over
+        16 short sentences); the loss still sees the whole batch.
 
     Attributes
     ----------
@@ -133,9 +148,9 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         self,
         model: str | os.PathLike | None = None,
         *,
-        steps: int = 16,
+        steps: int | str = "auto",
         batch_size: int = 16,
-        lr: float = 5e-5,
+        lr: float = 1e-4,
         warmup: float = 0.1,
         weight_decay: float = 0.01,
         freeze: int = 1,
@@ -145,7 +160,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
         single_threaded: bool = True,
-        chunk: int = 16,
+        chunk: int = 8,
     ) -> None:
         self.model = model
         self.steps = steps
@@ -176,7 +191,11 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise InvalidParameterError(f"{name} must be an integer >= {low}; got {v!r}")
 
-        for name, low in (("steps", 0), ("batch_size", 2), ("freeze", 0), ("max_length", 3),
+        if not (isinstance(self.steps, str) and self.steps == "auto"):
+            v = self.steps
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InvalidParameterError(f'steps must be "auto" or an integer >= 0; got {v!r}')
+        for name, low in (("batch_size", 2), ("freeze", 0), ("max_length", 3),
                           ("checkpoint_every", 1), ("chunk", 1)):
             integer(name, low)
         for name, lo, hi in (("lr", 0.0, 1.0), ("warmup", 0.0, 1.0), ("weight_decay", 0.0, 1.0)):
@@ -240,7 +259,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
                 os.makedirs(self.checkpoint_dir, exist_ok=True)
                 state_path = os.path.join(os.fspath(self.checkpoint_dir), f"{identity}.state.pt")
             result = train_contrastive(
-                enc, ids, codes, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                enc, ids, codes, steps=self._steps(len(texts)), batch_size=self.batch_size, lr=self.lr,
                 warmup=self.warmup, weight_decay=self.weight_decay, freeze=self.freeze,
                 seed=self.seed, chunk=self.chunk, state_path=state_path, identity=identity,
                 checkpoint_every=self.checkpoint_every,
@@ -259,13 +278,16 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.head_.classes_
         self.losses_ = result.losses
         self.train_summary_ = {
-            "steps": self.steps, "resumed_from": result.resumed_from, "steps_run": result.steps_run,
+            "steps": self._steps(len(texts)), "resumed_from": result.resumed_from, "steps_run": result.steps_run,
             "seconds": round(result.seconds, 3), "texts_per_second": round(result.texts_per_second, 2),
             "n_train": len(texts),
         }
         self._encoder = enc
         self.fit_seconds_ = time.perf_counter() - t_start
         return self
+
+    def _steps(self, n: int) -> int:
+        return auto_steps(n, self.batch_size) if self.steps == "auto" else int(self.steps)
 
     def _head(self) -> Any:
         if self.head is None:
@@ -333,12 +355,22 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predicting
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each text."""
-        return self.head_.predict(self.transform(X))
+        emb = self.transform(X)
+        return self.head_.predict(emb)
 
+    def _head_has(name: str) -> Any:  # noqa: N805 - a predicate for available_if
+        def check(self: ContrastiveTextClassifier) -> bool:
+            return hasattr(self.head_ if hasattr(self, "head_") else self._head(), name)
+        return check
+
+    @available_if(_head_has("predict_proba"))
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(n_texts, n_classes)``, columns in the order of ``classes_``."""
-        return self.head_.predict_proba(self.transform(X))
+        emb = self.transform(X)
+        return self.head_.predict_proba(emb)
 
+    @available_if(_head_has("decision_function"))
     def decision_function(self, X: Any) -> np.ndarray:
         """The head's decision function on the tuned embeddings."""
-        return self.head_.decision_function(self.transform(X))
+        emb = self.transform(X)
+        return self.head_.decision_function(emb)
