@@ -34,7 +34,6 @@ from deepfeat.text_finetune import ContrastiveTextClassifier, SentenceEncoder, d
 from deepfeat.text_finetune import train as train_mod  # noqa: E402
 from deepfeat.text_finetune.train import sample_batch  # noqa: E402
 
-
 DATA = Path(__file__).parent / "data"
 STEPS = 4  # enough to move the encoder; a step on 16 short sentences is a fraction of a second
 
