@@ -18,6 +18,7 @@ import glob
 import hashlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 from deepfeat.exceptions import InvalidParameterError, WeightsUnavailableError
 from deepfeat.extras import MissingDependencyError
 from deepfeat.featurize.hashing import file_digest
+from deepfeat.process_state import filters_swapped_inside
 
 __all__ = ["SentenceEncoder", "default_model_dir", "model_digest"]
 
@@ -80,11 +82,14 @@ _BAR_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _no_loading_bar(tf: Any) -> Iterator[None]:
-    """Without transformers' "Loading weights" bar on stderr (a library call prints nothing);
-    its switch is a module global of transformers, put back as it was."""
+def _quiet_loading(tf: Any) -> Iterator[None]:
+    """Load without transformers' "Loading weights" bar on stderr (a library call prints
+    nothing; the switch, a module global of transformers, is put back as it was), and with the
+    caller's warnings filters put back afterwards: the modules transformers imports while
+    loading (accelerate's scheduler) add filters of their own, process-wide state that is not
+    ours to change."""
     logging_ = tf.utils.logging
-    with _BAR_LOCK:
+    with _BAR_LOCK, filters_swapped_inside(), warnings.catch_warnings():
         was = logging_.is_progress_bar_enabled()
         if was:
             logging_.disable_progress_bar()
@@ -121,7 +126,7 @@ class SentenceEncoder:
             raise WeightsUnavailableError(f"model directory {d!r} has no config.json (not a model folder)")
         self.digest = model_digest(d)
         tf = _transformers()
-        with _no_loading_bar(tf):
+        with _quiet_loading(tf):
             self.tokenizer = tf.AutoTokenizer.from_pretrained(d, local_files_only=True)
             self.model = tf.AutoModel.from_pretrained(d, local_files_only=True).eval()
         window = int(getattr(self.model.config, "max_position_embeddings", max_length))
