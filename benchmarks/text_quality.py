@@ -297,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    elif importlib.util.find_spec("setfit") is not None:
+        import setfit  # its import sets its loggers to INFO, with a handler on stderr
+
+        setfit.logging.set_verbosity_error()
     from deepfeat.benchmarking.profile import machine_load
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores; torch on 1 thread); load before: {machine_load()}")
