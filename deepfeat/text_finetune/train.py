@@ -192,6 +192,11 @@ def train_contrastive(
         p.requires_grad_(n in names)
         if n in names:
             params.append(p)
+    if not params or steps == 0:  # everything frozen, or nothing to do: the encoder as it is
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return TrainResult()
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
