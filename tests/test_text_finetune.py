@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import (
+    check_estimator,
     check_estimators_unfitted,
     check_get_params_invariance,
     check_no_attributes_set_in_init,
@@ -172,3 +173,11 @@ def test_bad_parameter_names_itself(param, value) -> None:
 def test_sklearn_checks_that_apply_to_text_input(check) -> None:
     # the others fit on 2-d numeric arrays, which a text estimator rejects (see the tests above)
     check("ContrastiveTextClassifier", ContrastiveTextClassifier())
+
+
+def test_check_estimator_finds_nothing_wrong() -> None:
+    # with string input declared (input_tags.string, no 2-d arrays) sklearn runs the checks
+    # that apply to such an estimator and skips the numeric ones, with a SkipTestWarning
+    with pytest.warns(UserWarning):  # SkipTestWarning
+        results = check_estimator(ContrastiveTextClassifier(), on_fail=None)
+    assert results and all(r["status"] != "failed" for r in results), results
