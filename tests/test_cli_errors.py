@@ -256,9 +256,9 @@ def test_every_baselines_value_the_help_offers_is_accepted(word):
 
 def test_baselines_both_means_pixels_and_random_and_none_means_none():
     sub, _ = _experiment_action("baselines")
-    assert sub.parse_args(["src", "--baselines", "both"]).baselines == list(BASELINES)
+    assert sub.parse_args(["src", "--baselines", "both"]).baselines == ["pixels", "random"]
     assert sub.parse_args(["src", "--baselines", "none"]).baselines == []
-    assert sub.parse_args(["src"]).baselines == list(BASELINES)  # the default, as --help says
+    assert sub.parse_args(["src"]).baselines == ["pixels", "random"]  # the default, as --help says
 
 
 def test_the_bad_argument_table_covers_every_subcommand():

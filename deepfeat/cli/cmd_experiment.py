@@ -48,9 +48,10 @@ def _number(value: str) -> int | float:
 
 
 _test_size = checked(lambda v: check_test_size(_number(v)), "test_size")
-#: What --baselines accepts: each baseline, comma-separated, or one of these words.
-#: --help is written from the same table.
-BASELINE_WORDS = {"both": BASELINES, "none": ()}
+#: What --baselines accepts: each baseline, comma-separated, or one of these words ("both":
+#: the raw input, pixels or TF-IDF for texts, and random weights). --help is written from
+#: the same table.
+BASELINE_WORDS = {"both": ("pixels", "random"), "none": ()}
 _baselines = comma_choices(BASELINES, aliases=BASELINE_WORDS)
 _targets = checked(lambda v: check_targets(numbers()(v)), "targets")
 _threshold = checked(lambda v: check_threshold(float(v) if _is_number(v) else v), "threshold")
