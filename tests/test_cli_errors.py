@@ -146,6 +146,10 @@ BAD = [
     ("bench", ["--images", "0"], "--images"),
     ("bench", ["--memory", "100"], "--memory"),
     ("bench", ["--search-sizes", "10,-1"], "--search-sizes"),
+    # suggest: how many to pick, and the runtime options
+    ("suggest", ["--n", "0"], "--n"),
+    ("suggest", ["--batch-size", "0"], "--batch-size"),
+    ("suggest", ["--device", "xpu"], "--device"),
     # the rest
     ("cache", ["fix", "x.h5"], "action"),
     ("cache", ["repair", "x.h5"], "--out"),
@@ -171,6 +175,8 @@ def _argv(cmd: str, extra: list[str], src: Path, tmp: Path) -> list[str]:
         base = ["export", str(tmp / "m.joblib"), "--out", str(tmp / "m.onnx")]
     elif cmd == "serve":
         base = ["serve", str(tmp / "m.joblib")]
+    elif cmd == "suggest":
+        base = ["suggest", str(src), "--out", str(tmp / "picks.csv"), "--cache", str(tmp / "c.h5")]
     else:
         base = [cmd]
     return base + extra
