@@ -21,6 +21,14 @@ with contextlib.suppress(ImportError):
 # warnings filter at import: imported here once too.
 with contextlib.suppress(ImportError):
     import accelerate.scheduler  # noqa: F401
+# Fine-tuning a text encoder first imports rich (its style module draws from Python's global
+# random generator at import) and torch._dynamo (it sets TORCHINDUCTOR_CACHE_DIR); scikit-learn
+# sets two KMP_* variables and SciPy adds warnings filters when first imported.
+with contextlib.suppress(ImportError):
+    import rich.style  # noqa: F401
+import scipy.special  # noqa: E402, F401
+import sklearn  # noqa: E402, F401
+import torch._dynamo  # noqa: E402, F401
 
 SHARED_DATASETS = Path(os.environ.get("DEEPFEAT_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 

@@ -234,12 +234,32 @@ def deployable_heads(heads: Any, deployable: str) -> tuple[Any, list[str]]:
     return ",".join(kept), [f"--deployable onnx: left out head {h} (the ONNX export refuses it)" for h in dropped]
 
 
+def finetune_texts(model: TransferClassifier, X: list[str], labels: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``fit --finetune`` on texts: the contrastive fine-tune of the encoder
+    (:class:`~deepfeat.text_finetune.ContrastiveTextClassifier`, resumable in the
+    fine-tuning folder), then ``model``'s own head search on the tuned encoder, given to it
+    as a checkpoint. Returns the training summary."""
+    from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE
+
+    if model.backbone != DEFAULT_TEXT_BACKBONE or model.checkpoint is not None:
+        raise InvalidParameterError(
+            f"--finetune on texts tunes the offline encoder {DEFAULT_TEXT_BACKBONE!r} only; got --backbone "
+            f"{model.backbone}" + (f" --checkpoint {model.checkpoint}" if model.checkpoint else "")
+        )
+    from deepfeat.text_finetune import ContrastiveTextClassifier
+    from deepfeat.text_finetune.checkpoint import save_encoder_checkpoint
+
+    work = finetune_kwargs(args)["work_dir"]
+    clf = ContrastiveTextClassifier(seed=args.seed, checkpoint_dir=work).fit(X, labels)
+    ckpt = save_encoder_checkpoint(clf, os.path.join(work, "encoder.pt"))
+    model.set_params(checkpoint=ckpt).fit(X, labels)
+    return {"strategy": "contrastive (deepfeat.text_finetune)", **clf.train_summary_, "checkpoint": ckpt}
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     heads, notes = deployable_heads(args.heads, args.deployable)
     args.backbone, kind = pick_backbone(args.backbone, args.src, args.text_col, args.path_col)
     if kind == "text":
-        if args.finetune:
-            raise InvalidParameterError("--finetune on texts is not available in this command yet")
         tds = read_labeled_texts(args.src, args.text_col, args.label_col)
         X, labels = tds.texts, tds.labels
         skipped = [{"path": f["row"], "reason": f["reason"]} for f in tds.failed]
@@ -269,8 +289,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         verbose=0 if args.quiet else 1,
     )
     t0 = time.perf_counter()
-    tuned = None
-    if args.finetune:
+    tuned = tuned_text = None
+    if args.finetune and kind == "text":
+        tuned_text = finetune_texts(model, X, labels, args)
+    elif args.finetune:
         from deepfeat.finetune import FineTuneClassifier
 
         tuned = FineTuneClassifier(model, **finetune_kwargs(args)).fit(X, labels)
@@ -335,6 +357,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         result["unlabeled"] = semi
     if "no_estimate" in model.selection_:
         result["no_estimate"] = model.selection_["no_estimate"]
+    if tuned_text is not None:
+        result["finetune"] = tuned_text
     if tuned is not None:
         result["finetune"] = {**tuned.train_summary_, "checkpoint": tuned.checkpoint_, "history": tuned.history_}
     return result, 1 if args.strict and model.failures_ else 0
@@ -452,7 +476,13 @@ def format_text(r: dict[str, Any]) -> str:
     if "unlabeled" in r:
         lines.append(_unlabeled_line(r["unlabeled"]))
     lines += [_featurize_line(r), f"saved {r['model']}"]
-    if "finetune" in r:
+    if "finetune" in r and "history" not in r["finetune"]:  # texts: the contrastive fine-tune
+        t = r["finetune"]
+        lines.insert(0, f"fine-tuned the encoder contrastively: {t['steps_run']} step(s) (resumed after "
+                        f"{t['resumed_from']}) on {t['n_train']} texts in {t['seconds']:.1f} s; encoder "
+                        f"checkpoint {t['checkpoint']}; the CV scores below are optimistic (the encoder has "
+                        f"seen every label): compare strategies with `deepfeat experiment`")
+    elif "finetune" in r:
         t = r["finetune"]
         lines.insert(0, f"fine-tuned {len(t['history'])} epoch(s), best {t['best_epoch']}, on {t['n_train']} images "
                         f"(+{t['n_val']} validation) in {t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s "
