@@ -49,7 +49,12 @@ from deepfeat.pipelines.spaces import (
     plan_spaces,
     suggest_layers,
 )
-from deepfeat.pipelines.strategies import FINETUNE, parse_strategies, run_finetune_strategy
+from deepfeat.pipelines.strategies import (
+    FINETUNE,
+    parse_strategies,
+    run_finetune_strategy,
+    run_text_finetune_strategy,
+)
 from deepfeat.pipelines.summary import (
     gains_to_dict,
     paired_gain,
@@ -608,7 +613,14 @@ def run_experiment(
     )
 
     comparison = None
-    if FINETUNE in strategy_list:
+    if FINETUNE in strategy_list and modality == "text":
+        t0 = time.perf_counter()
+        comparison = run_text_finetune_strategy(
+            paths, labels, draws, proto.table[proto.table.space == spaces[0].name],
+            work_dir=os.fspath(out / "finetune"),
+        )
+        timings["finetune"] = time.perf_counter() - t0
+    elif FINETUNE in strategy_list:
         t0 = time.perf_counter()
         main_space = spaces[0]
         comparison = run_finetune_strategy(
@@ -704,9 +716,9 @@ def text_settings(
     if wrong:
         raise InvalidParameterError(f"{src} holds texts, but backbone {wrong[0]} reads images: use a text "
                                     f"encoder such as {DEFAULT_TEXT_BACKBONE}")
-    if FINETUNE in strategies:
-        raise InvalidParameterError("strategies: fine-tuning a text encoder is not part of `experiment` yet; "
-                                    "use frozen")
+    if FINETUNE in strategies and backbones != [DEFAULT_TEXT_BACKBONE]:
+        raise InvalidParameterError(f"strategies: fine-tuning on texts tunes {DEFAULT_TEXT_BACKBONE} alone; "
+                                    f"got --backbones {','.join(backbones)}")
     if select != "none":
         raise InvalidParameterError("select='auto' is not available for texts yet; use 'none'")
     return "text", backbones, list(dict.fromkeys("tfidf" if b == "pixels" else b for b in baselines))

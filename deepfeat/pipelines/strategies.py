@@ -18,7 +18,7 @@ from deepfeat.pipelines.summary import paired_gain, summarize
 
 __all__ = [
     "FROZEN", "FINETUNE", "STRATEGIES", "StrategyComparison", "compare_strategies", "parse_strategies",
-    "run_finetune_strategy", "strategy_section_html", "strategy_verdict", "write_strategy_outputs",
+    "run_finetune_strategy", "run_text_finetune_strategy", "strategy_section_html", "strategy_verdict", "write_strategy_outputs",
 ]
 
 FROZEN = "frozen"
@@ -41,6 +41,9 @@ class StrategyComparison:
         Paired gain of fine-tuning over frozen features per k (``gain, ci_low, ci_high``).
     verdict : str
         One plain sentence.
+    notes : list of str
+    finetune_label : str
+        The fine-tuned curve's legend.
     """
 
     table: pd.DataFrame
@@ -48,6 +51,7 @@ class StrategyComparison:
     gain: pd.DataFrame
     verdict: str
     notes: list[str] = field(default_factory=list)
+    finetune_label: str = "fine-tuned (LP-FT)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +101,7 @@ def strategy_verdict(gain: pd.DataFrame) -> str:
 
 
 def compare_strategies(frozen_rows: pd.DataFrame, finetune_rows: Sequence[dict[str, Any]] | pd.DataFrame,
-                       notes: Sequence[str] = ()) -> StrategyComparison:
+                       notes: Sequence[str] = (), finetune_label: str = "fine-tuned (LP-FT)") -> StrategyComparison:
     """Pair the frozen and fine-tuned rows by (k, repeat) and summarise them."""
     cols = ["space", "shots", "k", "repeat", "seed", "n_train", "n_test", "accuracy", "balanced_accuracy",
             "fit_seconds"]
@@ -110,7 +114,7 @@ def compare_strategies(frozen_rows: pd.DataFrame, finetune_rows: Sequence[dict[s
     secs = table.groupby(["space", "shots"], sort=False).fit_seconds.mean().rename("fit_seconds").reset_index()
     summary = summary.merge(secs, on=["space", "shots"], how="left")
     gain = paired_gain(table, FINETUNE, FROZEN)
-    return StrategyComparison(table, summary, gain, strategy_verdict(gain), list(notes))
+    return StrategyComparison(table, summary, gain, strategy_verdict(gain), list(notes), finetune_label)
 
 
 def parse_strategies(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -159,6 +163,27 @@ def run_finetune_strategy(
     return compare_strategies(frozen_rows, rows, [note])
 
 
+def run_text_finetune_strategy(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    draws: Sequence[Any],
+    frozen_rows: pd.DataFrame,
+    *,
+    work_dir: str | None = None,
+) -> StrategyComparison:
+    """The contrastive text fine-tune (:mod:`deepfeat.text_finetune`) on every draw, paired
+    with the frozen encoder's rows."""
+    from deepfeat.text_finetune.compare import text_finetune_draws
+    from deepfeat.text_finetune.estimator import ContrastiveTextClassifier
+
+    rows = text_finetune_draws(texts, labels, draws, work_dir=work_dir)
+    d = ContrastiveTextClassifier()
+    note = (f"fine-tuning: contrastive pairs of the draw's labelled texts (the SetFit idea), {d.steps} steps, "
+            f"lr {d.lr:g}, then a logistic regression on the tuned encoder; held-out texts never used "
+            f"for training")
+    return compare_strategies(frozen_rows, rows, [note], "fine-tuned (contrastive)")
+
+
 def write_strategy_outputs(cmp: StrategyComparison, out: Any, frozen_label: str) -> dict[str, str]:
     """``strategies.csv``, ``strategy_gain.csv`` and the ``strategies.png`` learning curves."""
     from pathlib import Path
@@ -169,7 +194,7 @@ def write_strategy_outputs(cmp: StrategyComparison, out: Any, frozen_label: str)
     cmp.table.to_csv(out / "strategies.csv", index=False)
     cmp.gain.to_csv(out / "strategy_gain.csv", index=False)
     png = plots.plot_learning_curves(
-        cmp.summary, {FROZEN: f"frozen features ({frozen_label})", FINETUNE: "fine-tuned (LP-FT)"},
+        cmp.summary, {FROZEN: f"frozen features ({frozen_label})", FINETUNE: cmp.finetune_label},
         out / "strategies.png", title="Frozen features vs fine-tuning: held-out accuracy per k",
     )
     return {"strategies_csv": "strategies.csv", "strategy_gain_csv": "strategy_gain.csv",
