@@ -303,6 +303,8 @@ class TextFeaturizer:
     # ------------------------------------------------------------------ encoding
     def _tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids of each text within the window, and which texts were truncated."""
+        if not texts:  # the tokenizer fails on an empty batch
+            return [], np.zeros(0, bool)
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                              return_overflowing_tokens=True, stride=0, padding=False)
         owner = enc["overflow_to_sample_mapping"]
@@ -458,6 +460,8 @@ class TextFeaturizer:
         how many were truncated."""
         from tqdm.auto import tqdm
 
+        if not texts:  # another writer added them while this one waited for the lock
+            return 0
         ids, truncated = self._tokenize(texts)
         info = cache.space_info(fp) if cache is not None else None
         store = np.dtype(info["dtype"] if info else self.storage_dtype)
