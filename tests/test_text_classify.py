@@ -93,6 +93,7 @@ def test_texts_beyond_the_window_are_truncated_and_counted():
     assert res.summary["truncated"] == 1 and res.ok.all()
 
 
+@pytest.mark.slow  # bf16 is emulated on this CPU: ~8 s
 def test_bf16_rows_agree_with_fp32(data):
     texts = list(data["X"][:8])
     a = TextFeaturizer(device="cpu", precision="fp32").featurize(texts).features
@@ -168,6 +169,7 @@ def test_save_load_round_trip(fitted, data, tmp_path):
     assert list(table.columns[:2]) == ["text", "label"] and table["status"].tolist() == ["ok", "empty text"]
 
 
+@pytest.mark.slow  # five spaces cross-validated: ~16 s on a loaded 2-core machine
 def test_auto_spaces_try_layers_pooling_and_tfidf(data, cache):
     clf = TransferClassifier("minilm", cache=cache, **RUNTIME, **QUICK).fit(data["X"], data["y"])
     names = [r["space"] for r in clf.selection_["spaces"]]

@@ -72,6 +72,7 @@ def test_the_model_and_the_page_say_text(client):
     assert 'id="textbox"' in client.get("/").text
 
 
+@pytest.mark.slow  # a server process importing torch and loading the encoder: ~20 s
 def test_served_in_a_fresh_process(model_path):
     port = free_port()
     proc = start_server([str(model_path), "--device", "cpu"], port)

@@ -268,6 +268,8 @@ def default_text_space_specs(backbone: str, layers: Sequence[str] | None = None)
     """
     from deepfeat.featurize.text_encoders import TFIDF, middle_cut_point
 
+    if backbone == TFIDF:  # the baseline alone: no layers, no pooling
+        return [{"backbone": TFIDF}]
     cuts = [c for c in (layers if layers is not None else [middle_cut_point(backbone)]) if c]
     cuts = [c for c in cuts if c not in ("penultimate", "last")]
     own = {"backbone": backbone}

@@ -114,7 +114,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         The feature space and how to compute it; see
         :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
         ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
-        (e.g. to predict on another machine).
+        (e.g. to predict on another machine). A text encoder as ``backbone`` (``"minilm"``,
+        ``"hf:<repo>"``; see :class:`~deepfeat.classify.text_embedder.TextEmbedder`) makes
+        this a text classifier: ``X`` is then a sequence of strings, ``pool`` is ``"mean"``
+        (``"avg"``) or ``"cls"``, and ``tta``, ``jit`` and ``num_workers`` do not apply;
+        ``spaces="auto"`` then searches
+        :func:`~deepfeat.classify.spaces.default_text_space_specs`.
     spaces : "auto", None or list of space specs, default="auto"
         ``"auto"`` (what ``deepfeat fit`` does, whose defaults are these):
         :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its

@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--baselines",
         type=_baselines,
         default=",".join(_D["baselines"]),
-        help=f"comma-separated among {', '.join(BASELINES)} (pixels: raw pixels; random: the "
+        help=f"comma-separated among {', '.join(BASELINES)} (pixels: raw pixels, for texts TF-IDF; random: the "
         f"first backbone with random weights), or {' or '.join(BASELINE_WORDS)} "
         "(default: %(default)s)",
     )

@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def _texts(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    """Texts into the cache (the local engine: a text encoder is not run on Ray yet)."""
-    if args.engine != "local":
-        raise InvalidParameterError("--engine ray featurizes images; texts run with --engine local")
+    """Texts into the cache, on this machine or on Ray (``--engine ray``)."""
     if args.tta != "none":
         raise InvalidParameterError("--tta is for images; a text encoder has no test-time augmentation")
     texts, rows, skipped = [], [], []
@@ -72,9 +70,9 @@ def _texts(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         texts += ds.texts
         rows += [f"{src}: {r}" for r in ds.rows]
         skipped += [{"path": f"{src}: {f['row']}", "reason": f["reason"]} for f in ds.failed]
-    feat = make_featurizer(**featurizer_kwargs(args))
+    feat = make_featurizer(**featurizer_kwargs(args), engine=args.engine, ray_address=args.address)
     res = feat.featurize(texts, return_features=False, log_failures=False)
-    out = {**res.summary, "backbone": feat.backbone, "layer": feat.spec["layer"], "engine": "local",
+    out = {**res.summary, "backbone": feat.backbone, "layer": feat.spec["layer"], "engine": args.engine,
            "modality": "text", "skipped": len(skipped), "skipped_files": skipped,
            "failures": [{"path": rows[f["index"]], "reason": f["reason"]} for f in res.failures]}
     return out, 1 if args.strict and (res.failures or skipped) else 0

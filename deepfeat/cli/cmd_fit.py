@@ -351,6 +351,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "failures": (source_rows(tds, model.failures_) if kind == "text" else
                      [{"path": f["path"], "reason": f["reason"]} for f in model.failures_]),
         "skipped": skipped,
+        "duplicates": tds.duplicates if kind == "text" else None,
         "notes": notes,
     }
     if semi is not None:
@@ -379,6 +380,8 @@ def _featurize_line(r: dict[str, Any]) -> str:
     ) + f"{f['featurized']} embeddings computed, {f['cached']} read from the cache"
     trunc = sum(p.get("truncated", 0) for p in f.get("parts", {}).values()) or f.get("truncated", 0)
     extra = f", {trunc} truncated to the encoder's window" if trunc else ""
+    if r.get("duplicates"):
+        extra += f", {r['duplicates']} repeated (each encoded once)"
     bad = "empty" if what == "texts" else "unreadable"
     return (
         f"{r['n_images']} {what} in {len(r['classes'])} classes ({f['failed']} {bad}{extra}); "

@@ -118,14 +118,19 @@ class _Embedder:
     def __init__(self, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
                  attrs: dict[str, Any], threads: int, n_images: int,
                  space: str | None = None, single_stream: bool = False) -> None:
+        import inspect
+
         import torch
 
-        from deepfeat.featurize.featurizer import Featurizer
+        from deepfeat.featurize.factory import featurizer_class
 
         torch.set_num_threads(max(1, threads))  # the actor's own process: its threads are ours
         if single_stream:  # decode and forward in the calling thread
             overrides = {**overrides, "num_workers": 0}
-        self.featurizer = Featurizer.from_spec(spec, **overrides)
+        # an image Featurizer, or a TextFeaturizer (whose "paths" are the texts themselves)
+        cls = featurizer_class(spec["backbone"])
+        accepted = set(inspect.signature(cls).parameters)
+        self.featurizer = cls.from_spec(spec, **{k: v for k, v in overrides.items() if k in accepted})
         self.featurizer.prepare(n_images)  # build (and trace, as the local engine would) once
         self.fingerprint = space or self.featurizer.fingerprint
         self.attrs = attrs
@@ -229,8 +234,8 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
     # inside an actor the featurizer runs as the local engine does, with one stream per call
     # (single_stream) or one per core of the node
     overrides = {"device": device, "precision": featurizer.runtime.precision, "cache": None,
-                 "batch_size": featurizer.batch_size, "num_workers": featurizer.num_workers,
-                 "jit": featurizer.jit, "max_pixels": featurizer.max_pixels}
+                 "batch_size": featurizer.batch_size, "num_workers": getattr(featurizer, "num_workers", 0),
+                 "jit": getattr(featurizer, "jit", False), "max_pixels": getattr(featurizer, "max_pixels", None)}
     attrs = featurizer._space_attrs()
     cache_path = cache.path if cache is not None else None
     # one block per call when calls run side by side (each is a task: no call waits for a

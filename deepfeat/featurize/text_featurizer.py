@@ -111,6 +111,11 @@ class TextFeaturizer:
     storage_dtype : {"float32", "float16"}, default="float32"
     lock_timeout : float or None, default=30
     progress : bool, default=False
+    engine : {"local", "ray"}, default="local"
+        ``ray`` encodes the texts the cache lacks on a Ray cluster, as for images (see
+        :mod:`deepfeat.featurize.ray_engine`); needs ``deepfeat[ray]``.
+    ray_address : str or None, default=None
+        Cluster to join with ``engine="ray"``; ``None`` starts a local Ray.
 
     Examples
     --------
@@ -138,7 +143,11 @@ class TextFeaturizer:
         storage_dtype: str = "float32",
         lock_timeout: float | None = 30.0,
         progress: bool = False,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> None:
+        if engine not in ("local", "ray"):
+            raise InvalidParameterError(f"engine must be one of ('local', 'ray'), got {engine!r}")
         if backbone == TFIDF:
             raise InvalidParameterError("'tfidf' is fitted on texts, not a frozen encoder: use TextEmbedder")
         if storage_dtype not in STORAGE_DTYPES:
@@ -165,6 +174,8 @@ class TextFeaturizer:
         self.storage_dtype = storage_dtype
         self.lock_timeout = lock_timeout
         self.progress = progress
+        self.engine = engine
+        self.ray_address = ray_address
         self.forward_passes = 0
         self._model: TextEncoderNet | None = None
         self._tokenizer: Any = None
@@ -303,6 +314,8 @@ class TextFeaturizer:
     # ------------------------------------------------------------------ encoding
     def _tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids of each text within the window, and which texts were truncated."""
+        if not texts:  # the tokenizer fails on an empty batch
+            return [], np.zeros(0, bool)
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                              return_overflowing_tokens=True, stride=0, padding=False)
         owner = enc["overflow_to_sample_mapping"]
@@ -458,7 +471,19 @@ class TextFeaturizer:
         how many were truncated."""
         from tqdm.auto import tqdm
 
+        if not texts:  # another writer added them while this one waited for the lock
+            return 0
         ids, truncated = self._tokenize(texts)
+        if self.engine == "ray":
+            from deepfeat.featurize.ray_engine import run_on_ray
+
+            bad: dict[str, str] = {}
+            run_on_ray(self, todo, texts, computed, bad, cache, keep, space=fp)
+            if computed:
+                self._dim = len(next(iter(computed.values())))
+            if bad:  # pragma: no cover - valid texts do not fail; a dead actor's batch is retried
+                raise InvalidParameterError(f"{len(bad)} texts failed on Ray: {next(iter(bad.values()))}")
+            return int(truncated.sum())
         info = cache.space_info(fp) if cache is not None else None
         store = np.dtype(info["dtype"] if info else self.storage_dtype)
         attrs = self._space_attrs() if cache is not None else {}

@@ -49,9 +49,11 @@ TFIDF_BASELINE = "TF-IDF baseline"
 BASELINE_ROLES = (RANDOM_BASELINE, PIXEL_BASELINE, TFIDF_BASELINE)
 #: Suffix of a backbone name asking for random weights.
 RANDOM_SUFFIX = "[random]"
-#: Baselines an experiment can measure: raw pixels (for texts: TF-IDF), the first backbone
-#: with random weights, TF-IDF (texts only).
-BASELINES = ("pixels", "random", "tfidf")
+#: Baselines an experiment can measure: raw pixels (on texts: the TF-IDF space, see
+#: :func:`~deepfeat.pipelines.experiment.text_settings`), the first backbone with random weights.
+BASELINES = ("pixels", "random")
+#: What :func:`plan_spaces` takes: :data:`BASELINES` and ``"tfidf"`` (texts).
+PLANNED_BASELINES = (*BASELINES, "tfidf")
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,8 @@ def plan_spaces(
         weights cannot be downloaded.
     layers : sequence of str
         Extra cut points of the first backbone (layer sweep).
-    baselines : sequence of {"pixels", "random"}
-        Raw pixels + the same head; the first backbone with random weights.
+    baselines : sequence of {"pixels", "random", "tfidf"}
+        Raw pixels + the same head; the first backbone with random weights; TF-IDF (texts).
     pixel_size : int
         Side of the raw-pixel square.
 
@@ -134,9 +136,9 @@ def plan_spaces(
     """
     if not backbones:
         raise InvalidParameterError("backbones: give at least one backbone name")
-    unknown = set(baselines) - set(BASELINES)
+    unknown = set(baselines) - set(PLANNED_BASELINES)
     if unknown:
-        raise InvalidParameterError(f"baselines must be among {BASELINES}, got {sorted(unknown)}")
+        raise InvalidParameterError(f"baselines must be among {PLANNED_BASELINES}, got {sorted(unknown)}")
     if backbones[0].endswith(RANDOM_SUFFIX):
         raise InvalidParameterError(
             f"the first backbone is the main, pretrained one; got {backbones[0]!r} "
