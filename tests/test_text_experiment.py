@@ -48,3 +48,26 @@ def test_an_image_backbone_on_texts_is_refused(tmp_path):
     pd.DataFrame({"text": X, "label": y}).to_csv(tmp_path / "s.csv", index=False)
     with pytest.raises(InvalidParameterError, match="holds texts, but backbone efficientnet_lite0 reads images"):
         run_experiment(tmp_path / "s.csv", tmp_path / "r", backbones=["minilm", "efficientnet_lite0"])
+
+
+def test_frozen_and_finetune_strategies_on_texts_pair_the_same_draws(tmp_path_factory):
+    """--strategies frozen,finetune on texts: the contrastive fine-tune on every draw, paired
+    with the frozen encoder's rows; a second run reads the finished draws back."""
+    from deepfeat.pipelines.strategies import FINETUNE, FROZEN
+
+    X, y = sentiment()
+    root = tmp_path_factory.mktemp("text-strategies")
+    pd.DataFrame({"text": X, "label": y}).to_csv(root / "s.csv", index=False)
+    kw = dict(shots=(4,), repeats=2, baselines=(), strategies="frozen,finetune",
+              cache=text_cache(tmp_path_factory), featurizer_options=RUNTIME)
+    res = run_experiment(root / "s.csv", root / "report", **kw)
+    t = res.strategies.table
+    assert set(t.space) == {FROZEN, FINETUNE}
+    pairs = t.pivot_table(index="repeat", columns="space", values="n_test")
+    assert len(pairs) == 2 and (pairs[FROZEN] == pairs[FINETUNE]).all()  # the same held-out texts
+    assert (t[t.space == FINETUNE].accuracy > 0).all()
+    assert "fine-tuned (contrastive)" in res.strategies.finetune_label
+    again = run_experiment(root / "s.csv", root / "report", **kw).strategies.table
+    assert again[again.space == FINETUNE].accuracy.tolist() == t[t.space == FINETUNE].accuracy.tolist()
+    # read back, not trained again: the recorded training times are the first run's
+    assert again[again.space == FINETUNE].fit_seconds.tolist() == t[t.space == FINETUNE].fit_seconds.tolist()
