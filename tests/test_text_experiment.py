@@ -50,6 +50,7 @@ def test_an_image_backbone_on_texts_is_refused(tmp_path):
         run_experiment(tmp_path / "s.csv", tmp_path / "r", backbones=["minilm", "efficientnet_lite0"])
 
 
+@pytest.mark.slow  # fine-tunes MiniLM on every draw: about a minute
 def test_frozen_and_finetune_strategies_on_texts_pair_the_same_draws(tmp_path_factory):
     """--strategies frozen,finetune on texts: the contrastive fine-tune on every draw, paired
     with the frozen encoder's rows; a second run reads the finished draws back."""
@@ -58,7 +59,7 @@ def test_frozen_and_finetune_strategies_on_texts_pair_the_same_draws(tmp_path_fa
     X, y = sentiment()
     root = tmp_path_factory.mktemp("text-strategies")
     pd.DataFrame({"text": X, "label": y}).to_csv(root / "s.csv", index=False)
-    kw = dict(shots=(4,), repeats=2, baselines=(), strategies="frozen,finetune",
+    kw = dict(shots=(4,), repeats=2, baselines=(), strategies="frozen,finetune", select="auto",
               cache=text_cache(tmp_path_factory), featurizer_options=RUNTIME)
     res = run_experiment(root / "s.csv", root / "report", **kw)
     t = res.strategies.table
@@ -67,6 +68,8 @@ def test_frozen_and_finetune_strategies_on_texts_pair_the_same_draws(tmp_path_fa
     assert len(pairs) == 2 and (pairs[FROZEN] == pairs[FINETUNE]).all()  # the same held-out texts
     assert (t[t.space == FINETUNE].accuracy > 0).all()
     assert "fine-tuned (contrastive)" in res.strategies.finetune_label
+    # --select auto on texts: fit's own choice among the text spaces, made inside each draw
+    assert res.labels_space == "auto" and "auto" in set(res.table.space)
     again = run_experiment(root / "s.csv", root / "report", **kw).strategies.table
     assert again[again.space == FINETUNE].accuracy.tolist() == t[t.space == FINETUNE].accuracy.tolist()
     # read back, not trained again: the recorded training times are the first run's

@@ -719,8 +719,6 @@ def text_settings(
     if FINETUNE in strategies and backbones != [DEFAULT_TEXT_BACKBONE]:
         raise InvalidParameterError(f"strategies: fine-tuning on texts tunes {DEFAULT_TEXT_BACKBONE} alone; "
                                     f"got --backbones {','.join(backbones)}")
-    if select != "none":
-        raise InvalidParameterError("select='auto' is not available for texts yet; use 'none'")
     return "text", backbones, list(dict.fromkeys("tfidf" if b == "pixels" else b for b in baselines))
 
 
