@@ -28,7 +28,7 @@ __all__ = ["BenchConfig", "PARTS", "TARGETS", "run_benchmark", "format_table", "
 
 log = logging.getLogger(__name__)
 
-PARTS = ("throughput", "precision", "memory", "cache", "search", "onnx", "cache_write", "ray")
+PARTS = ("throughput", "precision", "memory", "cache", "search", "onnx", "cache_write", "ray", "text")
 
 #: Targets of the performance issue on a 2-core CPU without a GPU: name -> (figure, bound, kind)
 TARGETS = {
@@ -42,6 +42,8 @@ TARGETS = {
     "cache_read_vs_h5py_sequential": (">=", 0.5),
     "cache_write_max_seconds": ("<=", 1.0),
     "ray_overhead": ("<=", 0.2),
+    "text_vs_sentence_transformers": (">=", 1.0),
+    "text_vs_naive": (">=", 2.0),
 }
 
 _TIERS = {
@@ -57,6 +59,7 @@ _TIERS = {
         "search_sizes": [150, 300],
         "cache_write_rows": [10_000, 100_000],
         "ray_images": 300,
+        "text_sentences": 1_000,
     },
     "default": {
         "images": 192,
@@ -68,6 +71,7 @@ _TIERS = {
         "search_sizes": [500, 1000],
         "cache_write_rows": [10_000, 100_000],
         "ray_images": 2_000,
+        "text_sentences": 10_000,
     },
     "full": {
         "images": 1360,
@@ -79,6 +83,7 @@ _TIERS = {
         "search_sizes": [1000, 2000, 5000, 10_000],
         "cache_write_rows": [10_000, 100_000, 1_000_000],
         "ray_images": 20_000,
+        "text_sentences": 10_000,
     },
 }
 
@@ -114,6 +119,7 @@ class BenchConfig:
     search_sizes: list[int] | None = None
     cache_write_rows: list[int] | None = None
     ray_images: int | None = None
+    text_sentences: int | None = None
     ray_address: str | None = None
     workdir: str | None = None
     datasets: str | None = None
@@ -264,6 +270,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                                               weights=first_weights,
                                               address=config.ray_address)
             out["ray"]["images_source"] = f"distinct shifted crops of {src.source}"
+        if "text" in config.parts:
+            out["text"] = _text_speed(config.datasets, sz["text_sentences"])
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -271,6 +279,23 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     out.update(_headline(out))
     out["targets"] = check_targets(out)
     return out
+
+
+def _text_speed(datasets: str | None, n: int) -> dict[str, Any]:
+    """Sentences/s on real sentences (:mod:`deepfeat.benchmarking.text_speed`), or why not."""
+    import importlib.util
+
+    from deepfeat.benchmarking.images import default_datasets_dir
+
+    root = Path(datasets) if datasets else default_datasets_dir()
+    missing = [m for m in ("transformers", "sentence_transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"skipped": f"needs {', '.join(missing)} (pip install 'deepfeat[bench-text]')"}
+    if not (root / "text" / "sms_spam").is_dir():
+        return {"skipped": f"no real sentences under {root / 'text'}"}
+    from deepfeat.benchmarking.text_speed import measure_text_speed, real_sentences
+
+    return measure_text_speed(real_sentences(n, root))
 
 
 def _search(memory_result: dict[str, Any], src: Any, sizes: list[int]) -> dict[str, Any]:
@@ -328,6 +353,11 @@ def _headline(out: dict[str, Any]) -> dict[str, Any]:
     ray = out.get("ray")
     if ray and "ray_overhead" in ray:
         h["ray_overhead"] = ray["ray_overhead"]
+    text = out.get("text")
+    if text and "text_vs_naive" in text:
+        h["text_vs_sentence_transformers"] = text["text_vs_sentence_transformers"]
+        h["text_vs_naive"] = text["text_vs_naive"]
+        h["sentences_per_second"] = text["sentences_per_second"]
     return h
 
 
@@ -439,6 +469,15 @@ def format_table(out: dict[str, Any]) -> str:
                          f"{r['ray_load_before']:.2f}")
         lines.append(f"  ray / local - 1: {100 * ray['ray_overhead']:+.1f} %; same rows featurized: "
                      f"{ray['featurized_equal']}")
+    tx = out.get("text")
+    if tx and "skipped" in tx:
+        lines += ["", f"Text featurizing: skipped: {tx['skipped']}"]
+    elif tx:
+        lines += ["", f"Text featurizing: {tx['sentences']:,} real sentences, all-MiniLM-L6-v2, batch "
+                      f"{tx['batch_size']}, {tx['precision']} (rows agree with sentence-transformers to "
+                      f"{tx['max_abs_diff_vs_sentence_transformers']:.1e}):"]
+        lines += [f"  {k:<32} {v:8.1f} sentences/s" for k, v in tx["sentences_per_second"].items()]
+        lines += [f"  {k:<44} {v:.2f}x" for k, v in tx["ratios"].items()]
     se = out.get("search")
     if se:
         lines += ["", "Default head search (build_search):"]

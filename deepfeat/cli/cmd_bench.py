@@ -71,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-write-rows", type=_ints, default=None, metavar="N,N,...",
                    help="cache sizes the cache-write test adds 5 rows to")
     p.add_argument("--ray-images", type=_positive, default=None, help="photos of the Ray-overhead test")
+    p.add_argument("--text-sentences", type=_positive, default=None,
+                   help="real sentences of the text-featurizing test (needs the bench-text extra)")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster for the Ray-overhead test (default: a local Ray with 2 CPUs)")
     p.add_argument(
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         search_sizes=args.search_sizes,
         cache_write_rows=args.cache_write_rows,
         ray_images=args.ray_images,
+        text_sentences=args.text_sentences,
         ray_address=args.ray_address,
         workdir=args.workdir,
         datasets=args.datasets,
