@@ -277,7 +277,7 @@ def test_repair_refuses_to_overwrite(good_cache, tmp_path, capsys):
     code, res, _ = _cli(capsys, "cache", "repair", str(src), "--out", str(other))
     assert code == 1 and "already exists" in res["error"]
     code, res, _ = _cli(capsys, "cache", "repair", str(src))
-    assert code == 1 and "--out" in res["error"]
+    assert code == 2 and "--out" in res["error"]  # a missing option is a usage error
 
 
 # ------------------------------------------------------------------------- hostile files
