@@ -3,6 +3,9 @@
 #   make test   -- create .venv, install deepfeat with test extras, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
+# make test runs the fast suite on TEST_JOBS processes (pytest-xdist; one test file per
+# process, so module fixtures are built once); TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
 BIN    := $(VENV)/bin
 # The machine may carry a local CPU-only torch wheel that pip prefers but that no
 # torchvision release matches; the constraint makes pip resolve a matching pair from PyPI.
@@ -19,7 +22,7 @@ demo: $(BIN)/.installed
 	$(BIN)/deepfeat demo
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -76,6 +76,46 @@ def many_photos(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> li
     return make_variants(photo_dir, tmp_path_factory.mktemp("many"), 48)
 
 
+#: A tiny CNN with random weights on the CPU, for the tests of the machinery (caches, kills,
+#: full disks, concurrent writers, broken files), not of the maths: shared by the torture files.
+TEST_RESNET = {
+    "backbone": "timm:test_resnet",
+    "weights": None,
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": 3,
+    "num_workers": 0,
+}
+
+
+def cli_options(kw: dict) -> list[str]:
+    """The command-line options that give the Featurizer keyword arguments ``kw``."""
+    flags = {"num_workers": "--workers"}
+    out: list[str] = []
+    for name, value in kw.items():
+        out += [flags.get(name, "--" + name.replace("_", "-")), "none" if value is None else str(value)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a whole module (tests that time or kill featurizing runs)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dark/light classifier saved once (serve_models.fit_tiny) for the tests that only load it."""
+    from serve_models import fit_tiny
+
+    return fit_tiny(tmp_path_factory.mktemp("tiny_model") / "tones.joblib")
+
+
 def shared_dataset(name: str) -> Path:
     p = SHARED_DATASETS / name
     if not p.is_dir():

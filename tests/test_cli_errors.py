@@ -215,7 +215,9 @@ def test_the_same_fit_with_good_settings_does_embed(classes, tmp_path, capsys):
     """Negative control for the test above: the command itself reaches the CNN."""
     cache = tmp_path / "features.h5"
     argv = ["fit", str(classes), "--out", str(tmp_path / "m.joblib"), "--cache", str(cache)]
-    code = main([*argv, "--heads", "logreg", "--preprocessing", "l2", "--cv", "2", "-q"])
+    # one space (--select none): the control is that fit reaches the CNN, not the default
+    # choice among five spaces (7 min on a busy 2-core machine; test_cli_classify runs that)
+    code = main([*argv, "--heads", "logreg", "--preprocessing", "l2", "--cv", "2", "--select", "none", "-q"])
     assert code == 0, capsys.readouterr().err
     assert cache.is_file() and (tmp_path / "m.joblib").is_file()
 

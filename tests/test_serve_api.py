@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_models import fit_tiny, png, tone_images
+from serve_models import png, tone_images
 from test_torture_inputs import EXPECTED, bomb_png, make_bad_inputs
 
 from deepfeat.classify import load
@@ -25,8 +25,8 @@ LIMITS = ServeLimits(max_files=4, max_pixels=2_000_000, max_upload_bytes=1_000_0
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return fit_tiny(tmp_path_factory.mktemp("serve") / "tones.joblib")
+def model_path(tiny_model_path) -> Path:
+    return tiny_model_path
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import sample_photo
 from PIL import Image
-from serve_models import fit_tiny, free_port, start_server
+from serve_models import free_port, start_server
 
 from deepfeat.classify import load
 
@@ -22,9 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("browser")
-    model = fit_tiny(d / "tones.joblib")
+def server(tiny_model_path):
+    model = tiny_model_path
     port = free_port()
     proc = start_server([str(model)], port)
     yield f"http://127.0.0.1:{port}/", model

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_RESNET, cli_options
 from PIL import Image
 
 from deepfeat.cli.main import main
@@ -33,19 +34,7 @@ from deepfeat.featurize.verify import repair_cache, scan_journal, verify_cache
 
 DIM = 512  # 2 kB rows: a 1 MiB chunk holds 512 rows
 N = 3000
-CLI_RANDOM = [
-    "--backbone",
-    "timm:test_resnet",
-    "--weights",
-    "none",
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--workers",
-    "0",
-    "-q",
-]
+CLI_RANDOM = [*cli_options({k: v for k, v in TEST_RESNET.items() if k != "batch_size"}), "-q"]
 
 
 @pytest.fixture(autouse=True)
@@ -288,7 +277,7 @@ def test_repair_refuses_to_overwrite(good_cache, tmp_path, capsys):
     code, res, _ = _cli(capsys, "cache", "repair", str(src), "--out", str(other))
     assert code == 1 and "already exists" in res["error"]
     code, res, _ = _cli(capsys, "cache", "repair", str(src))
-    assert code == 1 and "--out" in res["error"]
+    assert code == 2 and "--out" in res["error"]  # a missing option is a usage error
 
 
 # ------------------------------------------------------------------------- hostile files

@@ -20,21 +20,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
+from conftest import TEST_RESNET
 from PIL import Image
 
 from deepfeat.cli.main import main
 from deepfeat.featurize import FeatureCache, Featurizer
 from deepfeat.featurize.verify import verify_cache
 
-KW = {
-    "backbone": "timm:test_resnet",
-    "weights": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "batch_size": 3,
-    "num_workers": 0,
-}
+KW = TEST_RESNET
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N = 24
 
 WRITER = textwrap.dedent(
@@ -52,14 +46,6 @@ WRITER = textwrap.dedent(
     print(json.dumps({{"featurized": done}}))
     """
 ).format(kw=KW)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import TEST_RESNET, cli_options
 from PIL import Image
 
 from deepfeat.cli.main import main
@@ -25,39 +25,10 @@ from deepfeat.exceptions import CacheError
 from deepfeat.featurize import FeatureCache, Featurizer
 from deepfeat.featurize.verify import verify_cache
 
-KW = {
-    "backbone": "timm:test_resnet",
-    "weights": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "batch_size": 3,
-    "num_workers": 0,
-}
-CLI = [
-    "--backbone",
-    "timm:test_resnet",
-    "--weights",
-    "none",
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--batch-size",
-    "3",
-    "--workers",
-    "0",
-    "-q",
-    "--json",
-]
+KW = TEST_RESNET
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CLI = [*cli_options(TEST_RESNET), "-q", "--json"]
 N = 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

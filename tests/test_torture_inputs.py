@@ -21,33 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEST_RESNET, cli_options
 from PIL import Image, features
 
 from deepfeat.cli.main import main
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.decode import decode_image
 
-RANDOM = {
-    "backbone": "torchvision:resnet18",
-    "weights": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "batch_size": 8,
-    "num_workers": 0,
-}
-CLI_RANDOM = [
-    "--backbone",
-    "torchvision:resnet18",
-    "--weights",
-    "none",
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--workers",
-    "0",
-    "-q",
-]
+RANDOM = {**TEST_RESNET, "backbone": "torchvision:resnet18", "batch_size": 8}
+CLI_RANDOM = [*cli_options({k: v for k, v in RANDOM.items() if k != "batch_size"}), "-q"]
 
 # kind -> None (must succeed) or the substring its failure reason must contain
 EXPECTED: dict[str, str | None] = {

@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
+from conftest import TEST_RESNET
 from PIL import Image
 
 from deepfeat.featurize import FeatureCache, Featurizer
@@ -36,14 +36,8 @@ from deepfeat.featurize.faults import ENV_VAR, KILL_POINTS
 from deepfeat.featurize.journal import encode_record
 from deepfeat.featurize.verify import verify_cache
 
-KW = {
-    "backbone": "timm:test_resnet",  # a tiny random-weights CNN: the kills, not the maths, are tested
-    "weights": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "batch_size": 3,
-    "num_workers": 0,
-}
+KW = TEST_RESNET  # a tiny random-weights CNN: the kills, not the maths, are tested
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_IMAGES = 24
 N_PRESENT = 6  # rows in the cache before the killed run starts
 BATCH = KW["batch_size"]
@@ -111,14 +105,6 @@ def _image(seed: int) -> np.ndarray:
     return np.asarray(
         Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((64, 48))
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
