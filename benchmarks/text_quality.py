@@ -278,7 +278,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             if "setfit" in wide.columns and m != "setfit":
                 diff = (wide[m] - wide["setfit"]).to_numpy()
                 lo, hi = paired_interval(diff)
-                cell = f"{100 * diff.mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                cell = (f"{100 * diff.mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if len(diff) > 1
+                        else f"{100 * diff.mean():+.1f} [one draw]")
                 ratio = f"{secs[m] / secs['setfit']:.2f}"
             lines.append(f"{m:<14}{100 * wide[m].mean():>8.1f}{cell:>28}{secs[m]:>9.1f}{ratio:>15}")
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 :class:`ContrastiveTextClassifier` tunes the encoder on pairs made from the labelled texts
 (same label: similar; different labels: dissimilar), then fits a logistic regression on
 the tuned embeddings. The room sits beside :mod:`deepfeat.finetune` (the image
-fine-tune); it imports only :mod:`deepfeat.featurize.hashing`, :mod:`deepfeat.process_state`
-and :mod:`deepfeat.exceptions`, and nothing below imports it.
+fine-tune); it imports only :mod:`deepfeat.featurize.hashing`, :mod:`deepfeat.process_state`,
+:mod:`deepfeat.extras` and :mod:`deepfeat.exceptions`, and nothing below imports it.
 """
 
 from deepfeat.extras import require

@@ -107,6 +107,9 @@ def balanced_cosine_loss(emb: Any, codes: Any) -> Any:
     return sum(parts) / len(parts)
 
 
+# The same atomic write and identity check as deepfeat.finetune.train's: not imported from
+# there because that module pulls in timm and the image featurizer (seconds of import) for
+# two five-line functions. Candidates for one shared home.
 def _save_state(path: str, state: dict[str, Any]) -> None:
     import torch
 
