@@ -7,7 +7,8 @@ in every run) or ``<!-- slow: reason -->`` (runs with ``-m slow``, ``make test-a
 Each block runs in a fresh copy of one small world, made once per session, that holds what
 the documentation's examples name: ``photos/`` (two classes of real photos: faces and other
 pictures from scikit-image's ``lfw_subset``), ``test_photos/`` (labelled, the same classes),
-``new_photos/`` (unlabelled), ``labels.csv`` (a manifest of ``photos/``), ``photos.h5`` (the
+``new_photos/`` (unlabelled), ``labels.csv`` (a manifest of ``photos/``), ``reviews.csv``
+(102 labelled sentences), ``photos.h5`` (the
 default backbone's embeddings of them) and ``model.joblib`` (fitted on them). A ``bash`` block
 runs line by line: a ``deepfeat ...`` line through :func:`deepfeat.cli.main.main` in this
 process (it must exit 0), any other line through bash. A ``python`` block is executed as a
@@ -117,6 +118,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _save(imgs[i], w / "test_photos" / cls / f"{cls}{i}.jpg")
         for i in range(12, 14):
             _save(imgs[i], w / "new_photos" / f"{cls}{i}.jpg")
+    # texts: 102 real UCI sentiment sentences (tests/data/README.md) as docs/text.md names them
+    shutil.copy(Path(__file__).parent / "data" / "uci_sentiment_102.csv", w / "reviews.csv")
     rows = ["path,label"] + [f"{p.relative_to(w)},{p.parent.name}" for p in sorted((w / "photos").rglob("*.jpg"))]
     (w / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     cwd = os.getcwd()
