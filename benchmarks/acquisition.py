@@ -59,6 +59,24 @@ def embeddings(name: str, split: str, cache: str) -> tuple[np.ndarray, np.ndarra
     return res.features[ok], np.asarray(y)[ok]
 
 
+def selection_speed(X: np.ndarray, n_rows: int = 10_000, n: int = 50, seed: int = 0) -> dict[str, float]:
+    """Seconds to fit and select ``n`` of ``n_rows`` embeddings (real rows resampled with a
+    little noise up to ``n_rows``): FirstSelector, and NextSelector with 100 labelled rows."""
+    from deepfeat.label import FirstSelector, NextSelector
+
+    rng = np.random.default_rng(seed)
+    E = X[rng.integers(0, len(X), n_rows)]
+    E = E + rng.normal(0, 0.05 * float(E.std()), E.shape).astype(E.dtype)
+    t0 = time.perf_counter()
+    FirstSelector().fit(E).select(n)
+    first = time.perf_counter() - t0
+    lab = rng.choice(n_rows, 100, replace=False)
+    rest = np.setdiff1d(np.arange(n_rows), lab)
+    t0 = time.perf_counter()
+    NextSelector().fit(E[rest], X_labeled=E[lab], y_labeled=rng.integers(0, 10, 100)).select(n)
+    return {"first": first, "next": time.perf_counter() - t0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache-dir", required=True)
@@ -68,6 +86,7 @@ def main() -> int:
     ap.add_argument("--no-unlabeled", action="store_true")
     ap.add_argument("--out", default=None, help="JSON lines, one per (dataset, strategy, k, draw)")
     ap.add_argument("--from-jsonl", default=None, help="only print the report of rows written by --out")
+    ap.add_argument("--speed-only", action="store_true", help="only time the selection (50 of 10,000)")
     args = ap.parse_args()
     if args.from_jsonl:
         rows = pd.read_json(args.from_jsonl, lines=True)
@@ -79,8 +98,16 @@ def main() -> int:
     for name in args.datasets.split(","):
         cache = os.path.join(args.cache_dir, f"{name}.h5")
         Xp, yp = embeddings(name, "train", cache)
+        if args.speed_only:
+            sp = selection_speed(Xp)
+            print(f"{name}: selection of 50 of 10,000 embeddings ({Xp.shape[1]}-d): first {sp['first']:.2f} s, "
+                  f"next {sp['next']:.2f} s (fit + select)")
+            continue
         Xt, yt = embeddings(name, "test", cache)
         print(f"{name}: pool {len(yp)} ({len(np.unique(yp))} classes), test {len(yt)}", flush=True)
+        sp = selection_speed(Xp)
+        print(f"selection speed: 50 of 10,000 embeddings ({Xp.shape[1]}-d): first {sp['first']:.2f} s, "
+              f"next {sp['next']:.2f} s (fit + select)", flush=True)
         t0 = time.perf_counter()
 
         def on_row(row, name=name):
