@@ -22,6 +22,7 @@ from deepfeat.classify.search import EmbeddingClassifier, fit_without_cv
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.label.selectors import STRATEGIES, FirstSelector, NextSelector, RandomSelector
 from deepfeat.label.semi import fit_with_unlabeled
+from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["acquisition_report", "labels_saved", "paired_difference", "pick", "simulate_acquisition"]
 
@@ -185,7 +186,8 @@ def labels_saved(table: pd.DataFrame, strategy: str, baseline: str = "random", *
             i = rng.integers(0, len(draws), len(draws))
             boots.append(needed(float(a[i].mean()), b[i].mean(axis=0)) - k)
         boots = np.array(boots)
-        lo, hi = np.quantile(boots, [0.025, 0.975]) if len(draws) > 1 else (np.nan, np.nan)
+        with ignoring_warnings(RuntimeWarning):  # inf - inf where the strategy is above the curve
+            lo, hi = np.quantile(boots, [0.025, 0.975]) if len(draws) > 1 else (np.nan, np.nan)
         out.append({"shots": float(k), "saved": float(est), "ci_low": float(lo), "ci_high": float(hi),
                     "censored": bool(np.isinf(est))})
     return pd.DataFrame(out)
