@@ -35,7 +35,7 @@ import pandas as pd
 
 from deepfeat.classify import load_xy
 from deepfeat.featurize import Featurizer
-from deepfeat.label.simulate import labels_saved, paired_difference, simulate_acquisition
+from deepfeat.label.simulate import acquisition_report, simulate_acquisition
 
 DATA = Path(os.environ.get("DEEPFEAT_DATA", "/work/data"))
 
@@ -59,35 +59,22 @@ def embeddings(name: str, split: str, cache: str) -> tuple[np.ndarray, np.ndarra
     return res.features[ok], np.asarray(y)[ok]
 
 
-def report(table: pd.DataFrame, name: str) -> list[str]:
-    lines = [f"## {name}", "", "| comparison | k | draws | mean A | mean B | A - B (points) | 95 % interval |",
-             "|---|---|---|---|---|---|---|"]
-    comps = [
-        ("first vs random", {"strategy": "first", "unlabeled": False}, {"strategy": "random", "unlabeled": False}),
-        ("next vs random", {"strategy": "next", "unlabeled": False}, {"strategy": "random", "unlabeled": False}),
-    ]
-    if table["unlabeled"].any():
-        for s in ("random", "first", "next"):
-            comps.append((f"{s}: with vs without unlabelled", {"strategy": s, "unlabeled": True},
-                          {"strategy": s, "unlabeled": False}))
-    for title, a, b in comps:
-        d = paired_difference(table, a, b)
-        for r in d.itertuples(index=False):
-            lines.append(f"| {title} | {r.shots} | {r.draws} | {100 * r.a:.1f} | {100 * r.b:.1f} | "
-                         f"{100 * r.diff:+.1f} | {100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f} |")
-    lines += ["", "| labels per class saved at equal accuracy (vs random) | k | saved | 95 % interval |",
-              "|---|---|---|---|"]
-    for s in ("first", "next"):
-        for r in labels_saved(table, s).itertuples(index=False):
-            saved = f"more than {max(table.shots) - r.shots:g}" if r.censored else (
-                f"{r.saved:+.2f}" if r.saved > 0 else f"nothing saved ({r.saved:+.2f})")
-            lines.append(f"| {s} | {r.shots:g} | {saved} | {r.ci_low:+.2f} to {r.ci_high:+.2f} |")
-    semi = table[table["unlabeled"]]
-    if len(semi):
-        used = semi.groupby("shots")["semi_used"].apply(lambda s: int(s.notna().sum()))
-        lines += ["", "semi-supervised candidate used (draws x strategies): "
-                  + ", ".join(f"k={k}: {n} of {int((semi.shots == k).sum())}" for k, n in used.items())]
-    return lines
+def selection_speed(X: np.ndarray, n_rows: int = 10_000, n: int = 50, seed: int = 0) -> dict[str, float]:
+    """Seconds to fit and select ``n`` of ``n_rows`` embeddings (real rows resampled with a
+    little noise up to ``n_rows``): FirstSelector, and NextSelector with 100 labelled rows."""
+    from deepfeat.label import FirstSelector, NextSelector
+
+    rng = np.random.default_rng(seed)
+    E = X[rng.integers(0, len(X), n_rows)]
+    E = E + rng.normal(0, 0.05 * float(E.std()), E.shape).astype(E.dtype)
+    t0 = time.perf_counter()
+    FirstSelector().fit(E).select(n)
+    first = time.perf_counter() - t0
+    lab = rng.choice(n_rows, 100, replace=False)
+    rest = np.setdiff1d(np.arange(n_rows), lab)
+    t0 = time.perf_counter()
+    NextSelector().fit(E[rest], X_labeled=E[lab], y_labeled=rng.integers(0, 10, 100)).select(n)
+    return {"first": first, "next": time.perf_counter() - t0}
 
 
 def main() -> int:
@@ -99,19 +86,28 @@ def main() -> int:
     ap.add_argument("--no-unlabeled", action="store_true")
     ap.add_argument("--out", default=None, help="JSON lines, one per (dataset, strategy, k, draw)")
     ap.add_argument("--from-jsonl", default=None, help="only print the report of rows written by --out")
+    ap.add_argument("--speed-only", action="store_true", help="only time the selection (50 of 10,000)")
     args = ap.parse_args()
     if args.from_jsonl:
         rows = pd.read_json(args.from_jsonl, lines=True)
         for name, table in rows.groupby("dataset", sort=False):
-            print("\n".join(report(table.drop(columns="dataset"), name)) + "\n")
+            print("\n".join(acquisition_report(table.drop(columns="dataset"), name)) + "\n")
         return 0
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     sink = open(args.out, "a") if args.out else None
     for name in args.datasets.split(","):
         cache = os.path.join(args.cache_dir, f"{name}.h5")
         Xp, yp = embeddings(name, "train", cache)
+        if args.speed_only:
+            sp = selection_speed(Xp)
+            print(f"{name}: selection of 50 of 10,000 embeddings ({Xp.shape[1]}-d): first {sp['first']:.2f} s, "
+                  f"next {sp['next']:.2f} s (fit + select)")
+            continue
         Xt, yt = embeddings(name, "test", cache)
         print(f"{name}: pool {len(yp)} ({len(np.unique(yp))} classes), test {len(yt)}", flush=True)
+        sp = selection_speed(Xp)
+        print(f"selection speed: 50 of 10,000 embeddings ({Xp.shape[1]}-d): first {sp['first']:.2f} s, "
+              f"next {sp['next']:.2f} s (fit + select)", flush=True)
         t0 = time.perf_counter()
 
         def on_row(row, name=name):
@@ -121,7 +117,7 @@ def main() -> int:
 
         table = simulate_acquisition(Xp, yp, Xt, yt, shots=[int(k) for k in args.shots.split(",")],
                                      draws=args.draws, unlabeled=not args.no_unlabeled, on_row=on_row)
-        print("\n".join(report(table, name)))
+        print("\n".join(acquisition_report(table, name)))
         print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any
 from deepfeat.cli.options import add_runtime_options, featurizer_kwargs
 from deepfeat.cli.validate import backbone_name, checked, comma_choices, field, integer, numbers
 from deepfeat.finetune.recipe import Recipe
+from deepfeat.label.selectors import STRATEGIES
 from deepfeat.pipelines.audit import check_threshold
 from deepfeat.pipelines.experiment import run_experiment
 from deepfeat.pipelines.extrapolate import check_targets
@@ -153,6 +154,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="auto: also measure fit's automatic choice of space and head, made inside each "
         "training draw (an extra curve 'auto' next to each fixed space)",
     )
+    g.add_argument(
+        "--acquisition",
+        type=comma_choices(STRATEGIES),
+        default=None,
+        help="instead of the learning curves: simulate labelling rounds with these strategies "
+        f"({','.join(STRATEGIES)}), with and without the unlabelled rest of the pool, "
+        "--repeats paired draws at each --shots; writes acquisition.csv and acquisition.md",
+    )
     g.add_argument("--seed", type=int, default=_D["seed"], help="base seed (default: %(default)s)")
     g.add_argument(
         "--strategies", default=",".join(_D["strategies"]), type=checked(parse_strategies),
@@ -169,6 +178,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     cache = fkw.pop("cache", None)
     progress = fkw.pop("progress", False)
     out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.src)))
+    if args.acquisition:
+        from deepfeat.label.experiment import run_acquisition
+
+        fkw.update(backbone=args.backbones[0], progress=progress)
+        return run_acquisition(args.src, out, strategies=args.acquisition, shots=args.shots,
+                               repeats=args.repeats, test_src=args.test_src, test_size=args.test_size,
+                               cache=cache, featurizer_options=fkw, seed=args.seed), 0
     res = run_experiment(
         args.src,
         out,
@@ -197,6 +213,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def format_text(r: dict[str, Any]) -> str:
+    if "lines" in r:  # --acquisition
+        return "\n".join([*r["lines"], f"report: {r['report']}; rows: {r['table']}"])
     ref = r["reference_shots"]
     lines = [f"held-out accuracy at k={ref} (and with all training images, one draw):"]
     for space, by_k in r["accuracy"].items():

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.label.geometry import (
@@ -324,8 +325,10 @@ class NextSelector(_Base):
             if len(self.classes_) < 2:
                 P = np.ones((len(self.unit_), 1))  # one class known: no margin, typicality decides
             else:
-                head = self._head().fit(np.asarray(X_labeled, dtype=np.float64), self.y_labeled_)
-                P = head.predict_proba(np.asarray(X, dtype=np.float64))
+                # one BLAS thread, as classify's refits: small fits lose most to thread contention
+                with threadpool_limits(limits=1, user_api="blas"):
+                    head = self._head().fit(np.asarray(X_labeled, dtype=np.float64), self.y_labeled_)
+                    P = head.predict_proba(np.asarray(X, dtype=np.float64))
                 self.classes_ = np.asarray(getattr(head, "classes_", self.classes_))
         srt = np.sort(P, axis=1)
         self.proba_ = P

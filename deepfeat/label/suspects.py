@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
 
 from deepfeat.classify.cv import class_counts
 from deepfeat.label.picks import Picks
@@ -61,7 +62,7 @@ def suspect_labels(
     score = np.full(len(y), np.nan)
     if len(counts) >= 2 and min(counts.values()) >= 2:
         folds = StratifiedKFold(min(5, min(counts.values())), shuffle=True, random_state=random_state)
-        with ignoring_warnings(UserWarning):
+        with ignoring_warnings(UserWarning), threadpool_limits(limits=1, user_api="blas"):
             P = cross_val_predict(head, U.astype(np.float64), y, cv=folds, method="predict_proba")
         classes = np.unique(y)
         given = np.searchsorted(classes, y)
