@@ -7,6 +7,12 @@ import os
 from typing import Any
 
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
+from deepfeat.cli.text_inputs import (
+    add_text_options,
+    check_model_reads,
+    pick_backbone,
+    read_labeled_texts,
+)
 from deepfeat.cli.validate import integer
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize.inputs import load_labeled, scan_images
@@ -18,7 +24,8 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("items", metavar="POOL", help="unlabelled items: folder (recursive), .txt listing, or manifest")
+    p.add_argument("items", metavar="POOL", help="unlabelled items: folder (recursive), .txt listing, or manifest; "
+                   "texts: a CSV/TSV/parquet with a text column or a .txt file, one text per line")
     p.add_argument("--n", type=integer(1), default=50, help="items to pick (default: %(default)s)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--model", default=None, help="a model saved by `deepfeat fit`: pick what it is least sure of")
@@ -31,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true",
                    help="--model: load a .joblib model this machine did not save (unpickling can run code)")
     p.add_argument("--seed", type=int, default=0, help="seeds the projection and the clustering")
-    add_backbone_options(p)
+    p.add_argument("--label-col", "--label-column", dest="label_col", default="label",
+                   help="--labeled: label column of a manifest or CSV of texts")
+    add_text_options(p)
+    add_backbone_options(p, texts=True)
     add_runtime_options(p)
 
 
@@ -41,7 +51,21 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
     if not args.out.lower().endswith(".csv"):
         raise InvalidParameterError(f"--out must name a .csv file, got {args.out!r}")
-    pool, skipped = scan_images(args.items)
+    if args.model is not None:
+        kind = None  # the model says what it reads (checked once it is loaded)
+    else:
+        args.backbone, kind = pick_backbone(args.backbone, args.items, args.text_col)
+    if kind is None:
+        from deepfeat.cli.text_inputs import source_modality
+
+        kind = source_modality(args.items, args.text_col)
+    if kind == "text":
+        from deepfeat.featurize.text_sources import read_texts
+
+        ds = read_texts(args.items, text_col=args.text_col, label_col=None, labeled=False)
+        pool, skipped = ds.texts, [{"path": f["row"], "reason": f["reason"]} for f in ds.failed]
+    else:
+        pool, skipped = scan_images(args.items)
     if not pool:
         raise InputError(f"{args.items}: no items found")
     model = labeled = featurizer = None
@@ -52,22 +76,28 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         model = load(args.model, trusted=args.trust)
         if not hasattr(model, "search_"):
             raise InputError(f"{args.model} holds a {type(model).__name__}, not a model saved by `deepfeat fit`")
+        check_model_reads(model, args.items, args.text_col)
         model.set_params(cache=runtime_cache(args.cache, model.cache), device=args.device,
                          verbose=0 if args.quiet else 1)
     else:
-        from deepfeat.featurize.featurizer import Featurizer
+        from deepfeat.featurize.factory import make_featurizer
 
         kw = featurizer_kwargs(args)
         if kw.get("cache"):
             kw["cache"] = os.path.abspath(kw["cache"])
-        featurizer = Featurizer(**kw)
-        if args.labeled is not None:
-            ds = load_labeled(args.labeled)
-            labeled = (ds.paths, ds.labels)
+        featurizer = make_featurizer(**kw)
+        if args.labeled is not None and kind == "text":
+            tds = read_labeled_texts(args.labeled, args.text_col, args.label_col)
+            labeled = (tds.texts, tds.labels)
+        elif args.labeled is not None:
+            lds = load_labeled(args.labeled, label_col=args.label_col)
+            labeled = (lds.paths, lds.labels)
     s = suggest(pool, args.n, featurizer=featurizer, model=model, labeled=labeled, random_state=args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    s.table.to_csv(args.out, index=False)
     sheet = write_contact_sheet(s.table, os.path.splitext(args.out)[0] + ".html")
+    if kind == "text":  # the items are the texts themselves
+        s.table = s.table.rename(columns={"path": "text"})
+    s.table.to_csv(args.out, index=False)
     label = s.table[s.table.action == "label"]
     result = {
         "out": args.out,
@@ -91,7 +121,8 @@ def format_text(r: dict[str, Any]) -> str:
     if r["n_to_check"]:
         lines.append(f"{r['n_to_check']} labelled item(s) whose label looks wrong, listed after the picks")
     for row in r["picks"][:10]:
-        lines.append(f"  {row['rank']:>3} {row['action']:<5} {row['path']}: {row['reason']}")
+        item = row["path"] if "path" in row else row["text"]
+        lines.append(f"  {row['rank']:>3} {row['action']:<5} {item}: {row['reason']}")
     if len(r["picks"]) > 10:
         lines.append(f"  ... {len(r['picks']) - 10} more in {r['out']}")
     lines.append(f"wrote {r['out']} and the contact sheet {r['contact_sheet']}")

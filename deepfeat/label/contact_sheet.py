@@ -41,6 +41,8 @@ def _thumbnail(path: str) -> str | None:
 
 
 def _text(path: str) -> str:
+    if not os.path.isfile(path):  # a text itself (a row of a CSV of texts), not a file
+        return path[:_TEXT_CHARS]
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read(_TEXT_CHARS)
