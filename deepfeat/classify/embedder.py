@@ -43,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
+from deepfeat.featurize.backbones import backbone_modality
 from deepfeat.featurize.factory import featurizer_class
 
 __all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
@@ -115,8 +116,10 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         "lock_timeout": params.get("lock_timeout", 30.0),
         "progress": bool(params.get("progress", False)),
     }
-    cls = featurizer_class(spec["backbone"] if spec is not None else params.get("backbone", DEFAULT_BACKBONE))
-    accepted = set(inspect.signature(cls).parameters)
+    backbone = spec["backbone"] if spec is not None else params.get("backbone", DEFAULT_BACKBONE)
+    # this module's Featurizer for images (the name tests and callers may wrap)
+    cls = featurizer_class(backbone) if backbone_modality(backbone) == "text" else Featurizer
+    accepted = set(inspect.signature(featurizer_class(backbone)).parameters)
     runtime = {k: v for k, v in runtime.items() if k in accepted}  # a text featurizer has no jit
     if spec is None:
         space = {k: params[k] for k in (*SPACE_PARAMS, "max_length") if k in params and k in accepted}
@@ -327,7 +330,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         if self.on_error not in ON_ERROR:
             raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
-        if featurizer_class(self.backbone) is not Featurizer:
+        if backbone_modality(self.backbone) == "text":
             raise InvalidParameterError(
                 f"backbone {self.backbone!r} is a text encoder: use TextEmbedder for texts, or an image "
                 f"backbone such as {DEFAULT_BACKBONE!r} here"

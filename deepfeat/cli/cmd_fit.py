@@ -30,6 +30,7 @@ from deepfeat.cli.text_inputs import (
 )
 from deepfeat.cli.validate import checked, integer, number, scorer
 from deepfeat.exceptions import InputError, InvalidParameterError
+from deepfeat.featurize import DEFAULT_BACKBONE
 from deepfeat.featurize.inputs import load_labeled
 
 #: ``--deployable`` targets; ``onnx`` leaves out the heads the ONNX export refuses.
@@ -178,7 +179,8 @@ def candidate_spaces(args: argparse.Namespace) -> list[Any] | None:
         return None
     if args.backbones is None and args.layers is None and not getattr(args, "finetune", False):
         return "auto"
-    backbones = _list(args.backbones) or [args.backbone]
+    # --backbone defaults to the source's kind; candidate spaces are for images
+    backbones = _list(args.backbones) or [args.backbone or DEFAULT_BACKBONE]
     layers = _list(args.layers) or ([args.layer] if args.layer else None)
     # the ensemble space brings other backbones with their own pretrained weights: not
     # with random weights, a checkpoint, or a backbone about to be fine-tuned

@@ -29,9 +29,10 @@ def add_text_options(p: argparse.ArgumentParser) -> None:
                    help="text column of a CSV/TSV/parquet source of texts (default: text)")
 
 
-def source_modality(src: str, text_col: str = "text", path_col: str = "path") -> str:
+def source_modality(src: str, text_col: str = "text", path_col: str = "path", prefer: str | None = None) -> str:
     """``"text"`` for a source of texts, else ``"image"``. A manifest with neither column
-    counts as texts, so that the error names the text column asked for and the columns found."""
+    counts as ``prefer`` (the modality of the backbone asked for), else as texts, so that the
+    error names the column the command needs and the columns found."""
     if is_text_source(src, text_col=text_col):
         return "text"
     if Path(src).suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") and os.path.isfile(src):
@@ -40,7 +41,7 @@ def source_modality(src: str, text_col: str = "text", path_col: str = "path") ->
         except InputError:
             return "image"
         if path_col not in cols:
-            return "text"
+            return prefer or "text"
     return "image"
 
 
@@ -48,7 +49,7 @@ def pick_backbone(given: str | None, src: str, text_col: str, path_col: str = "p
     """The backbone for ``src`` and the source's modality: ``given``, else the default for
     the source (``minilm`` for texts). A text source given to an image backbone, or
     images to a text encoder, is one :class:`InvalidParameterError`."""
-    kind = source_modality(src, text_col, path_col)
+    kind = source_modality(src, text_col, path_col, prefer=None if given is None else backbone_modality(given))
     if given is None:
         return (DEFAULT_TEXT_BACKBONE if kind == "text" else DEFAULT_BACKBONE), kind
     check_reads(backbone_modality(given), kind, src, f"--backbone {given}")
