@@ -99,19 +99,19 @@ def test_an_interrupted_fit_resumes_to_the_same_result(split, tmp_path, monkeypa
     whole = ContrastiveTextClassifier(**kw, checkpoint_dir=tmp_path / "whole").fit(split["Xtr"], split["ytr"])
     assert whole.train_summary_["resumed_from"] == 0 and len(list((tmp_path / "whole").iterdir())) == 1
 
-    real_save, saves = train_mod._save_state, []
+    real_save, saves = train_mod.save_state, []
 
     def save_then_die(path, state):
         real_save(path, state)
         saves.append(state["step"])
         raise _Killed  # dies right after the first state is on disk
 
-    monkeypatch.setattr(train_mod, "_save_state", save_then_die)
+    monkeypatch.setattr(train_mod, "save_state", save_then_die)
     broken = ContrastiveTextClassifier(**kw, checkpoint_dir=tmp_path / "broken")
     with pytest.raises(_Killed):
         broken.fit(split["Xtr"], split["ytr"])
     assert saves == [1] and not hasattr(broken, "head_")
-    monkeypatch.setattr(train_mod, "_save_state", real_save)
+    monkeypatch.setattr(train_mod, "save_state", real_save)
 
     resumed = clone(broken).fit(split["Xtr"], split["ytr"])
     assert resumed.train_summary_["resumed_from"] == 1 and resumed.train_summary_["steps_run"] == STEPS - 1

@@ -200,7 +200,33 @@ def describe_failures(failures: Sequence[dict[str, Any]], total: int, limit: int
     return f"{len(failures)} of {total} images could not be read: {head}{more}"
 
 
-class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CarriedCacheMixin:
+    """Pickling and runtime settings of the embedders (images and texts).
+
+    The featurizer (a network) is not pickled: it is rebuilt from ``featurizer_spec_``. With
+    ``cache=None`` the process's temporary cache is carried to the process that unpickles the
+    embedder (a worker of a parallel search), so that every worker fills and reads one cache.
+    """
+
+    def _carries_cache(self) -> bool:
+        return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("featurizer_", None)
+        if self.cache is None and self._carries_cache():
+            state["_carried_cache"] = _usable_carried(state.get("_carried_cache")) or process_cache_path()
+        return state
+
+    def _runtime_params(self) -> dict[str, Any]:
+        """``get_params()`` with ``cache=None`` replaced by a temporary cache carried in, if any."""
+        params = self.get_params()
+        if params["cache"] is None:
+            params["cache"] = _usable_carried(getattr(self, "_carried_cache", None))
+        return params
+
+
+class ImageEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Images in, embeddings out: a truncated pretrained CNN as a scikit-learn transformer.
 
     Nothing is built in ``__init__``: ``fit`` resolves the backbone and takes the
@@ -299,22 +325,6 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.input_tags.string = True  # file paths
         tags.transformer_tags.preserves_dtype = []  # always float32 embeddings
         return tags
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("featurizer_", None)  # a torch module: rebuilt from featurizer_spec_
-        if self.cache is None:
-            # Carry the temporary cache to the process that unpickles this (a worker of a
-            # parallel search), so that every worker fills and reads one cache.
-            state["_carried_cache"] = _usable_carried(state.get("_carried_cache")) or process_cache_path()
-        return state
-
-    def _runtime_params(self) -> dict[str, Any]:
-        """``get_params()`` with ``cache=None`` replaced by a temporary cache carried in, if any."""
-        params = self.get_params()
-        if params["cache"] is None:
-            params["cache"] = _usable_carried(getattr(self, "_carried_cache", None))
-        return params
 
     def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
         """Resolve the backbone and take its featurizer; nothing is learned from ``X``.

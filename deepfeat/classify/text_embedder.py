@@ -24,9 +24,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.classify.embedder import (
     ON_ERROR,
-    _usable_carried,
+    CarriedCacheMixin,
     describe_failures,
-    process_cache_path,
     shared_featurizer,
 )
 from deepfeat.exceptions import InputError, InvalidParameterError
@@ -86,7 +85,7 @@ def as_text_list(X: Any) -> list[Any]:
     return items
 
 
-class TextEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class TextEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Texts in, embeddings out: a pretrained sentence encoder (or TF-IDF) as a transformer.
 
     Parameters
@@ -173,18 +172,8 @@ class TextEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags.transformer_tags.preserves_dtype = []
         return tags
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("featurizer_", None)
-        if self.cache is None and self.backbone != TFIDF:
-            state["_carried_cache"] = _usable_carried(state.get("_carried_cache")) or process_cache_path()
-        return state
-
-    def _runtime_params(self) -> dict[str, Any]:
-        params = self.get_params()
-        if params["cache"] is None:
-            params["cache"] = _usable_carried(getattr(self, "_carried_cache", None))
-        return params
+    def _carries_cache(self) -> bool:
+        return self.backbone != TFIDF  # TF-IDF is fitted, never cached
 
     def fit(self, X: Any, y: Any = None) -> TextEmbedder:
         """Take the encoder's featurizer (nothing learned), or fit TF-IDF on ``X``.

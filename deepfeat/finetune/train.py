@@ -34,6 +34,7 @@ from deepfeat.finetune.images import PixelBank, stratified_holdout
 from deepfeat.finetune.network import FineTuneNet
 from deepfeat.finetune.recipe import Recipe
 from deepfeat.process_state import forked_torch_rng
+from deepfeat.training_state import load_state, save_state
 
 __all__ = ["TrainResult", "autocast", "build_optimizer", "fine_tune", "STATE_VERSION"]
 
@@ -131,26 +132,6 @@ def _evaluate(net: FineTuneNet, bank: PixelBank, y: torch.Tensor, idx: np.ndarra
     return correct / len(idx), loss / len(idx)
 
 
-def _save_state(path: str, state: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(path: str | None, identity: str) -> dict[str, Any] | None:
-    if not path or not os.path.isfile(path):
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged file means: start again
-        log.warning("training state %s unreadable (%s); starting from scratch", path, exc)
-        return None
-    if state.get("version") != STATE_VERSION or state.get("identity") != identity:
-        log.warning("training state %s belongs to another run; starting from scratch", path)
-        return None
-    return state
-
-
 def _cpu_state(module_or_opt: Any) -> dict[str, Any]:
     return copy.deepcopy({k: (v.detach().cpu() if torch.is_tensor(v) else v)
                           for k, v in module_or_opt.state_dict().items()})
@@ -232,7 +213,7 @@ def fine_tune(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     start, best_state, best_score, bad, done = 0, None, (-1.0, float("-inf")), 0, False
-    saved = _load_state(state_path, identity)
+    saved = load_state(state_path, identity, STATE_VERSION)
     if saved is not None:
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["opt"])
@@ -306,7 +287,7 @@ def fine_tune(
                     result.stopped_early = done = True
                 done = done or epoch + 1 == recipe.epochs
                 if state_path:
-                    _save_state(state_path, {
+                    save_state(state_path, {
                         "version": STATE_VERSION, "identity": identity, "epoch": epoch + 1,
                         "net": _cpu_state(net), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "scaler": scaler.state_dict() if scaler is not None else {},

@@ -3,7 +3,7 @@
 :class:`ContrastiveTextClassifier` tunes the encoder on pairs made from the labelled texts
 (same label: similar; different labels: dissimilar), then fits a logistic regression on
 the tuned embeddings. The room sits beside :mod:`deepfeat.finetune` (the image
-fine-tune); it imports only :mod:`deepfeat.featurize.hashing`, :mod:`deepfeat.process_state`,
+fine-tune); it imports only :mod:`deepfeat.featurize.hashing`, :mod:`deepfeat.process_state`, :mod:`deepfeat.training_state`,
 :mod:`deepfeat.extras` and :mod:`deepfeat.exceptions`, and nothing below imports it.
 """
 

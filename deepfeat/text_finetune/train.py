@@ -31,6 +31,7 @@ import numpy as np
 
 from deepfeat.process_state import forked_torch_rng
 from deepfeat.text_finetune.encoder import SentenceEncoder
+from deepfeat.training_state import load_state, save_state
 
 __all__ = ["STATE_VERSION", "TrainResult", "balanced_cosine_loss", "sample_batch", "train_contrastive"]
 
@@ -107,33 +108,6 @@ def balanced_cosine_loss(emb: Any, codes: Any) -> Any:
     return sum(parts) / len(parts)
 
 
-# The same atomic write and identity check as deepfeat.finetune.train's: not imported from
-# there because that module pulls in timm and the image featurizer (seconds of import) for
-# two five-line functions. Candidates for one shared home.
-def _save_state(path: str, state: dict[str, Any]) -> None:
-    import torch
-
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(path: str | None, identity: str) -> dict[str, Any] | None:
-    import torch
-
-    if not path or not os.path.isfile(path):
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged file means: start again
-        log.warning("training state %s unreadable (%s); starting from scratch", path, exc)
-        return None
-    if state.get("version") != STATE_VERSION or state.get("identity") != identity:
-        log.warning("training state %s belongs to another run; starting from scratch", path)
-        return None
-    return state
-
-
 def _lr_at(step: int, steps: int, lr: float, warmup: float) -> float:
     """Linear warm-up over the first ``warmup`` fraction of the steps, then linear decay to 0."""
     w = max(1, math.ceil(warmup * steps)) if warmup > 0 else 0
@@ -208,7 +182,7 @@ def train_contrastive(
     result = TrainResult()
 
     start = 0
-    saved = _load_state(state_path, identity)
+    saved = load_state(state_path, identity, STATE_VERSION)
     if saved is not None:
         model.load_state_dict(saved["weights"], strict=False)
         opt.load_state_dict(saved["opt"])
@@ -223,7 +197,7 @@ def train_contrastive(
 
     def save(step: int) -> None:
         if state_path:
-            _save_state(state_path, {
+            save_state(state_path, {
                 "version": STATE_VERSION, "identity": identity, "step": step,
                 "weights": {n: p.detach().clone() for n, p in model.named_parameters() if n in names},
                 "opt": opt.state_dict(), "losses": result.losses,
