@@ -42,3 +42,17 @@ def test_suggest_texts_with_an_image_backbone_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "texts" in err[0], err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_acquisition_experiment_reads_texts(tmp_path, tmp_path_factory):
+    """experiment --acquisition on a CSV of texts: simulated rounds on the encoder's rows."""
+    from deepfeat.label.experiment import run_acquisition
+
+    X, y = sentiment()
+    pd.DataFrame({"text": X, "label": y}).to_csv(tmp_path / "s.csv", index=False)
+    res = run_acquisition(str(tmp_path / "s.csv"), str(tmp_path / "acq"), strategies=["random", "first"],
+                          shots=[2], repeats=2, cache=text_cache(tmp_path_factory), unlabeled=False,
+                          featurizer_options={"device": "cpu", "precision": "fp32"})
+    table = pd.read_csv(res["table"])
+    assert set(table.strategy) == {"random", "first"} and table.accuracy.between(0, 1).all()
+    assert res["n_pool"] + res["n_test"] == len(X)

@@ -45,22 +45,36 @@ def run_acquisition(
         ``out``, ``table`` (CSV path), ``report`` (markdown path), ``lines`` (the report),
         ``n_pool``, ``n_test``.
     """
-    from deepfeat.featurize.featurizer import Featurizer
+    from deepfeat.featurize import DEFAULT_BACKBONE
+    from deepfeat.featurize.factory import make_featurizer
     from deepfeat.featurize.inputs import load_labeled
+    from deepfeat.featurize.text_sources import is_text_source, read_texts
     from deepfeat.pipelines.sampling import stratified_split
 
-    ds = load_labeled(src)
-    y = np.asarray(ds.labels)
-    paths = list(ds.paths)
+    options = dict(featurizer_options or {})
+    text = os.path.exists(os.fspath(src)) and is_text_source(src)
+
+    def read(where: str) -> tuple[list[str], np.ndarray]:
+        if text:  # a CSV / folder of texts: the items are the texts
+            t = read_texts(where, label_col="label", labeled=True)
+            return list(t.texts), np.asarray(t.labels)
+        d = load_labeled(where)
+        return list(d.paths), np.asarray(d.labels)
+
+    if text and options.get("backbone", DEFAULT_BACKBONE) == DEFAULT_BACKBONE:
+        from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE
+
+        options["backbone"] = DEFAULT_TEXT_BACKBONE
+    paths, y = read(src)
     if test_src is not None:
-        te = load_labeled(test_src)
+        te_items, te_y = read(test_src)
         pool_idx = np.arange(len(paths))
-        test_idx = np.arange(len(paths), len(paths) + len(te.paths))
-        paths += list(te.paths)
-        y = np.r_[y, np.asarray(te.labels)]
+        test_idx = np.arange(len(paths), len(paths) + len(te_items))
+        paths += te_items
+        y = np.r_[y, te_y]
     else:
-        pool_idx, test_idx = stratified_split(y, test_size, seed=seed)
-    res = Featurizer(**{**dict(featurizer_options or {}), "cache": cache}).featurize(paths)
+        pool_idx, test_idx = stratified_split(y, 0.25 if test_size is None else test_size, seed=seed)
+    res = make_featurizer(**{"backbone": DEFAULT_BACKBONE, **options, "cache": cache}).featurize(paths)
     ok = np.asarray(res.ok)
     pool_idx, test_idx = pool_idx[ok[pool_idx]], test_idx[ok[test_idx]]
     if not len(pool_idx) or not len(test_idx):
