@@ -87,3 +87,19 @@ def test_served_in_a_fresh_process(model_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_export_of_a_text_model_is_one_clear_line(tmp_path, capsys):
+    """ONNX export is for image models: a text model is refused by name, nothing written."""
+    from text_data import split
+
+    from deepfeat.classify import TransferClassifier, save
+    from deepfeat.cli.main import main
+
+    d = split()
+    m = TransferClassifier(backbone="tfidf", spaces=None, heads="logreg", cv=3).fit(list(d["X"]), d["y"])
+    save(m, tmp_path / "t.joblib")
+    code = main(["export", str(tmp_path / "t.joblib"), "--out", str(tmp_path / "t.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "image models only" in err[0], err
+    assert not (tmp_path / "t.onnx").exists()

@@ -171,6 +171,11 @@ def export_onnx(
         raise InputError(
             f"export needs a fitted image classifier saved by `deepfeat fit`, got {type(model).__name__}"
         )
+    if getattr(model, "_modality", lambda: "image")() == "text":
+        raise InputError(
+            "ONNX export covers image models only: a text model is served by `deepfeat serve MODEL` "
+            "(torch and transformers)"
+        )
     out = os.fspath(out)
     if not out.lower().endswith(".onnx"):
         raise InputError(f"--out {out}: an ONNX file name ends in .onnx")
