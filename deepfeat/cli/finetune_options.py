@@ -49,7 +49,8 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     """``--finetune`` and one option per recipe field (defaults: :class:`~deepfeat.finetune.Recipe`)."""
     g = p.add_argument_group("fine-tuning (with --finetune; see docs/finetune.md)")
     g.add_argument("--finetune", action="store_true",
-                   help="fine-tune the backbone first (LP-FT), then search the head on its embeddings")
+                   help="fine-tune the backbone first (images: LP-FT; texts: contrastive pairs, the SetFit "
+                        "idea), then search the head on its embeddings")
     helps = _field_help(Recipe)
     hints = typing.get_type_hints(Recipe)
     for f in fields(Recipe):
