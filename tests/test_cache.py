@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deepfeat.exceptions import CacheCorruptError, CacheLockedError
-from deepfeat.featurize.cache import FeatureCache
+from deepfeat.store import FeatureCache, JournalWriter
 
 
 def _keys(n: int, start: int = 0) -> list[str]:
@@ -60,13 +60,10 @@ def test_damaged_journal_tail_is_ignored_and_folded_in_by_next_writer(tmp_path):
     with c.writer():
         c.append("s", {}, _keys(4), np.ones((4, 3), np.float32))
     # simulate a killed writer: two intact records, then a torn third one
-    c2 = FeatureCache(path)
-    c2._lock = object()  # bypass the lock for the simulation; append only writes the journal
-    c2.append("s", {}, _keys(2, 10), np.full((2, 3), 2, np.float32))
-    c2.append("s", {}, _keys(2, 20), np.full((2, 3), 3, np.float32))
-    c2._jfh.close()
-    c2._lock = None
-    jpath = str(path) + ".journal"
+    jpath = c.journal_path
+    with JournalWriter(jpath) as journal:  # what a writer appends before it checkpoints
+        journal.append("s", {}, _keys(2, 10), np.full((2, 3), 2, np.float32))
+        journal.append("s", {}, _keys(2, 20), np.full((2, 3), 3, np.float32))
     size = os.path.getsize(jpath)
     with open(jpath, "r+b") as fh:
         fh.truncate(size - 5)
@@ -80,17 +77,14 @@ def test_damaged_journal_tail_is_ignored_and_folded_in_by_next_writer(tmp_path):
 
 
 def test_reader_indexed_before_a_checkpoint_still_finds_journal_rows(tmp_path):
-    """Journal rows are read from disk on demand: a fold by a writer in between is followed."""
+    """Journal rows are read from disk on demand: a merge by a writer in between is followed."""
     path = tmp_path / "c.h5"
     _fill(path, n=4, dim=3)
-    c = FeatureCache(path)
-    c._lock = object()  # journal-only append, as a writer that is still running
-    c.append("s", {}, _keys(3, 50), np.full((3, 3), 7, np.float32))
-    c._jfh.close()
-    c._lock = None
+    with JournalWriter(FeatureCache(path).journal_path) as journal:  # a writer still running
+        journal.append("s", {}, _keys(3, 50), np.full((3, 3), 7, np.float32))
     reader = FeatureCache(path)
     assert reader.spaces()["s"]["rows"] == 7  # index taken while 3 rows are journal-only
-    with FeatureCache(path).writer():  # the next writer folds the journal into the .h5
+    with FeatureCache(path).writer():  # the next writer merges the journal into the .h5
         pass
     assert not os.path.exists(str(path) + ".journal")
     got, found = reader.read("s", _keys(3, 50) + _keys(1))

@@ -17,9 +17,8 @@ import pytest
 
 from deepfeat.cli.main import main
 from deepfeat.exceptions import CacheCorruptError
-from deepfeat.featurize.cache import FeatureCache
-from deepfeat.featurize.journal import append_record, encode_record
-from deepfeat.featurize.verify import repair_cache, verify_cache
+from deepfeat.store import FeatureCache, repair_cache, verify_cache
+from deepfeat.store.journal import append_record, encode_record
 
 DATA = Path(__file__).parent / "data"
 
@@ -179,7 +178,7 @@ def _fold_worker(path: str, w: int, n: int) -> None:
     with open(journal, "ab", buffering=0) as fh:
         for s in range(0, len(keys), 7):
             append_record(fh, encode_record("s", {}, keys[s : s + 7], rows[s : s + 7]))
-    FeatureCache(path, lock_timeout=120).fold_journals([journal])
+    FeatureCache(path, lock_timeout=120).merge_journals([journal])
 
 
 def test_many_writers_add_segments_at_once_and_no_row_is_written_twice(tmp_path):

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from deepfeat.featurize.keyindex import KeyIndex
+from deepfeat.store import KeyIndex
 
 
 def _digests(n: int, salt: bytes = b"") -> list[str]:

@@ -77,4 +77,4 @@ def test_sigkill_then_resume_equals_a_clean_run(many_photos, tmp_path, kill_afte
     keys, rows = _keys_and_rows(cache, reader.fingerprint)
     assert len(keys) == len(set(keys)) == len(paths), "duplicate or missing rows"
     assert np.isfinite(rows).all()
-    assert not os.path.exists(str(cache) + ".journal"), "the folded-in journal is removed"
+    assert not os.path.exists(str(cache) + ".journal"), "the merged-in journal is removed"

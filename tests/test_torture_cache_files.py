@@ -29,8 +29,8 @@ from PIL import Image
 from deepfeat.cli.main import main
 from deepfeat.exceptions import CacheCorruptError
 from deepfeat.featurize import FeatureCache
-from deepfeat.featurize.journal import encode_record
-from deepfeat.featurize.verify import repair_cache, scan_journal, verify_cache
+from deepfeat.store import repair_cache, scan_journal, verify_cache
+from deepfeat.store.journal import encode_record
 
 DIM = 512  # 2 kB rows: a 1 MiB chunk holds 512 rows
 N = 3000

@@ -25,7 +25,7 @@ from PIL import Image
 
 from deepfeat.cli.main import main
 from deepfeat.featurize import FeatureCache, Featurizer
-from deepfeat.featurize.verify import verify_cache
+from deepfeat.store import verify_cache
 
 KW = TEST_RESNET
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,8 +34,8 @@ N = 24
 WRITER = textwrap.dedent(
     """
     import json, sys
-    import deepfeat.featurize.cache as cache_module
-    cache_module.JOURNAL_CHECKPOINT_BYTES = 4000  # a checkpoint (atomic rename) every few batches
+    from deepfeat.store import FeatureCache
+    FeatureCache.checkpoint_bytes = 4000  # a checkpoint (atomic rename) every few batches
     from deepfeat.featurize import Featurizer
     cache, listing, chunk, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     paths = open(listing, encoding="utf-8").read().split("\\n")
@@ -114,7 +114,7 @@ def test_second_writer_without_waiting_fails_clearly(world, tmp_path, capsys):
             textwrap.dedent(
                 """
             import sys, time
-            from deepfeat.featurize.cache import FeatureCache
+            from deepfeat.store import FeatureCache
             with FeatureCache(sys.argv[1]).writer():
                 print("holding", flush=True)
                 time.sleep(60)

@@ -23,7 +23,7 @@ from PIL import Image
 from deepfeat.cli.main import main
 from deepfeat.exceptions import CacheError
 from deepfeat.featurize import FeatureCache, Featurizer
-from deepfeat.featurize.verify import verify_cache
+from deepfeat.store import verify_cache
 
 KW = TEST_RESNET
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -132,7 +132,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_rows_in_the_journal(tiny_fs, images
         "the half-written segment was not removed"
     )
     assert _assert_rows_intact(cache, images, at_least=N) == N  # all rows readable (journal + .h5)
-    still_full = Featurizer(cache=cache, **KW).featurize(paths)  # cannot fold in yet: no error
+    still_full = Featurizer(cache=cache, **KW).featurize(paths)  # cannot merge in yet: no error
     assert still_full.summary["cached"] == N and still_full.ok.all()
     assert verify_cache(cache)["journal"]["rows"] == N - 6
 
@@ -141,7 +141,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_rows_in_the_journal(tiny_fs, images
     res = f.featurize(paths)
     assert res.summary["featurized"] == 0 and f.forward_passes == 0, "nothing needs computing again"
     np.testing.assert_allclose(res.features, clean.features, rtol=1e-5, atol=1e-6)
-    # the run that computed nothing still folded the journal into the .h5 file
+    # the run that computed nothing still merged the journal into the .h5 file
     report = verify_cache(cache)
     assert (
         report["ok"]
@@ -154,12 +154,12 @@ GROW_CHILD = textwrap.dedent(
     """
     import os, sys
     import numpy as np
-    import deepfeat.featurize.cache as cache_module
+    import deepfeat.store.atomic as atomic
     from deepfeat.exceptions import CacheError
-    from deepfeat.featurize.cache import FeatureCache
+    from deepfeat.store import FeatureCache
     fs, skip_preflight = sys.argv[1], sys.argv[2] == "1"
     if skip_preflight:  # let HDF5 itself run into the full disk
-        cache_module._check_free_space = lambda path, need: None
+        atomic.check_free_space = lambda path, need: None
     cache = FeatureCache(os.path.join(fs, "c.h5"))
     keys = [f"{i:032x}" for i in range(700)]
     rows = np.random.default_rng(0).normal(size=(700, 512)).astype(np.float32)
@@ -214,7 +214,7 @@ def test_checkpoint_that_cannot_grow_the_hdf5_file(tiny_fs, preflight):
     np.testing.assert_array_equal(got, rows)
     (tiny_fs / "ballast").unlink()
     with cache.writer():
-        pass  # folds the journal in now that there is room
+        pass  # merges the journal in now that there is room
     report = verify_cache(cache.path)
     assert report["ok"] and report["spaces"]["s"]["rows"] == 700 and report["journal"]["rows"] == 0
     got, found = FeatureCache(cache.path).read("s", keys)
@@ -225,13 +225,13 @@ def test_checkpoint_that_cannot_grow_the_hdf5_file(tiny_fs, preflight):
 def test_a_cache_on_read_only_media_is_read_without_error(tiny_fs, images):
     """A finished run never needs to write: with a killed run's journal left on a read-only
     mount, a run whose images are all cached reads them (journal included) and succeeds."""
-    from deepfeat.featurize.journal import encode_record
+    from deepfeat.store.journal import encode_record
 
     paths, clean = images
     cache = tiny_fs / "c.h5"
     f = Featurizer(cache=cache, **KW)
     f.featurize(paths[:6])
-    record = encode_record(f.fingerprint, f._space_attrs(), clean.keys[6:8], clean.features[6:8])
+    record = encode_record(f.fingerprint, f.encoder.space_attrs(), clean.keys[6:8], clean.features[6:8])
     Path(str(cache) + ".journal").write_bytes(record)  # as a killed run leaves it
     r = subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], capture_output=True, text=True)
     if r.returncode != 0:

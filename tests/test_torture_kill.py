@@ -2,7 +2,7 @@
 
 A child process featurizes into a cache that already holds some rows, with checkpoints
 forced every two batches, and kills itself with SIGKILL at a named point
-(``DEEPFEAT_TEST_KILL_AT``, see :mod:`deepfeat.featurize.faults`): while opening, between
+(``DEEPFEAT_TEST_KILL_AT``, see :mod:`deepfeat.faults`): while opening, between
 forward pass and write, in the middle of a journal record, after its fsync, and at every
 step of a checkpoint. After each kill the cache must read cleanly (only whole rows, all
 equal to a clean run's), lose no row that was durably written, and a resumed run must
@@ -31,10 +31,10 @@ import pytest
 from conftest import TEST_RESNET
 from PIL import Image
 
+from deepfeat.faults import ENV_VAR, KILL_POINTS
 from deepfeat.featurize import FeatureCache, Featurizer
-from deepfeat.featurize.faults import ENV_VAR, KILL_POINTS
-from deepfeat.featurize.journal import encode_record
-from deepfeat.featurize.verify import verify_cache
+from deepfeat.store import verify_cache
+from deepfeat.store.journal import encode_record
 
 KW = TEST_RESNET  # a tiny random-weights CNN: the kills, not the maths, are tested
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -46,8 +46,8 @@ N_BATCHES = (N_IMAGES - N_PRESENT) // BATCH  # 6 batches of 3 in the killed run
 CHILD = textwrap.dedent(
     """
     import sys
-    import deepfeat.featurize.cache as cache_module
-    cache_module.JOURNAL_CHECKPOINT_BYTES = int(sys.argv[3])
+    from deepfeat.store import FeatureCache
+    FeatureCache.checkpoint_bytes = int(sys.argv[3])
     from deepfeat.featurize import Featurizer
     paths = open(sys.argv[2], encoding="utf-8").read().split("\\n")
     Featurizer(cache=sys.argv[1], **{kw!r}).featurize(paths, return_features=False)
@@ -124,7 +124,7 @@ def world(tmp_path_factory):
     Featurizer(cache=base, **KW).featurize(paths[:N_PRESENT])
     f = Featurizer(**KW)
     fp = f.fingerprint
-    record = encode_record(fp, f._space_attrs(), clean.keys[:BATCH], clean.features[:BATCH])
+    record = encode_record(fp, f.encoder.space_attrs(), clean.keys[:BATCH], clean.features[:BATCH])
     checkpoint_bytes = len(record) * 3 // 2  # a checkpoint after every second batch
     return {
         "checkpoint_bytes": checkpoint_bytes,

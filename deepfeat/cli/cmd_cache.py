@@ -7,8 +7,7 @@ import os
 from typing import Any
 
 from deepfeat.exceptions import InputError, InvalidParameterError
-from deepfeat.featurize.cache import FeatureCache
-from deepfeat.featurize.verify import repair_cache, verify_cache
+from deepfeat.store import FeatureCache, repair_cache, verify_cache
 
 HELP = (
     "verify FILE: check a cache file, its segments and its journal; repair FILE --out NEW: salvage "

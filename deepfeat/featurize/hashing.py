@@ -14,7 +14,9 @@ import threading
 
 import numpy as np
 
-KEY_LENGTH = 32  # hex characters of a 128-bit BLAKE2b digest
+from deepfeat.store.format import KEY_LENGTH
+
+__all__ = ["KEY_LENGTH", "file_digest", "hash_array", "hash_bytes"]
 
 
 def hash_bytes(data: bytes) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deepfeat.featurize.hashing import KEY_LENGTH
+from deepfeat.store.format import KEY_LENGTH
 
 __all__ = ["KeyIndex"]
 

@@ -12,6 +12,7 @@ import os
 import time
 
 from deepfeat.exceptions import CacheLockedError
+from deepfeat.store.format import LOCK_SUFFIX
 
 __all__ = ["WriterLock"]
 
@@ -30,7 +31,7 @@ class WriterLock:
 
     def __init__(self, cache_path: str, timeout: float | None = 30.0) -> None:
         self.cache_path = cache_path
-        self.path = cache_path + ".lock"
+        self.path = cache_path + LOCK_SUFFIX
         self.timeout = timeout
         self._fd: int | None = None
 

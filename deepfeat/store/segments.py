@@ -15,7 +15,7 @@ write therefore does not grow with the cache. ``deepfeat cache compact`` merges 
 segments back into one file.
 
 This module owns the manifest: naming segments, reading and validating the list, and
-writing a new manifest file. :mod:`deepfeat.featurize.cache` does the rest.
+writing a new manifest file; :mod:`deepfeat.store.writer` commits segments with it.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import h5py
 import numpy as np
 
 from deepfeat.exceptions import CacheCorruptError
-from deepfeat.featurize.hashing import KEY_LENGTH
+from deepfeat.store.format import H5_ERRORS, KEY_LENGTH, SEGMENT_DIR_SUFFIX
+from deepfeat.store.layout import write_space_attrs
 
-__all__ = ["SEGMENT_DIR_SUFFIX", "Segment", "new_segment_name", "read_manifest", "segment_dir",
+__all__ = ["Segment", "new_segment_name", "read_manifest", "segment_dir",
            "write_manifest"]
 
-SEGMENT_DIR_SUFFIX = ".d"
 #: Highest number of segments a manifest may list (a forged list is refused beyond it).
 MAX_SEGMENTS = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.h5$")
@@ -60,7 +60,7 @@ def segment_dir(path: str) -> str:
 
 
 def new_segment_name(kind: str) -> str:
-    """A fresh, unique segment file name; ``kind`` says who wrote it (``j``: a journal fold)."""
+    """A fresh, unique segment file name; ``kind`` says who wrote it (``j``: a journal merge)."""
     return f"{kind}-{uuid.uuid4().hex}.h5"
 
 
@@ -68,7 +68,7 @@ def read_manifest(f: h5py.File, path: str) -> list[Segment]:
     """The segments listed by an open version-2 cache file, validated."""
     try:
         raw = f.attrs.get("segments")
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except H5_ERRORS as exc:
         raise CacheCorruptError(f"{path}: unreadable segment list ({exc})") from None
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
@@ -129,10 +129,7 @@ def write_manifest(
             parts = [(s.file, s.rows[name]) for s in segments if s.rows.get(name)]
             total = sum(n for _, n in parts)
             g = group.create_group(name)
-            for k, v in attrs.items():
-                if k == "rows":
-                    continue
-                g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
+            write_space_attrs(g, attrs, skip=("rows",))
             # Virtual datasets: plain h5py (and pandas through it) sees every row of every
             # segment as one matrix. A missing segment reads as NaN rows and empty keys.
             keys = h5py.VirtualLayout(shape=(total,), dtype=f"S{KEY_LENGTH}")
