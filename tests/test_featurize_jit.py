@@ -8,7 +8,8 @@ import torch
 
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.featurizer import JIT_MIN_IMAGES
-from deepfeat.featurize.runtime import resolve_runtime, trace_for_cpu
+from deepfeat.featurize.runtime import resolve_runtime
+from deepfeat.featurize.surgery import trace_for_cpu
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -30,8 +31,8 @@ def test_traced_network_gives_the_eager_embeddings(photo_dir, kw):
     traced = Featurizer(**kw, device="cpu", jit=True, batch_size=4)
     eager = Featurizer(**kw, device="cpu", jit=False, batch_size=4)
     got = traced.featurize(paths).features
-    assert traced._traced is not None, "the traced network was not used"
-    assert eager._traced is None
+    assert traced.encoder.traced is not None, "the traced network was not used"
+    assert eager.encoder.traced is None
     ref = eager.featurize(paths).features
     assert got.shape == ref.shape
     # bf16 rounds differently in fused kernels; fp32 agrees to rounding
@@ -41,14 +42,14 @@ def test_traced_network_gives_the_eager_embeddings(photo_dir, kw):
 def test_auto_traces_only_jobs_large_enough_to_repay_it(photo_dir):
     f = Featurizer(device="cpu")
     f.featurize(sorted(photo_dir.iterdir()))
-    assert f._traced is None and f._model is not None
+    assert f.encoder.traced is None and f.built
     f.prepare(JIT_MIN_IMAGES)
-    assert f._traced is not None
-    state = f.__getstate__()  # neither network is pickled
-    assert state["_traced"] is None and state["_model"] is None
+    assert f.encoder.traced is not None
+    state = f.encoder.__getstate__()  # neither network is pickled
+    assert state["traced"] is None and state["_model"] is None
     off = Featurizer(device="cpu", jit=False)
     off.prepare(10 * JIT_MIN_IMAGES)
-    assert off._traced is None
+    assert off.encoder.traced is None
 
 
 @pytest.mark.usefixtures("own_global_rng")  # the test's own code draws from them

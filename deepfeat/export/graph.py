@@ -42,7 +42,7 @@ class PartEmbedding(torch.nn.Module):
 
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         if getattr(self.backbone, "takes_raw_pixels", False):
-            # the first convolution absorbed the normalisation (featurize.runtime's
+            # the first convolution absorbed the normalisation (featurize.surgery's
             # fold_input_normalization): it takes the pixels as they are
             return self.backbone(pixels).float()
         return self.backbone(pixels.to(torch.float32) * self.scale + self.shift).float()

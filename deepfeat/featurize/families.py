@@ -13,15 +13,15 @@ from functools import lru_cache
 from torch import nn
 
 from deepfeat.exceptions import UnknownBackboneError, WeightsUnavailableError
-from deepfeat.featurize.backbones import (
+from deepfeat.featurize.preprocess import Preprocess
+from deepfeat.featurize.registry import (
     BackboneSpec,
     ResolvedBackbone,
-    _checkpoint_id,
-    _unknown_message,
+    checkpoint_id,
     register_family,
+    unknown_message,
     weights_unavailable,
 )
-from deepfeat.featurize.preprocess import Preprocess
 
 
 class TorchvisionFamily:
@@ -65,12 +65,12 @@ class TorchvisionFamily:
 
     def resolve(self, arch: str, weights: str | None, checkpoint: str | None) -> ResolvedBackbone:
         if arch not in self._archs():
-            raise UnknownBackboneError(_unknown_message(f"torchvision:{arch}"))
+            raise UnknownBackboneError(unknown_message(f"torchvision:{arch}"))
         w = self._weights_enum(arch, weights)  # preprocessing of the (default) weights
         preprocess = Preprocess.from_torchvision_transforms(w.transforms())
         name = f"torchvision:{arch}"
         if checkpoint:
-            wid = _checkpoint_id(checkpoint)
+            wid = checkpoint_id(checkpoint)
         elif weights is None:
             wid = "random"
         else:
@@ -111,7 +111,7 @@ class TimmFamily:
 
         base = arch.split(".", 1)[0]
         if not timm.is_model(base):
-            raise UnknownBackboneError(_unknown_message(f"timm:{arch}"))
+            raise UnknownBackboneError(unknown_message(f"timm:{arch}"))
         full = arch if (weights in (None, "DEFAULT") or "." in arch) else f"{arch}.{weights}"
         try:
             cfg = timm.models.get_pretrained_cfg(full)
@@ -122,7 +122,7 @@ class TimmFamily:
         preprocess = Preprocess.from_timm_config(resolve_data_config(cfg.to_dict()))
         name = f"timm:{arch}"
         if checkpoint:
-            wid = _checkpoint_id(checkpoint)
+            wid = checkpoint_id(checkpoint)
         elif weights is None:
             wid = "random"
         else:

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from deepfeat.exceptions import WeightsUnavailableError
-from deepfeat.featurize.backbones import register_backbone
 from deepfeat.featurize.hashing import file_digest
 from deepfeat.featurize.preprocess import Preprocess
+from deepfeat.featurize.registry import register_backbone
 
 __all__ = ["OFFLINE_ZOO", "OfflineModel", "map_by_position"]
 

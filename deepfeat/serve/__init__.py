@@ -2,7 +2,7 @@
 
 :func:`load_predictor` loads what is served (torch or onnxruntime), :func:`create_app`
 builds the FastAPI application, :class:`ServeLimits` holds its limits. Needs the ``serve``
-extra: ``pip install 'deepfeat[serve]'``. Nothing in deepfeat imports this package.
+extra: ``pip install 'deepfeat[serve]'``. Only the CLI (``deepfeat serve``) imports this package.
 """
 
 from deepfeat.serve.limits import ServeLimits
