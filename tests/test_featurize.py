@@ -122,7 +122,7 @@ def test_cache_hit_miss_changed_and_duplicate(photo_dir, tmp_path):
     f2 = Featurizer(cache=cache, **RANDOM)
     again = f2.featurize(paths)
     assert again.summary["featurized"] == 0 and again.summary["cached"] == len(paths)
-    assert f2.forward_passes == 0 and f2._model is None, "the model must not even be built"
+    assert f2.forward_passes == 0 and not f2.built, "the model must not even be built"
     np.testing.assert_array_equal(first.features, again.features)
 
     # duplicate: the same bytes under another name are featurized once, and share features

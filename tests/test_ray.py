@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from deepfeat.featurize import FeatureCache, Featurizer
-from deepfeat.featurize.ray_engine import pending_dir
-from deepfeat.featurize.verify import verify_cache
+from deepfeat.store import pending_dir, verify_cache
 
 ray = pytest.importorskip("ray")
 
@@ -87,7 +86,7 @@ def test_ray_engine_matches_local_and_a_rerun_computes_nothing(ray_cluster, face
     assert res.failures[0]["path"].endswith("broken.png")  # recorded, the job went on
     np.testing.assert_allclose(res.features[res.ok], local_rows.features[local_rows.ok], rtol=1e-4, atol=1e-5)
     _assert_complete(cache, local_rows)
-    assert not list(Path(pending_dir(str(cache))).glob("*.journal")), "journals left after the fold"
+    assert not list(Path(pending_dir(str(cache))).glob("*.journal")), "journals left after the merge"
     for engine in ("ray", "local"):
         f = Featurizer(cache=cache, engine=engine, ray_address=ray_cluster, **KW)
         again = f.featurize(faces)
@@ -151,16 +150,16 @@ def test_a_killed_driver_resumes_computing_only_what_is_missing(ray_cluster, fac
     finally:
         child.wait(60)
     # the driver's actors die with it; wait until no one holds their journals
-    from deepfeat.featurize.ray_engine import _locked_journals
+    from deepfeat.store.pending import locked_journals
 
     journals = sorted(str(p) for p in Path(pending_dir(str(cache))).glob("*.journal"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        with _locked_journals(journals) as free:
+        with locked_journals(journals) as free:
             if len(free) == len(journals):
                 break
         time.sleep(0.2)
-    from deepfeat.featurize.journal import read_records
+    from deepfeat.store import read_records
 
     left = {k for j in journals for r in read_records(j) for k in r.keys}
     assert left, "the killed driver's actors left no rows"

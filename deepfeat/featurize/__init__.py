@@ -7,8 +7,7 @@ be imported without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from deepfeat.lazy import lazy_exports
 
 _EXPORTS = {
     "DEFAULT_BACKBONE": "deepfeat.featurize.backbones",
@@ -16,7 +15,7 @@ _EXPORTS = {
     "list_backbones": "deepfeat.featurize.backbones",
     "register_backbone": "deepfeat.featurize.backbones",
     "resolve_backbone": "deepfeat.featurize.backbones",
-    "FeatureCache": "deepfeat.featurize.cache",
+    "FeatureCache": "deepfeat.store",
     "Featurizer": "deepfeat.featurize.featurizer",
     "FeaturizeResult": "deepfeat.featurize.featurizer",
     "LabeledInputs": "deepfeat.featurize.inputs",
@@ -28,18 +27,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _require(name: str, module: str) -> None:
     if module != "deepfeat.featurize.inputs":
         from deepfeat.extras import require
 
         require(f"deepfeat.featurize.{name}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, _require)

@@ -8,94 +8,32 @@ decodes and forwards its batch (on 2 CPUs: one actor, two calls side by side; on
 actors, one call each). Where Ray Data cannot run an actor's calls concurrently and an actor
 should use several cores, it runs one call at a time with a stream per core of its node.
 Each actor appends its rows to a journal
-of its own in ``<cache>.d/pending/`` (checksummed, fsynced before the batch is reported
-done) and holds an ``flock`` on it while it lives. When the dataset is consumed the driver
-folds the journals into one new segment of the cache
-(:meth:`~deepfeat.featurize.cache.FeatureCache.fold_journals`), skipping keys already
-stored, and deletes them.
+of its own in ``<cache>.d/pending/`` (:func:`~deepfeat.store.open_pending_journal`:
+checksummed, fsynced before the batch is reported done, locked while the actor lives).
+When the dataset is consumed the driver merges the journals into one new segment of the
+cache (:func:`~deepfeat.store.merge_orphan_journals`), skipping keys already stored, and
+deletes them.
 
 Faults: Ray restarts a killed actor and retries its batch; the rows of the batches it
 finished are in its journal, the retried batch is written again by another actor and
-folded once. A killed driver leaves the journals behind, unlocked; the next run (either
-engine) folds them in before deciding what to compute, so it computes only what is missing.
+merged once. A killed driver leaves the journals behind, unlocked; the next run (either
+engine) merges them in before deciding what to compute, so it computes only what is missing.
 The cache must therefore be on a filesystem every node sees, at the same path.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import glob
 import logging
-import os
-import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from deepfeat.exceptions import DeepfeatError
-from deepfeat.featurize.journal import append_record, encode_record
-from deepfeat.featurize.segments import segment_dir
+from deepfeat.store import merge_orphan_journals, open_pending_journal
 
-__all__ = ["fold_orphan_journals", "pending_dir", "run_on_ray"]
+__all__ = ["init_ray", "run_on_ray"]
 
 log = logging.getLogger(__name__)
-
-
-def pending_dir(cache_path: str) -> str:
-    """Where writers without the cache lock keep their journals until they are folded in."""
-    return os.path.join(segment_dir(cache_path), "pending")
-
-
-@contextlib.contextmanager
-def _locked_journals(paths: list[str]) -> Iterator[list[str]]:
-    """Lock each journal without waiting; yield those locked (their writers are gone)."""
-    held: list[tuple[str, int]] = []
-    try:
-        for p in paths:
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # a live writer holds it
-                continue
-            held.append((p, fd))
-        yield [p for p, _ in held]
-    finally:
-        for _, fd in held:
-            os.close(fd)
-
-
-def fold_orphan_journals(cache: Any, also: list[str] | None = None) -> int:
-    """Fold the pending journals no live writer holds (and ``also``) into ``cache``; delete them.
-
-    Returns rows added. Never waits for live writers and never fails on a read-only
-    folder (the rows then stay pending).
-    """
-    folder = pending_dir(cache.path)
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), "*.journal")))
-    also = [p for p in (also or []) if os.path.exists(p)]
-    if not found and not also:
-        return 0
-    with _locked_journals([p for p in found if p not in also]) as orphans:
-        todo = list(also) + orphans
-        if not todo:
-            return 0
-        try:
-            added = cache.fold_journals(todo, kind="w")
-        except (OSError, DeepfeatError) as exc:
-            log.info("%s: pending journals not folded in now (%s)", cache.path, exc)
-            return 0
-        for p in todo:
-            with contextlib.suppress(OSError):
-                os.remove(p)
-    log.debug("%s: folded %d rows from %d pending journal(s)", cache.path, added, len(todo))
-    return added
 
 
 #: Featurizer batches per actor call when an actor runs one call at a time: enough for
@@ -115,35 +53,27 @@ class _Embedder:
     streams itself, one per core of the node.
     """
 
-    def __init__(self, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
+    def __init__(self, cls: type, spec: dict[str, Any], overrides: dict[str, Any], cache_path: str | None,
                  attrs: dict[str, Any], threads: int, n_images: int,
                  space: str | None = None, single_stream: bool = False) -> None:
         import inspect
 
         import torch
 
-        from deepfeat.featurize.factory import featurizer_class
-
         torch.set_num_threads(max(1, threads))  # the actor's own process: its threads are ours
         if single_stream:  # decode and forward in the calling thread
             overrides = {**overrides, "num_workers": 0}
-        # an image Featurizer, or a TextFeaturizer (whose "paths" are the texts themselves)
-        cls = featurizer_class(spec["backbone"])
+        # the driver's featurizer class (its reader and encoder): an image Featurizer, or a
+        # TextFeaturizer whose "paths" are the texts themselves
         accepted = set(inspect.signature(cls).parameters)
         self.featurizer = cls.from_spec(spec, **{k: v for k, v in overrides.items() if k in accepted})
         self.featurizer.prepare(n_images)  # build (and trace, as the local engine would) once
         self.fingerprint = space or self.featurizer.fingerprint
         self.attrs = attrs
-        self.journal = None
-        self._fh = None
-        self._write = threading.Lock()  # concurrent calls append whole records, one at a time
-        if cache_path is not None:
-            folder = pending_dir(cache_path)
-            os.makedirs(folder, exist_ok=True)
-            # named by pid: a journal says which process writes it (the fault tests kill it)
-            self.journal = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex}.journal")
-            self._fh = open(self.journal, "ab", buffering=0)
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)  # released by the kernel when we die
+        # named by pid (a journal says which process writes it: the fault tests kill it) and
+        # locked while the actor lives; concurrent calls append whole records, one at a time
+        self._journal = open_pending_journal(cache_path) if cache_path is not None else None
+        self.journal = self._journal.path if self._journal is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = [str(k) for k in batch["key"]]
@@ -159,18 +89,17 @@ class _Embedder:
         out: dict[str, Any] = {"key": np.array(keys), "reason": np.array(reasons, dtype=object),
                                "journal": np.array([self.journal or ""] * len(keys), dtype=object)}
         store = np.dtype(self.featurizer.storage_dtype)
-        if self._fh is not None:
-            if ok:
-                rec = encode_record(self.fingerprint, self.attrs, [keys[i] for i in ok],
-                                    res.features[ok].astype(store))
-                with self._write:
-                    append_record(self._fh, rec, fsync=True)  # durable before the batch counts as done
+        if self._journal is not None:
+            if ok:  # durable before the batch counts as done
+                self._journal.append(self.fingerprint, self.attrs, [keys[i] for i in ok],
+                                     res.features[ok].astype(store))
         else:
             out["features"] = res.features.astype(np.float32)
         return out
 
 
-def _ray_init(address: str | None) -> None:
+def init_ray(address: str | None) -> None:
+    """Connect to the Ray cluster at ``address``, or start a local instance (once)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -204,7 +133,11 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
                bad: dict[str, str], cache: Any, keep: bool, space: str | None = None) -> int:
     """Embed the images ``paths`` (keys ``todo``) on Ray; return how many were embedded.
 
-    Rows go to ``cache`` (folded in before returning); without a cache they come back in
+    ``featurizer`` is the driver's :class:`~deepfeat.featurize.engine.FeaturizingEngine`;
+    each actor rebuilds one of its class from its ``spec`` (so this module imports no
+    featurizer, and the featurizers import it without a cycle). Texts go as ``paths``.
+
+    Rows go to ``cache`` (merged in before returning); without a cache they come back in
     ``computed``. Failed images are recorded in ``bad`` and never stop the job. ``space`` is the
     cache space the rows go to (default: the featurizer's fingerprint).
     """
@@ -213,7 +146,7 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
         import ray
     except ImportError:
         raise DeepfeatError("engine='ray' needs Ray Data: pip install 'deepfeat[ray]'") from None
-    _ray_init(featurizer.ray_address)
+    init_ray(featurizer.ray_address)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
@@ -236,7 +169,7 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
     overrides = {"device": device, "precision": featurizer.runtime.precision, "cache": None,
                  "batch_size": featurizer.batch_size, "num_workers": getattr(featurizer, "num_workers", 0),
                  "jit": getattr(featurizer, "jit", False), "max_pixels": getattr(featurizer, "max_pixels", None)}
-    attrs = featurizer._space_attrs()
+    attrs = featurizer.encoder.space_attrs()
     cache_path = cache.path if cache is not None else None
     # one block per call when calls run side by side (each is a task: no call waits for a
     # block another call holds); a few large blocks per actor otherwise
@@ -246,7 +179,7 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
                              override_num_blocks=max(1, blocks))
     out = ds.map_batches(
         _Embedder,
-        fn_constructor_kwargs={"spec": featurizer.spec, "overrides": overrides, "cache_path": cache_path,
+        fn_constructor_kwargs={"cls": type(featurizer), "spec": featurizer.spec, "overrides": overrides, "cache_path": cache_path,
                                "attrs": attrs, "space": space, "threads": per_actor["num_cpus"],
                                "n_images": len(todo), "single_stream": single_stream},
         batch_size=per_call,
@@ -271,7 +204,7 @@ def run_on_ray(featurizer: Any, todo: list[str], paths: list[str], computed: dic
                 computed[k] = batch["features"][i]
         journals.update(j for j in batch["journal"] if j)
     if cache is not None:
-        fold_orphan_journals(cache, also=sorted(journals))
+        merge_orphan_journals(cache, also=sorted(journals))
         if keep:  # the rows this job computed, as the local engine hands them back
             ok = [k for k in seen if k not in bad]
             vals, found = cache.read(space, ok)

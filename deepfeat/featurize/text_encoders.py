@@ -31,14 +31,14 @@ from torch import nn
 
 from deepfeat.exceptions import InvalidParameterError, LayerNotFoundError, WeightsUnavailableError
 from deepfeat.extras import MissingDependencyError
-from deepfeat.featurize.backbones import (
+from deepfeat.featurize.hashing import file_digest
+from deepfeat.featurize.registry import (
     BackboneSpec,
     ResolvedBackbone,
-    _checkpoint_id,
+    checkpoint_id,
     register_backbone,
     register_family,
 )
-from deepfeat.featurize.hashing import file_digest
 
 __all__ = [
     "DEFAULT_TEXT_BACKBONE",
@@ -264,7 +264,7 @@ class HuggingFaceTextFamily:
         name = f"hf:{arch}"
         local = os.path.isdir(arch)
         if checkpoint:
-            wid = _checkpoint_id(checkpoint)
+            wid = checkpoint_id(checkpoint)
         elif weights is None:
             wid = "random"
         else:
@@ -286,7 +286,7 @@ register_family("hf", HuggingFaceTextFamily())
 def middle_cut_point(backbone: str) -> str | None:
     """A middle layer of a text encoder (``encoder.layer.3`` of MiniLM's six), read from its
     configuration (no weights loaded); ``None`` when it has fewer than three layers."""
-    from deepfeat.featurize.backbones import resolve_backbone
+    from deepfeat.featurize.registry import resolve_backbone
 
     require_text(f"the text encoder {backbone!r}")
     from transformers import AutoConfig

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from deepfeat.exceptions import InputError
+from deepfeat.featurize.text_reader import ENCODING, text_problem
 
 __all__ = ["TEXT_EXTENSIONS", "TextInputs", "is_text_source", "read_columns", "read_texts", "ENCODING"]
 
-#: The one encoding texts are read with (named in every decoding failure).
-ENCODING = "utf-8"
 TEXT_EXTENSIONS = frozenset({".txt", ".text"})
 _MANIFEST = {".csv", ".tsv", ".parquet", ".pq"}
 
@@ -161,17 +160,6 @@ def read_texts(
     return out
 
 
-def _problem(text: str) -> str:
-    if not text:
-        return "empty text"
-    if not text.strip():
-        return "whitespace-only text"
-    bad = next((c for c in text if "\U0010ff80" <= c <= "\U0010ffff"), None)
-    if bad is not None:
-        return f"undecodable bytes (byte 0x{ord(bad) - 0x10FF00:02x} is not valid {ENCODING})"
-    return ""
-
-
 #: An undecodable byte b is read as the private-use character U+10FF00 + b (bytes 0x80-0xFF
 #: only), which every string tool (pandas included) passes through, so only its row fails.
 _BAD_BYTE = {0xDC00 + b: 0x10FF00 + b for b in range(0x80, 0x100)}
@@ -192,7 +180,7 @@ def _read(path: str) -> bytes:
 def _from_lines(path: str) -> TextInputs:
     texts, rows, failed = [], [], []
     for n, line in enumerate(_decode(_read(path)).splitlines(), 1):
-        why = _problem(line)
+        why = text_problem(line)
         if why:
             failed.append({"row": f"line {n}", "reason": why})
         else:
@@ -219,7 +207,7 @@ def _from_folder(root: str, labeled: bool) -> TextInputs:
                     failed.append({"row": path, "reason": "not a .txt file"})
                     continue
                 text = _decode(_read(path)).strip("\r\n")
-                why = _problem(text)
+                why = text_problem(text)
                 if why:
                     failed.append({"row": path, "reason": why})
                     continue
@@ -272,7 +260,7 @@ def _from_manifest(path: str, text_col: str, label_col: str | None, labeled: boo
     lab_values = df[label_col].tolist() if use_labels else [None] * len(df)
     for n, (t, lab) in enumerate(zip(df[text_col].tolist(), lab_values), 2):  # 2: header, 1-based
         t = "" if t is None or (isinstance(t, float) and t != t) else str(t)
-        why = _problem(t)
+        why = text_problem(t)
         if not why and use_labels and (lab is None or (isinstance(lab, float) and lab != lab) or not str(lab).strip()):
             why = "empty label"
         if why:

@@ -2,8 +2,8 @@
 
 ``deepfeat fit --finetune`` on texts tunes the encoder contrastively, then searches heads on
 the tuned encoder exactly as on the frozen one: the tuned weights become a ``checkpoint`` of
-the text backbone they were tuned from (``TransferClassifier(backbone="minilm",
-checkpoint=...)``), so the cache keys the tuned rows apart from the frozen ones (the
+the text backbone they were tuned from (``TransferClassifier(TextEmbedder("minilm",
+checkpoint=...))``), so the cache keys the tuned rows apart from the frozen ones (the
 checkpoint's content hash is its weights identifier), and predict, evaluate, serve and
 export see an ordinary model. The image fine-tune does the same
 (:class:`~deepfeat.finetune.FineTuneClassifier`'s ``checkpoint_``).

@@ -153,14 +153,9 @@ class SentenceEncoder:
 
     def pad(self, rows: Sequence[list[int]]) -> dict[str, Any]:
         """A batch padded to its longest row: ``input_ids`` and ``attention_mask``."""
-        import torch
+        from deepfeat.featurize.text_encoder import pad_ids
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
+        ids, mask = pad_ids(rows, self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
     def forward(self, rows: Sequence[list[int]]) -> Any:
