@@ -187,7 +187,7 @@ def test_the_auto_curve_is_its_own_curve(folders, first_run, monkeypatch):
     """--select auto: a curve of its own role, drawn and tabled with the learning curves,
     and the space "how many labels" is answered for (first_run warmed the cache)."""
     from deepfeat.pipelines import plots
-    from deepfeat.pipelines.spaces import AUTO
+    from deepfeat.pipelines.experiment_spaces import AUTO
 
     drawn = {}
     real = plots.plot_learning_curves

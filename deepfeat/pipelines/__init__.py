@@ -14,18 +14,20 @@ from deepfeat.pipelines.audit import NEAR_DUPLICATE_THRESHOLD, DataAudit, audit_
 from deepfeat.pipelines.demo import run_demo
 from deepfeat.pipelines.demo_data import export_demo_data, export_digits, export_lfw_subset
 from deepfeat.pipelines.experiment import ExperimentResult, run_experiment, transfer_verdict
+from deepfeat.pipelines.experiment_config import ExperimentConfig
+from deepfeat.pipelines.experiment_spaces import FeatureSpace, plan_spaces, suggest_layers
 from deepfeat.pipelines.extrapolate import Extrapolation, PowerLaw, extrapolate, fit_power_law
 from deepfeat.pipelines.heads import default_search_factory, fixed_head
 from deepfeat.pipelines.pixels import pixel_features
 from deepfeat.pipelines.protocol import Draw, ProtocolResult, make_draws, run_protocol
 from deepfeat.pipelines.sampling import parse_shots, sample_k_shot, stratified_split
-from deepfeat.pipelines.spaces import FeatureSpace, plan_spaces, suggest_layers
 from deepfeat.pipelines.summary import paired_gain, summarize, t_interval
 
 __all__ = [
     "NEAR_DUPLICATE_THRESHOLD",
     "DataAudit",
     "Draw",
+    "ExperimentConfig",
     "ExperimentResult",
     "Extrapolation",
     "FeatureSpace",

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.pipelines import plots, strategies
+from deepfeat.pipelines.experiment_result import versions
+from deepfeat.pipelines.experiment_spaces import AUTO, LAYER, TRANSFER
 from deepfeat.pipelines.extrapolate import BOOTSTRAP_METHOD
 from deepfeat.pipelines.heads import FIXED_HEAD_DESCRIPTION
-from deepfeat.pipelines.spaces import AUTO, LAYER, TRANSFER
 from deepfeat.pipelines.summary import CI_METHOD, NO_VERDICT, gains_frame
 
 if TYPE_CHECKING:
-    from deepfeat.pipelines.experiment import ExperimentResult
+    from deepfeat.pipelines.experiment_result import ExperimentResult
 
 __all__ = ["write_tables", "write_figures", "render_html", "write_outputs"]
 
@@ -624,8 +625,6 @@ def _cache_section(result: ExperimentResult) -> str:
 
 
 def _config_section(result: ExperimentResult) -> str:
-    from deepfeat.pipelines.experiment import versions
-
     cfg = pd.DataFrame(list(result.config.items()), columns=["setting", "value"])
     ver = pd.DataFrame(list(versions().items()), columns=["package", "version"])
     tim = pd.DataFrame(
