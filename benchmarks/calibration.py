@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfeat.classify import TransferClassifier
+from deepfeat.classify import ImageEmbedder, TransferClassifier
 from deepfeat.classify.calibration import temperature_proba
 from deepfeat.classify.cost import machine
 from deepfeat.classify.metrics import calibration_report
@@ -73,7 +73,7 @@ def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict 
         return None
     from deepfeat.classify import load
 
-    old = load(path, trusted=True).set_params(cache=cache, device="cpu")
+    old = load(path, trusted=True).set_embedder_params(cache=cache, device="cpu")
     proba = old.predict_proba(test.paths)
     r = calibration_report(test.labels, proba, old.classes_)
     return {
@@ -95,7 +95,7 @@ def run_setting(
     Xtr, ytr = per_class(train.paths, train.labels, n_per_class)
     cache = str(cache_dir / f"{ds_name}.h5")
     t0 = time.perf_counter()
-    clf = TransferClassifier(cache=cache, device="cpu").fit(Xtr, ytr)
+    clf = TransferClassifier(ImageEmbedder(cache=cache, device="cpu")).fit(Xtr, ytr)
     fit_s = time.perf_counter() - t0
     # the held-out embeddings once (a private helper: predict_proba and decision_function
     # would each read them again); the head's own outputs come from the fitted search

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepfeat.classify import EmbeddingClassifier, TransferClassifier, load_xy
+from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier, load_xy
 from deepfeat.featurize.hashing import hash_bytes
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "brain_mri4"
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. default backbone + default search
     t0 = time.perf_counter()
-    clf = TransferClassifier(cache=args.cache, device=args.device, verbose=1).fit(Xtr, ytr)
+    clf = TransferClassifier(ImageEmbedder(cache=args.cache, device=args.device), verbose=1).fit(Xtr, ytr)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     acc = clf.score(Xte, yte)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     sub = np.sort(np.concatenate([sub, extra]))
     X250, y250 = [Xtr[i] for i in sub], ytr[sub]
     t0 = time.perf_counter()
-    warm = TransferClassifier(cache=args.cache, device=args.device).fit(X250, y250)
+    warm = TransferClassifier(ImageEmbedder(cache=args.cache, device=args.device)).fit(X250, y250)
     result["fit_250_warm_cache"] = {
         "n_images": len(X250),
         "wall_seconds": round(time.perf_counter() - t0, 2),

@@ -69,9 +69,9 @@ def fit_default_model(d: Path) -> Path:
 
 
 def start(model: str, runtime: str, port: int, extra: list[str]) -> subprocess.Popen:
-    entry = ["-m", "deepfeat.serve"] if runtime == "onnx" else ["-m", "deepfeat.cli.main", "serve", "-q"]
+    # the CLI imports only the subcommand it runs: with --runtime onnx, torch is never imported
     proc = subprocess.Popen(
-        [sys.executable, *entry, model, "--runtime", runtime, "--port", str(port), *extra],
+        [sys.executable, "-m", "deepfeat.cli.main", "serve", "-q", model, "--runtime", runtime, "--port", str(port), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 300

@@ -11,7 +11,7 @@ On each draw every method fits the same texts and is scored on the same test tex
 - ``contrastive``: :class:`deepfeat.text_finetune.ContrastiveTextClassifier` with its defaults;
 - ``frozen_lr``: frozen MiniLM embeddings (mean pooled, normalised) + ``LogisticRegression()``;
 - ``tfidf_lr``: TF-IDF of 1-2 grams + ``LogisticRegression()``;
-- ``deepfeat_fit``: ``TransferClassifier(backbone="minilm")`` with ``fit`` defaults (skipped
+- ``deepfeat_fit``: ``TransferClassifier("minilm")`` with ``fit`` defaults (skipped
   with a message where this branch has no text backbone).
 
 Scores: accuracy (macro-F1 for spam). Intervals: 95 % paired bootstrap over the draws of
@@ -181,7 +181,7 @@ def fit_tfidf(Xtr: list[str], ytr: np.ndarray, Xte: list[str]) -> tuple[float, n
 
 
 def deepfeat_fit_unavailable() -> str | None:
-    """Why ``TransferClassifier(backbone="minilm")`` cannot run here, or None."""
+    """Why ``TransferClassifier("minilm")`` cannot run here, or None."""
     try:
         from deepfeat.classify import TransferClassifier
         from deepfeat.featurize import list_backbones
@@ -198,10 +198,10 @@ def deepfeat_fit_unavailable() -> str | None:
 
 
 def fit_deepfeat(Xtr: list[str], ytr: np.ndarray, Xte: list[str], seed: int) -> tuple[float, np.ndarray]:
-    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify import EmbeddingClassifier, TransferClassifier
 
     t0 = time.perf_counter()
-    clf = TransferClassifier(backbone="minilm", cache=None, random_state=seed).fit(Xtr, ytr)
+    clf = TransferClassifier("minilm", EmbeddingClassifier(random_state=seed)).fit(Xtr, ytr)
     seconds = time.perf_counter() - t0
     return seconds, clf.predict(Xte)
 
@@ -242,7 +242,7 @@ def run(a: argparse.Namespace, out: Callable[[str], None]) -> list[dict[str, Any
                         try:
                             sec, pred = fit_deepfeat(Xtr, ytr, Xte, d)
                         except Exception as exc:  # noqa: BLE001 - the other part's contract may lag
-                            out(f"dropping deepfeat_fit: TransferClassifier(backbone='minilm') failed "
+                            out(f"dropping deepfeat_fit: TransferClassifier('minilm') failed "
                                 f"on {name} k={k} draw {d}: {type(exc).__name__}: {exc}")
                             methods.remove(m)
                             rows = [r for r in rows if r["method"] != m]

@@ -28,10 +28,10 @@ def tone_images(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
 
 def fit_tiny(path: Path, heads: str = "logreg") -> Path:
     """Fit and save (``.joblib``, so recorded in the trust list) a dark/light classifier."""
-    from deepfeat.classify import TransferClassifier, save
+    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier, save
 
     X, y = tone_images(6)
-    clf = TransferClassifier(**TINY, heads=heads, spaces=None).fit(X, y)  # one space: fast
+    clf = TransferClassifier(ImageEmbedder(**TINY), EmbeddingClassifier(heads), spaces=None).fit(X, y)  # one space: fast
     save(clf, path)
     return path
 

@@ -12,7 +12,7 @@ from deepfeat.benchmarking import check_targets
 from deepfeat.benchmarking.cache_read import measure_cache_read
 from deepfeat.cli.main import main
 from deepfeat.featurize import FeatureCache
-from deepfeat.featurize.runtime import fold_batchnorm, optimize_for_inference
+from deepfeat.featurize.surgery import fold_batchnorm, optimize_for_inference
 
 
 def test_bench_cli_prints_each_contender_and_the_ratios(tmp_path, capsys):

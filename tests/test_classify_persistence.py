@@ -16,7 +16,14 @@ import pytest
 from sklearn.model_selection import KFold
 from test_classify_images import per_class_split, shared_cache_path, write_lfw
 
-from deepfeat.classify import EmbeddingClassifier, TransferClassifier, load, load_xy, save
+from deepfeat.classify import (
+    EmbeddingClassifier,
+    ImageEmbedder,
+    TransferClassifier,
+    load,
+    load_xy,
+    save,
+)
 from deepfeat.classify.persistence import trust_store_path
 from deepfeat.exceptions import InputError, UnknownBackboneError, WeightsUnavailableError
 
@@ -35,7 +42,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TransferClassifier
     X = np.array(X)
     tr, te = per_class_split(y, 12, seed=0, pool=20)
     cache = shared_cache_path(tmp_path_factory)
-    clf = TransferClassifier(cache=cache, device="cpu", heads="rbfsvm", spaces=None).fit(list(X[tr]), y[tr])
+    clf = TransferClassifier(ImageEmbedder(cache=cache, device="cpu"), EmbeddingClassifier("rbfsvm"),
+                             spaces=None).fit(list(X[tr]), y[tr])
     return clf, list(X[te])
 
 

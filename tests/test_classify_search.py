@@ -16,7 +16,7 @@ from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfeat.classify.calibration import TemperatureScaledClassifier
-from deepfeat.classify.candidates import DEFAULT_GRID, HEADS, make_preprocess, resolve_grid
+from deepfeat.classify.candidates import FULL_GRID, HEADS, make_preprocess, resolve_grid
 from deepfeat.classify.cv import small_data_cv
 from deepfeat.classify.search import EmbeddingClassifier, build_search
 from deepfeat.exceptions import InputError
@@ -81,7 +81,7 @@ def test_small_data_cv_rejects_a_single_example_class_clearly():
 
 # ---------------------------------------------------------------------------- search
 def test_default_grid_covers_the_kornblith_protocol():
-    Cs = np.array(DEFAULT_GRID["logreg"]["C"])
+    Cs = np.array(FULL_GRID["logreg"]["C"])
     assert len(Cs) == 45
     np.testing.assert_allclose(Cs, np.logspace(-6, 5, 45))
     X, y = make_blobs(60, centers=2, n_features=8, random_state=0)

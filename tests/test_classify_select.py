@@ -17,9 +17,9 @@ from deepfeat.classify import TransferClassifier
 from deepfeat.classify.embedder import ImageEmbedder
 from deepfeat.classify.persistence import load, save
 from deepfeat.classify.search import EmbeddingClassifier
-from deepfeat.classify.select_embed import embedder_parts
 from deepfeat.classify.select_logme import logme_score
 from deepfeat.classify.select_space import select_space
+from deepfeat.classify.space_embedders import embedder_parts
 from deepfeat.classify.spaces import late_cut_points
 
 SMALL = "torchvision:mobilenet_v3_small"  # random weights: offline and fast
@@ -109,7 +109,8 @@ def concat_model(tmp_path_factory):
     if "tta" in ImageEmbedder().get_params():  # flip-TTA where the embedder has it
         parts[0]["tta"] = "flip"
     clf = TransferClassifier(
-        SMALL, weights=None, spaces=[parts], cache=str(root / "c.h5"), device="cpu", heads="logreg"
+        ImageEmbedder(SMALL, weights=None, cache=str(root / "c.h5"), device="cpu"), EmbeddingClassifier("logreg"),
+        spaces=[parts],
     ).fit(imgs, y)
     return clf, imgs, y, root
 
@@ -138,7 +139,7 @@ def test_concatenated_space_round_trips_in_a_fresh_process(concat_model):
     assert got["space"] == clf.space_
     np.testing.assert_array_equal(np.asarray(got["proba"]), want)
     # the same model loaded here predicts the same, from a different cache
-    again = load(path).set_params(cache=str(root / "other.h5"))
+    again = load(path).set_params(embedder__cache=str(root / "other.h5"))
     np.testing.assert_array_equal(again.predict_proba(imgs), want)
 
 
@@ -146,7 +147,7 @@ def test_concatenated_parts_are_each_scaled_to_unit_length_in_fit_and_predict(co
     """Each part of a concatenation weighs the same in every image: the head sees each
     part's rows at unit length, in fit and in predict alike; a model saved before parts were
     scaled (no ``part_norm_``) keeps joining them as they are."""
-    from deepfeat.classify.select_embed import embed
+    from deepfeat.classify.space_embedders import embed
     from deepfeat.classify.spaces import join_parts
 
     clf, imgs, _, _ = concat_model
@@ -189,31 +190,36 @@ def test_predict_does_not_change_fitted_state(concat_model, tmp_path):
     clf, imgs, _, _ = concat_model
     before = [copy.deepcopy(e.get_params()) for e in embedder_parts(clf.embedder_)]
     state = {k: v for k, v in vars(clf).items()}
-    clf.set_params(cache=str(tmp_path / "elsewhere.h5"), batch_size=3)
+    runtime = {k: clf.embedder.get_params()[k] for k in ("cache", "batch_size")}
+    clf.set_params(embedder__cache=str(tmp_path / "elsewhere.h5"), embedder__batch_size=3)
     try:
         clf.predict(imgs[:4])
         assert [e.get_params() for e in embedder_parts(clf.embedder_)] == before
         assert all(vars(clf)[k] is v for k, v in state.items() if k.endswith("_"))
     finally:
-        clf.set_params(cache=state["cache"], batch_size=state["batch_size"])
-    one = TransferClassifier(SMALL, weights=None, device="cpu", heads="logreg", spaces=None)
+        clf.set_params(embedder__cache=runtime["cache"], embedder__batch_size=runtime["batch_size"])
+    one = TransferClassifier(ImageEmbedder(SMALL, weights=None, device="cpu"), EmbeddingClassifier("logreg"),
+                             spaces=None)
     one.fit(*_images(8, seed=3))
     emb_params = one.embedder_.get_params()
-    one.set_params(batch_size=2).predict(_images(4, seed=4)[0])
+    one.set_params(embedder__batch_size=2).predict(_images(4, seed=4)[0])
     assert one.embedder_.get_params() == emb_params
+    # a model fitted with embedder=None takes new runtime settings too, on a copy
+    anon = TransferClassifier(search=EmbeddingClassifier("logreg"), spaces=None).fit(*_images(8, seed=3))
+    fitted = anon.embedder_.get_params()
+    assert anon.set_embedder_params(batch_size=2, jit=False).embedder.get_params()["batch_size"] == 2
+    anon.predict(_images(4, seed=4)[0])
+    assert anon.embedder_.get_params() == fitted
 
 
 def test_time_budget_keeps_the_first_space_and_says_what_was_skipped(tmp_path):
     imgs, y = _images(10, seed=5)
     (late,) = late_cut_points(SMALL)
     clf = TransferClassifier(
-        SMALL,
-        weights=None,
+        ImageEmbedder(SMALL, weights=None, cache=str(tmp_path / "c.h5"), device="cpu"),
+        EmbeddingClassifier("logreg"),
         spaces=[{"backbone": SMALL}, {"backbone": SMALL, "layer": late}],
         time_budget=1e-3,
-        cache=str(tmp_path / "c.h5"),
-        device="cpu",
-        heads="logreg",
     ).fit(imgs, y)
     assert clf.space_ == SMALL + "[random]"
     status = {s["space"]: s["status"] for s in clf.selection_["spaces"]}
@@ -226,7 +232,7 @@ def test_experiment_select_auto_adds_a_curve_chosen_inside_each_draw(tmp_path, m
     from PIL import Image
 
     from deepfeat.pipelines import plots, run_experiment
-    from deepfeat.pipelines.spaces import AUTO, LAYER
+    from deepfeat.pipelines.experiment_spaces import AUTO, LAYER
 
     drawn = {}
 
@@ -300,7 +306,7 @@ def test_default_candidates_end_with_the_zoo_ensemble_only_where_it_belongs():
     assert {p["backbone"] for p in two} == {"efficientnet_lite0", "torchvision:resnet18"}
     # random weights or a checkpoint of one backbone never bring the zoo's pretrained nets in
     for kw in ({}, {"weights": None}, {"checkpoint": "ft.pt"}):
-        specs = TransferClassifier(spaces="auto", **kw).candidate_spaces()
+        specs = TransferClassifier(ImageEmbedder(**kw), spaces="auto").candidate_spaces()
         backbones = {p["backbone"] for s in specs for p in s}
         assert (backbones == set(zoo)) if not kw else (backbones == {"efficientnet_lite0"})
 
@@ -312,7 +318,7 @@ def test_cli_fit_leaves_the_ensemble_out_of_a_finetune(tmp_path):
     def backbones(*extra):
         args = build_parser("fit")[0].parse_args(["fit", str(tmp_path), "--out", str(tmp_path / "m.joblib"), *extra])
         # the CLI passes "auto" (resolved by the estimator) or an explicit list of specs
-        clf = TransferClassifier(spaces=candidate_spaces(args), weights=args.weights)
+        clf = TransferClassifier(ImageEmbedder(weights=args.weights), spaces=candidate_spaces(args))
         return {p["backbone"] for s in clf.candidate_spaces() for p in s}
 
     assert "efficientnet_lite2" in backbones()
@@ -324,7 +330,8 @@ def test_an_ensemble_space_is_skipped_above_its_image_limit(tmp_path, monkeypatc
 
     imgs, y = _images(10, seed=6)
     other = "torchvision:resnet18"
-    kw = dict(weights=None, cache=str(tmp_path / "c.h5"), device="cpu", heads="logreg",
+    emb = ImageEmbedder(SMALL, weights=None, cache=str(tmp_path / "c.h5"), device="cpu")
+    kw = dict(search=EmbeddingClassifier("logreg"),
               spaces=[{"backbone": SMALL}, [{"backbone": SMALL}, {"backbone": other}]])
 
     def status(clf):
@@ -332,8 +339,8 @@ def test_an_ensemble_space_is_skipped_above_its_image_limit(tmp_path, monkeypatc
 
     ens = f"{SMALL}[random]+{other}[random]"
     # control: under the limit the mixed-backbone space is cross-validated
-    assert status(TransferClassifier(SMALL, **kw).fit(imgs, y))[ens] == "cross-validated"
+    assert status(TransferClassifier(emb, **kw).fit(imgs, y))[ens] == "cross-validated"
     monkeypatch.setattr(transfer, "ENSEMBLE_MAX_IMAGES", 8)
-    clf = TransferClassifier(SMALL, **kw).fit(imgs, y)
+    clf = TransferClassifier(emb, **kw).fit(imgs, y)
     assert status(clf)[ens] == "skipped: an ensemble, with more than 8 images"
     assert clf.space_ == f"{SMALL}[random]"

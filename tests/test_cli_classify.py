@@ -285,7 +285,7 @@ def test_a_model_predicts_from_another_folder_without_creating_files(
         capsys,
     )
     assert code == 0, err
-    stored = joblib.load(fit_dir / "m.joblib")["model"].cache
+    stored = joblib.load(fit_dir / "m.joblib")["model"].embedder.cache
     assert stored == str(fit_dir / "photos.h5")
 
     monkeypatch.chdir(run_dir)
@@ -315,7 +315,7 @@ def test_a_model_predicts_from_another_folder_without_creating_files(
     assert [p.name for p in fit_dir.iterdir()] == ["m.joblib"]  # not recreated there either
     from deepfeat.classify import load
 
-    assert load(fit_dir / "m.joblib").cache is None  # the Python API forgets it too
+    assert load(fit_dir / "m.joblib").embedder.cache is None  # the Python API forgets it too
 
     # positive control: a cache named on this call is created, where it is named
     code, _, err = _run(
@@ -338,9 +338,10 @@ def test_fit_and_the_estimator_share_one_default_choice_of_spaces():
     est = TransferClassifier()
     assert candidate_spaces(args) == est.spaces == "auto"
     # the CLI's explicit route (--backbones) resolves to the same candidates as the default
-    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--backbones", est.backbone])
+    backbone = est.resolve_embedder().backbone
+    args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--backbones", backbone])
     assert TransferClassifier(spaces=candidate_spaces(args)).candidate_spaces() == est.candidate_spaces()
-    assert len(est.candidate_spaces()) == len(default_space_specs([est.backbone])) > 1
+    assert len(est.candidate_spaces()) == len(default_space_specs([backbone])) > 1
     # negative control: --select none is the one space
     args = parser.parse_args(["fit", "src", "--out", "m.joblib", "--select", "none"])
     assert len(TransferClassifier(spaces=candidate_spaces(args)).candidate_spaces()) == 1

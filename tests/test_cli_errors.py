@@ -19,7 +19,7 @@ from PIL import Image
 from deepfeat.cli.cmd_experiment import BASELINE_WORDS
 from deepfeat.cli.main import EXIT_USAGE, build_parser, main
 from deepfeat.featurize.featurizer import Featurizer
-from deepfeat.pipelines.spaces import BASELINES, plan_spaces
+from deepfeat.pipelines.experiment_spaces import BASELINES, plan_spaces
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,8 @@ BAD = [
     ("experiment", ["--strategies", "finetune"], "--strategies"),
     ("experiment", ["--strategies", "frozen,lora"], "--strategies"),
     ("experiment", ["--finetune-epochs", "0"], "--finetune-epochs"),
+    ("experiment", ["--pixel-size", "0"], "--pixel-size"),
+    ("experiment", ["--select", "best"], "--select"),
     # predict and evaluate: the runtime options a saved model's settings can be overridden by
     ("predict", ["--batch-size", "0"], "--batch-size"),
     ("predict", ["--device", "xpu"], "--device"),
@@ -328,13 +330,13 @@ def test_every_runtime_option_is_declared_once_and_reaches_the_library(cmd, tmp_
     passed on under the Featurizer's own parameter name."""
     import inspect
 
-    from deepfeat.classify.transfer import TransferClassifier
+    from deepfeat.classify import ImageEmbedder
     from deepfeat.cli.options import RUNTIME_OPTIONS, featurizer_kwargs
 
     sub = _sub(cmd)
     flags = _flags(sub)
     featurizer = set(inspect.signature(Featurizer).parameters)
-    estimator = set(TransferClassifier().get_params())
+    estimator = set(ImageEmbedder().get_params())
     pos = {"featurize": ["src"], "fit": ["src", "--out", "m"], "experiment": ["src"],
            "predict": ["m", "src", "--out", "p"], "evaluate": ["m", "src"]}[cmd]
     values = {"cache": "c.h5", "device": "cpu", "precision": "fp32", "jit": "off",

@@ -75,14 +75,20 @@ def test_runtime_settings_reach_the_featurizer(tmp_path):
     assert [s["dtype"] for s in FeatureCache(tmp_path / "c.h5").spaces().values()] == ["float16"]
 
 
-def test_transfer_classifier_offers_every_embedder_setting():
-    """The wrapper's embedder settings stay in step with ImageEmbedder's signature."""
+def test_transfer_classifier_routes_every_embedder_setting():
+    """Composed, not copied: every ImageEmbedder parameter is reachable as ``embedder__<name>``
+    (none is re-declared by the wrapper) and reaches the space fit embeds."""
     import inspect
 
     from deepfeat.classify import TransferClassifier
 
-    embedder = set(inspect.signature(ImageEmbedder).parameters) - {"on_error", "progress"}
-    clf = TransferClassifier(tta="flip", jit=False, storage_dtype="float16", lock_timeout=5.0)
-    assert embedder <= set(clf.get_params())
-    assert {k: clf._embedder_params()[k] for k in ("tta", "jit", "storage_dtype", "lock_timeout")} == {
-        "tta": "flip", "jit": False, "storage_dtype": "float16", "lock_timeout": 5.0}
+    embedder = set(inspect.signature(ImageEmbedder).parameters)
+    assert not embedder & set(TransferClassifier().get_params(deep=False))  # no copies
+    clf = TransferClassifier(ImageEmbedder(), spaces=None).set_params(
+        embedder__tta="flip", embedder__jit=False, embedder__storage_dtype="float16", embedder__lock_timeout=5.0)
+    assert {f"embedder__{k}" for k in embedder} <= set(clf.get_params(deep=True))
+    assert clf._runtime_params() == {"cache": None, "device": "auto", "precision": "auto", "jit": False,
+                                     "batch_size": 32, "num_workers": "auto", "storage_dtype": "float16",
+                                     "lock_timeout": 5.0, "progress": False}
+    assert clf.candidate_spaces() == [[{"backbone": ImageEmbedder().backbone, "layer": None, "pool": "avg",
+                                        "weights": "DEFAULT", "checkpoint": None, "tta": "flip"}]]

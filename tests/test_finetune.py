@@ -23,7 +23,7 @@ from PIL import Image
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from test_classify_images import _CLASSIFIER_EXEMPT
 
-from deepfeat.classify import TransferClassifier
+from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.backbones import resolve_backbone
@@ -46,8 +46,8 @@ def _lfw(n_per_class: int, offset: int = 0) -> tuple[list[np.ndarray], np.ndarra
 
 
 def _transfer(cache: Path | None) -> TransferClassifier:
-    return TransferClassifier(BACKBONE, weights=None, device="cpu", heads="logreg", spaces=None,
-                              preprocessing="standardize", cache=None if cache is None else str(cache))
+    emb = ImageEmbedder(BACKBONE, weights=None, device="cpu", cache=None if cache is None else str(cache))
+    return TransferClassifier(emb, EmbeddingClassifier("logreg", preprocessing="standardize"), spaces=None)
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +165,13 @@ _RUN = textwrap.dedent("""
     import numpy as np, torch
     torch.set_num_threads(1)
     from skimage.data import lfw_subset
-    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
     from deepfeat.finetune import FineTuneClassifier
     X = (lfw_subset() * 255).astype(np.uint8)
     idx = list(range(8)) + list(range(100, 108))
-    t = TransferClassifier("timm:test_efficientnet", weights=None, device="cpu", precision="fp32",
-                           heads="logreg", preprocessing="standardize", cache=sys.argv[1] + "/c.h5",
-                           spaces=None)
+    t = TransferClassifier(ImageEmbedder("timm:test_efficientnet", weights=None, device="cpu", precision="fp32",
+                                         cache=sys.argv[1] + "/c.h5"),
+                           EmbeddingClassifier("logreg", preprocessing="standardize"), spaces=None)
     ft = FineTuneClassifier(t, epochs=3, lr=5e-3, freeze=0, val_fraction=0.25, patience=10, batch_size=4,
                             work_dir=sys.argv[1]).fit([X[i] for i in idx], [0] * 8 + [1] * 8)
     print(json.dumps({"summary": ft.train_summary_, "checkpoint": ft.checkpoint_,
@@ -220,7 +220,7 @@ _PREDICT = textwrap.dedent("""
     import sys
     import numpy as np
     from deepfeat.classify import load
-    model = load(sys.argv[1]).set_params(cache=None)  # embeddings recomputed from the checkpoint
+    model = load(sys.argv[1]).set_params(embedder__cache=None)  # embeddings recomputed from the checkpoint
     paths = open(sys.argv[2]).read().split()
     np.save(sys.argv[3], model.predict_proba(paths))
 """)

@@ -157,9 +157,9 @@ def test_cli_featurize_tta_flip(tmp_path, capsys):
     spaces = FeatureCache(cache).spaces()
     assert sorted(s["tta"] for s in spaces.values()) == ["flip", "none"]
     capsys.readouterr()
-    # not offered by fit (it would be ignored there): refused as a usage error
-    assert main(["fit", str(d), "--out", str(tmp_path / "m"), "--tta", "flip"]) == 2
-    assert "unrecognized arguments: --tta" in capsys.readouterr().err
+    # fit takes the same option (the embedder's tta): a bad value is a usage error there too
+    assert main(["fit", str(d), "--out", str(tmp_path / "m"), "--tta", "mirror"]) == 2
+    assert "--tta" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- errors

@@ -18,13 +18,13 @@ N_FIT_CLASSES = 120  # above pandas' fragmentation warning (100 inserted columns
 def many_class_model(photo_dir, tmp_path_factory):
     """A real fit on 120 classes of two crops each (made-up labels: the fit, not its accuracy,
     is under test), with the cheapest search."""
-    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 
     d = tmp_path_factory.mktemp("many_classes")
     paths = make_variants(photo_dir, d / "img", 2 * N_FIT_CLASSES)
     labels = [f"class_{i // 2:03d}" for i in range(len(paths))]
-    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), spaces=None, heads="logreg",
-                             preprocessing="none", cv=2, honest=False)
+    clf = TransferClassifier(ImageEmbedder(device="cpu", cache=str(d / "c.h5")),
+                             EmbeddingClassifier("logreg", preprocessing="none", cv=2, honest=False), spaces=None)
     clf.fit([str(p) for p in paths], labels)
     return clf, [str(p) for p in paths], labels
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from serve_models import TINY, tone_images
 
-from deepfeat.classify import TransferClassifier
+from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 from deepfeat.classify.cost import forward_passes
 from deepfeat.classify.select_rule import bbc_estimate, choose
 from deepfeat.cli.main import main
@@ -55,25 +55,52 @@ def test_max_cost_skips_costlier_spaces_and_the_model_states_its_cost(tmp_path):
     X, y = tone_images(6)
     # its own cache: with the process's temporary one, another test of the same process may
     # have embedded these images already, and a network never built is not timed
-    clf = TransferClassifier(**{**TINY, "cache": str(tmp_path / "c.h5")}, spaces=SPACES, heads="logreg",
-                             max_cost=2).fit(X, y)
+    clf = TransferClassifier(ImageEmbedder(**TINY, cache=str(tmp_path / "c.h5")), EmbeddingClassifier("logreg"),
+                             spaces=SPACES, max_cost=2).fit(X, y)
     rows = {r["space"]: r for r in clf.selection_["spaces"]}
     dear = [r for r in rows.values() if "[flip]" in r["space"]]
     assert len(dear) == 1 and dear[0]["status"].startswith("skipped: 3 forward passes > max_cost=2")
     assert clf.cost_["forward_passes"] == 1 and clf.cost_["ms_per_image"] > 0  # built: timed
     assert clf.selection_["cost"] == clf.cost_
-    with pytest.raises(InvalidParameterError, match="max_cost must be a positive"):
-        TransferClassifier(**TINY, max_cost=0).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'max_cost' parameter of TransferClassifier must be an int"):
+        TransferClassifier(ImageEmbedder(**TINY), max_cost=0).fit(X, y)
     with pytest.raises(InvalidParameterError, match="no candidate space within"):
-        TransferClassifier(**TINY, spaces=SPACES[1:], max_cost=2).fit(X, y)
+        TransferClassifier(ImageEmbedder(**TINY), spaces=SPACES[1:], max_cost=2).fit(X, y)
 
 
 def test_max_ms_per_image_times_the_networks_first():
     X, y = tone_images(6)
-    clf = TransferClassifier(**TINY, spaces=SPACES, heads="logreg", max_ms_per_image=1e6).fit(X, y)
+    clf = TransferClassifier(ImageEmbedder(**TINY), EmbeddingClassifier("logreg"), spaces=SPACES,
+                             max_ms_per_image=1e6).fit(X, y)
     assert all(r["ms_per_image"] > 0 for r in clf.selection_["spaces"])
     with pytest.raises(InvalidParameterError, match="no candidate space within"):
-        TransferClassifier(**TINY, spaces=SPACES, max_ms_per_image=1e-6).fit(X, y)
+        TransferClassifier(ImageEmbedder(**TINY), spaces=SPACES, max_ms_per_image=1e-6).fit(X, y)
+
+
+def test_a_network_is_timed_once_per_process_and_runtime(monkeypatch):
+    from deepfeat.classify import cost
+    from deepfeat.featurize import Featurizer
+
+    monkeypatch.setattr(cost, "_timed", {})  # this test's own record, whatever ran before
+    runs = []
+
+    def counting(f):
+        embed = f.embed_pixels
+        monkeypatch.setattr(f, "embed_pixels", lambda batch: runs.append(len(batch)) or embed(batch))
+        return f
+
+    a = counting(Featurizer(**{k: TINY[k] for k in ("backbone", "weights", "device", "precision")}))
+    ms = cost.time_part(a)
+    assert ms > 0 and runs == [1, cost.TIMED_IMAGES, cost.TIMED_IMAGES]  # warm-up, then 2 batches
+    b = counting(Featurizer(**{k: TINY[k] for k in ("backbone", "weights", "device", "precision")}))
+    assert cost.time_part(b) == ms and len(runs) == 3  # the same network and runtime: not re-run
+    # negative controls: another cut point, or another batch, is timed anew
+    c = counting(Featurizer(**{k: TINY[k] for k in ("backbone", "weights", "device", "precision")},
+                            layer="features.9"))
+    cost.time_part(c)
+    assert len(runs) == 6
+    cost.time_part(b, n_images=2)
+    assert runs[6:] == [1, 2, 2]
 
 
 def test_fit_cli_refuses_a_bad_bound(capsys, tmp_path):
@@ -96,10 +123,10 @@ def test_deployable_onnx_leaves_out_the_heads_export_refuses(capsys, tmp_path):
 def test_a_model_saved_before_the_cost_bounds_loads_with_their_defaults():
     import pickle
 
-    old = TransferClassifier(**TINY)
+    old = TransferClassifier(ImageEmbedder(**TINY))
     del old.max_cost, old.max_ms_per_image  # as pickled by a deepfeat without them
     with pytest.raises(AttributeError):
         old.get_params()
     back = pickle.loads(pickle.dumps(old))
     assert back.get_params()["max_cost"] is None and back.get_params()["max_ms_per_image"] is None
-    assert back.set_params(device="cpu").device == "cpu"
+    assert back.set_params(embedder__device="cpu").embedder.device == "cpu"

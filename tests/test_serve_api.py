@@ -353,12 +353,12 @@ def test_a_concatenated_flip_averaged_space_is_served_as_the_model_predicts(tmp_
     Serving embeds every part (negative control: the first part alone is another input)."""
     from serve_models import TINY
 
-    from deepfeat.classify import TransferClassifier, save
+    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier, save
 
     X, y = tone_images(6)
     spaces = [[{"backbone": TINY["backbone"], "weights": None},
                {"backbone": TINY["backbone"], "weights": None, "layer": "features.9", "tta": "flip"}]]
-    clf = TransferClassifier(**TINY, spaces=spaces, heads="logreg").fit(X, y)
+    clf = TransferClassifier(ImageEmbedder(**TINY), EmbeddingClassifier("logreg"), spaces=spaces).fit(X, y)
     assert "+" in clf.space_ and "[flip]" in clf.space_
     save(clf, tmp_path / "concat.joblib")
     predictor = load_predictor(str(tmp_path / "concat.joblib"))

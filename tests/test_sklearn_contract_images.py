@@ -24,6 +24,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
+from conftest import shared_cache_path
 from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits
 from sklearn.pipeline import Pipeline
@@ -60,20 +61,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     return {"X": paths[fit], "y": labels[fit], "X_test": paths[test], "y_test": labels[test]}
 
 
-def shared_cache_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The feature cache the classify test modules share (as in test_classify_images)."""
-    d = tmp_path_factory.getbasetemp() / "classify-cache"
-    d.mkdir(exist_ok=True)
-    return str(d / "features.h5")
-
-
 def _make(kind: str, cache: str):
     runtime = {"device": "cpu", "cache": cache, "num_workers": 0, "batch_size": 16}
     if kind == "embedder":
         return ImageEmbedder(**runtime)
     if kind == "pipeline":
         return Pipeline([("embed", ImageEmbedder(**runtime)), ("head", EmbeddingClassifier(**SEARCH))])
-    return TransferClassifier(**runtime, **SEARCH, spaces=None)  # one space: fast
+    return TransferClassifier(ImageEmbedder(**runtime), EmbeddingClassifier(**SEARCH), spaces=None)  # one space: fast
 
 
 KINDS = ("embedder", "pipeline", "transfer")
@@ -139,7 +133,7 @@ def test_predicting_after_a_runtime_change_leaves_the_fitted_state_unchanged(
     images, tmp_path_factory
 ):
     est = _make("transfer", shared_cache_path(tmp_path_factory)).fit(images["X"], images["y"])
-    est.set_params(batch_size=4)  # a runtime setting: same feature space
+    est.set_params(embedder__batch_size=4)  # a runtime setting: same feature space
     before = joblib.hash(est)
     est.predict(images["X_test"])
     assert joblib.hash(est) == before

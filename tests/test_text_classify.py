@@ -9,7 +9,7 @@ import pytest
 from sklearn.base import clone
 from text_data import QUICK, RUNTIME, SENTIMENT_CSV, sentiment, split, text_cache
 
-from deepfeat.classify import TransferClassifier, load, save
+from deepfeat.classify import EmbeddingClassifier, TextEmbedder, TransferClassifier, load, save
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize.backbones import backbone_modality, list_backbones
 from deepfeat.featurize.text_featurizer import TextFeaturizer
@@ -30,7 +30,8 @@ def data() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fitted(data, cache) -> TransferClassifier:
-    return TransferClassifier("minilm", cache=cache, spaces=None, **RUNTIME, **QUICK).fit(data["X"], data["y"])
+    return TransferClassifier(TextEmbedder(cache=cache, **RUNTIME), EmbeddingClassifier(**QUICK),
+                              spaces=None).fit(data["X"], data["y"])
 
 
 def test_the_registry_knows_what_each_backbone_reads():
@@ -171,7 +172,7 @@ def test_save_load_round_trip(fitted, data, tmp_path):
 
 @pytest.mark.slow  # five spaces cross-validated: ~16 s on a loaded 2-core machine
 def test_auto_spaces_try_layers_pooling_and_tfidf(data, cache):
-    clf = TransferClassifier("minilm", cache=cache, **RUNTIME, **QUICK).fit(data["X"], data["y"])
+    clf = TransferClassifier(TextEmbedder(cache=cache, **RUNTIME), EmbeddingClassifier(**QUICK)).fit(data["X"], data["y"])
     names = [r["space"] for r in clf.selection_["spaces"]]
     assert "minilm+tfidf" in names and "minilm:cls" in names and any("@encoder.layer" in n for n in names)
     assert np.mean(clf.predict(data["X_test"]) == data["y_test"]) >= 0.75

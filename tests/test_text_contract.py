@@ -58,8 +58,9 @@ def make(request, tmp_path_factory):
         if request.param == "pipeline":
             return Pipeline([("embed", TextEmbedder(**runtime)), ("head", EmbeddingClassifier(**SEARCH))])
         # calibration and the honest estimate are contract-neutral and checked on images
-        return TransferClassifier("minilm", **runtime, **SEARCH, spaces=[[{}, {"backbone": "tfidf"}]],
-                                  calibrate=False, honest=False)
+        return TransferClassifier(TextEmbedder("minilm", **runtime),
+                                  EmbeddingClassifier(**SEARCH, calibrate=False, honest=False),
+                                  spaces=[[{}, {"backbone": "tfidf"}]])
 
     return build
 

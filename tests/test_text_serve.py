@@ -11,7 +11,7 @@ import pytest
 from serve_models import free_port, start_server
 from text_data import QUICK, RUNTIME, split, text_cache
 
-from deepfeat.classify import TransferClassifier, save
+from deepfeat.classify import EmbeddingClassifier, TextEmbedder, TransferClassifier, save
 
 pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
@@ -21,8 +21,8 @@ pytest.importorskip("fastapi")
 def model_path(tmp_path_factory) -> Path:
     """A sentiment model on MiniLM side by side with TF-IDF (both kinds of part are served)."""
     d = split()
-    clf = TransferClassifier("minilm", cache=text_cache(tmp_path_factory), spaces=[[{}, {"backbone": "tfidf"}]],
-                             **RUNTIME, **QUICK).fit(d["X"], d["y"])
+    clf = TransferClassifier(TextEmbedder("minilm", cache=text_cache(tmp_path_factory), **RUNTIME),
+                             EmbeddingClassifier(**QUICK), spaces=[[{}, {"backbone": "tfidf"}]]).fit(d["X"], d["y"])
     path = tmp_path_factory.mktemp("text-serve") / "sentiment.joblib"
     save(clf, path)  # .joblib written here: in the trust list
     return path
@@ -93,11 +93,11 @@ def test_export_of_a_text_model_is_one_clear_line(tmp_path, capsys):
     """ONNX export is for image models: a text model is refused by name, nothing written."""
     from text_data import split
 
-    from deepfeat.classify import TransferClassifier, save
+    from deepfeat.classify import EmbeddingClassifier, TransferClassifier, save
     from deepfeat.cli.main import main
 
     d = split()
-    m = TransferClassifier(backbone="tfidf", spaces=None, heads="logreg", cv=3).fit(list(d["X"]), d["y"])
+    m = TransferClassifier("tfidf", EmbeddingClassifier("logreg", cv=3), spaces=None).fit(list(d["X"]), d["y"])
     save(m, tmp_path / "t.joblib")
     code = main(["export", str(tmp_path / "t.joblib"), "--out", str(tmp_path / "t.onnx")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -19,13 +19,13 @@ N_THREADS = 4
 
 @pytest.fixture(scope="module")
 def fitted(photo_dir, tmp_path_factory):
-    from deepfeat.classify import TransferClassifier
+    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 
     d = tmp_path_factory.mktemp("threads")
     paths = [str(p) for p in make_variants(photo_dir, d / "img", 40)]
     labels = [i % 2 for i in range(len(paths))]  # the fit's accuracy is not under test
-    clf = TransferClassifier(device="cpu", cache=str(d / "c.h5"), spaces=None, heads="logreg", cv=2,
-                             honest=False).fit(paths[:24], labels[:24])
+    clf = TransferClassifier(ImageEmbedder(device="cpu", cache=str(d / "c.h5")),
+                             EmbeddingClassifier("logreg", cv=2, honest=False), spaces=None).fit(paths[:24], labels[:24])
     return clf, paths
 
 
@@ -51,7 +51,7 @@ def test_one_model_without_cache_computes_the_same_on_many_threads(fitted):
 
     clf, paths = fitted
     ref = clf.predict_proba(paths[:8])
-    nocache = copy.deepcopy(clf).set_params(cache=None)  # runtime settings may change after fit
+    nocache = copy.deepcopy(clf).set_params(embedder__cache=None)  # runtime settings may change after fit
     got = _rounds(lambda i: nocache.predict_proba(paths[i : i + 8]), [0] * (2 * N_THREADS))
     for proba in got:
         np.testing.assert_allclose(proba, ref, rtol=1e-4, atol=1e-5)
@@ -62,12 +62,12 @@ def test_one_feature_cache_read_by_many_threads(fitted):
     from deepfeat.featurize.hashing import hash_bytes
 
     clf, paths = fitted
-    cache = FeatureCache(clf.cache)
+    cache = FeatureCache(clf.embedder.cache)
     (space,) = [s for s in cache.spaces()]
     keys = [hash_bytes(Path(p).read_bytes()) for p in paths]
     ref, ok = cache.read(space, keys)
     assert ok.all()
-    fresh = FeatureCache(clf.cache)  # its index is loaded by the threads themselves
+    fresh = FeatureCache(clf.embedder.cache)  # its index is loaded by the threads themselves
     rng = np.random.default_rng(1)
     jobs = [rng.permutation(len(keys)) for _ in range(4 * N_THREADS)]
 

@@ -31,6 +31,7 @@ import torch
 
 from deepfeat.featurize import Featurizer
 from deepfeat.featurize.decode import decode_image
+from deepfeat.featurize.local_batches import n_streams
 from deepfeat.featurize.runtime import cpu_count
 from deepfeat.featurize.truncate import truncate
 from deepfeat.process_state import keeping_signal_handler
@@ -92,7 +93,7 @@ def premade_batches(f: Featurizer, paths: list[str]) -> list[torch.Tensor]:
             for x in paths[s : s + f.batch_size]
         ]
         u8 = torch.stack([t.permute(1, 2, 0) for t in chunk]).permute(0, 3, 1, 2)
-        out.append(f._model_input(u8))
+        out.append(f.encoder.model_input(u8))
     return out
 
 
@@ -120,7 +121,7 @@ def make_contenders(f: Featurizer, paths: list[str], root: Path, workdir: Path) 
     f.model  # noqa: B018 - built before any timing
     cache_path = Path(f.cache_path)
 
-    streams = f._n_streams(len(paths))
+    streams = n_streams(f.encoder, -(-len(paths) // f.batch_size), f.num_workers)
 
     def forward_all(threads: int, parallel: int) -> tuple[np.ndarray, float]:
         """Forward every pre-made batch: ``parallel`` threads, ``threads`` intra-op threads."""
@@ -128,7 +129,7 @@ def make_contenders(f: Featurizer, paths: list[str], root: Path, workdir: Path) 
         torch.set_num_threads(threads)
 
         def one(x: torch.Tensor) -> torch.Tensor:
-            return f._infer(x)
+            return f.encoder.infer(x)
 
         try:
             t0 = time.perf_counter()

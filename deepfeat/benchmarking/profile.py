@@ -100,17 +100,17 @@ def profile_stages(
                 torch.stack([v.permute(1, 2, 0) for v in u8[s : s + f.batch_size]]).permute(0, 3, 1, 2)
                 for s in range(0, len(u8), f.batch_size)
             ]
-            t, xs = _stage(clock, f._model_input, batches)
+            t, xs = _stage(clock, f.encoder.model_input, batches)
             note("normalize", t)
             with torch.inference_mode():
-                f._infer(xs[0][:2])
-                note("forward", _stage(clock, f._infer, xs)[0])
+                f.encoder.infer(xs[0][:2])
+                note("forward", _stage(clock, f.encoder.infer, xs)[0])
                 # what the shortcuts replaced
                 t, pil = _stage(clock, lambda d: np.array(decode_image(d, draft_size=p.draft_size)), datas)
                 note("was_pillow_decode_to_array", t)
                 full = [torch.from_numpy(a).permute(2, 0, 1)[None] for a in pil]
                 note("was_whole_image_resize", _stage(clock, lambda x: _whole_resize(p, x), full)[0])
-                t, xn = _stage(clock, lambda b: f._layout(p.normalize(b)), batches)
+                t, xn = _stage(clock, lambda b: f.encoder.layout(p.normalize(b)), batches)
                 note("was_separate_normalize", t)
                 xs_nchw = [x.contiguous() for x in xn]
                 unfolded_nchw(xs_nchw[0][:2])
@@ -122,7 +122,7 @@ def profile_stages(
     return {
         "backbone": backbone,
         "images": len(paths),
-        "runtime": f.runtime.describe() + (" traced" if f._traced is not None else ""),
+        "runtime": f.runtime.describe() + (" traced" if f.encoder.traced is not None else ""),
         "input_normalisation_folded": bool(getattr(f.model, "takes_raw_pixels", False)),
         "cpu_ms_per_image": ms,
         "preprocess_share_of_cpu": round(pre / (pre + ms["forward"]), 3),

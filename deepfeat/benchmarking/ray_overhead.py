@@ -71,12 +71,12 @@ def measure_ray_overhead(paths: list[str], workdir: str | os.PathLike, *, backbo
     except ImportError as exc:
         return {"skipped": f"Ray Data is not installed ({exc}): pip install 'deepfeat[ray]'"}
     from deepfeat.featurize import Featurizer
-    from deepfeat.featurize.ray_engine import _ray_init
+    from deepfeat.featurize.ray_engine import init_ray
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized() and address is None
-    _ray_init(address)
+    init_ray(address)
     out: dict[str, Any] = {"images": len(paths), "backbone": backbone,
                            "weights": "random" if weights is None else weights,
                            "ray_resources": {k: v for k, v in ray.cluster_resources().items()

@@ -83,8 +83,8 @@ def measure_throughput(
     _warm_files(paths)
     contenders = make_contenders(f, paths, root, workdir)
     # one untimed call warms oneDNN's kernel caches for a small shape
-    x = f._model_input(torch.zeros(2, 3, *f.preprocess.crop, dtype=torch.uint8))
-    f._infer(x)
+    x = f.encoder.model_input(torch.zeros(2, 3, *f.preprocess.crop, dtype=torch.uint8))
+    f.encoder.infer(x)
     runs: dict[str, list[float]] = {c.name: [] for c in contenders}
     outputs: dict[str, np.ndarray] = {}
     rounds: list[dict[str, float]] = []
@@ -109,7 +109,7 @@ def measure_throughput(
         "batch_size": f.batch_size,
         "torch_threads": torch.get_num_threads(),
         "model_build_seconds": round(build_s, 2),
-        "traced": f._traced is not None,
+        "traced": f.encoder.traced is not None,
         "contenders": {},
     }
     for c in contenders:

@@ -18,7 +18,7 @@ Grids
     the mean squared row norm per feature of the preprocessed training data: 1 for
     standardized features), so one grid suits every preprocessing; the RBF SVM gets 4 x 3
     values. With fewer candidates the choice follows noise less, and it costs less.
-    ``"full"`` (:data:`DEFAULT_GRID`) is the previous default: the logistic-regression
+    ``"full"`` (:data:`FULL_GRID`), the larger grid: the logistic-regression
     grid is the reference protocol of Kornblith, Shlens & Le,
     "Do Better ImageNet Models Transfer Better?" (CVPR 2019): 45 log-spaced values of
     ``C`` from 1e-6 to 1e5. The RBF ``gamma`` values are *factors* of scikit-learn's
@@ -52,7 +52,7 @@ __all__ = [
     "PREPROCESSING_STEPS",
     "DEFAULT_HEADS",
     "DEFAULT_PREPROCESSING",
-    "DEFAULT_GRID",
+    "FULL_GRID",
     "PCA_VARIANCE",
     "check_heads",
     "check_preprocessing",
@@ -83,7 +83,7 @@ L2_MAX_ROWS = 300
 PCA_VARIANCE = 0.95
 
 #: Default values searched for each head (see the module docstring).
-DEFAULT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
+FULL_GRID: dict[str, dict[str, tuple[float, ...]]] = {
     "logreg": {"C": tuple(np.logspace(-6, 5, 45).tolist())},
     "linsvm": {"C": tuple(np.logspace(-5, 3, 9).tolist())},
     "rbfsvm": {
@@ -102,7 +102,7 @@ COMPACT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
     },
 }
 #: Named grids: ``grid=`` of the search.
-GRIDS = {"compact": COMPACT_GRID, "full": DEFAULT_GRID}
+GRIDS = {"compact": COMPACT_GRID, "full": FULL_GRID}
 
 
 def _names(value: str | Sequence[str] | None, default: Sequence[str], what: str) -> tuple[str, ...]:
@@ -202,7 +202,7 @@ def resolve_grid(
     param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None,
     base: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, dict[str, tuple[float, ...]]]:
-    """Merge user overrides into ``base`` (default :data:`DEFAULT_GRID`) for ``heads``;
+    """Merge user overrides into ``base`` (default :data:`FULL_GRID`) for ``heads``;
     values sorted ascending.
 
     Parameters
@@ -224,14 +224,14 @@ def resolve_grid(
     unknown = [h for h in param_grid if h not in HEADS]
     if unknown:
         raise InvalidParameterError(f"param_grid: unknown head(s) {unknown}; heads are {HEADS}")
-    base = DEFAULT_GRID if base is None else base
+    base = FULL_GRID if base is None else base
     grid: dict[str, dict[str, tuple[float, ...]]] = {}
     for head in heads:
         over = param_grid.get(head, {})
-        bad = [p for p in over if p not in DEFAULT_GRID[head]]
+        bad = [p for p in over if p not in FULL_GRID[head]]
         if bad:
             raise InvalidParameterError(
-                f"param_grid[{head!r}]: unknown parameter(s) {bad}; {head} takes {list(DEFAULT_GRID[head])}"
+                f"param_grid[{head!r}]: unknown parameter(s) {bad}; {head} takes {list(FULL_GRID[head])}"
             )
         grid[head] = {}
         for param, default in base[head].items():

@@ -33,28 +33,37 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from deepfeat.classify.params import (
+    IMAGE_DEFAULTS,
+    ON_ERROR,
+    RUNTIME_CONSTRAINTS,
+    RUNTIME_PARAMS,
+    DeclaredParams,
+)
 from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.featurize import DEFAULT_BACKBONE, Featurizer, FeaturizeResult
 from deepfeat.featurize.backbones import backbone_modality
 from deepfeat.featurize.factory import featurizer_class
+from deepfeat.featurize.identity import TTA_CHOICES
+from deepfeat.featurize.truncate import POOLINGS
 
 __all__ = ["ImageEmbedder", "as_image_list", "describe_failures", "shared_featurizer"]
 
-ON_ERROR = ("raise", "nan")
-#: Settings that say how to compute, not what: they may change after fitting. ``precision``
-#: is resolved into the feature space's identity, so changing it reads another space.
-RUNTIME_PARAMS = (
-    "cache", "device", "precision", "jit", "batch_size", "num_workers", "storage_dtype",
-    "lock_timeout", "progress",
-)
 #: Settings that define the feature space.
 SPACE_PARAMS = ("backbone", "layer", "pool", "weights", "checkpoint", "tta")
 _MAX_SHARED = 8
@@ -105,17 +114,9 @@ def shared_featurizer(spec: dict[str, Any] | None, params: dict[str, Any]) -> Fe
         :meth:`Featurizer.from_spec <deepfeat.featurize.Featurizer.from_spec>`).
     """
     cache = params.get("cache")
-    runtime = {
-        "cache": process_cache_path() if cache is None else os.fspath(cache),
-        "device": params.get("device", "auto"),
-        "precision": params.get("precision", "auto"),
-        "jit": params.get("jit", "auto"),
-        "batch_size": params.get("batch_size", 32),
-        "num_workers": params.get("num_workers", "auto"),
-        "storage_dtype": params.get("storage_dtype", "float32"),
-        "lock_timeout": params.get("lock_timeout", 30.0),
-        "progress": bool(params.get("progress", False)),
-    }
+    runtime = {k: params.get(k, IMAGE_DEFAULTS[k]) for k in RUNTIME_PARAMS}
+    runtime["cache"] = process_cache_path() if cache is None else os.fspath(cache)
+    runtime["progress"] = bool(runtime["progress"])
     backbone = spec["backbone"] if spec is not None else params.get("backbone", DEFAULT_BACKBONE)
     # this module's Featurizer for images (the name tests and callers may wrap)
     cls = featurizer_class(backbone) if backbone_modality(backbone) == "text" else Featurizer
@@ -200,8 +201,8 @@ def describe_failures(failures: Sequence[dict[str, Any]], total: int, limit: int
     return f"{len(failures)} of {total} images could not be read: {head}{more}"
 
 
-class CarriedCacheMixin:
-    """Pickling and runtime settings of the embedders (images and texts).
+class CarriedCacheMixin(DeclaredParams):
+    """Pickling, runtime settings and parameter checks of the embedders (images and texts).
 
     The featurizer (a network) is not pickled: it is rebuilt from ``featurizer_spec_``. With
     ``cache=None`` the process's temporary cache is carried to the process that unpickles the
@@ -283,25 +284,37 @@ class ImageEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transfor
     (2, 1280)
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {
+        "backbone": [str],
+        "layer": [str, None],
+        "pool": [StrOptions(set(POOLINGS))],
+        "weights": [str, None],
+        "checkpoint": [str, os.PathLike, None],
+        "tta": [StrOptions(set(TTA_CHOICES))],
+        "jit": ["boolean", StrOptions({"auto"})],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        **RUNTIME_CONSTRAINTS,
+    }
+
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
+        backbone: str = IMAGE_DEFAULTS["backbone"],
         *,
-        layer: str | None = None,
-        pool: str = "avg",
-        weights: str | None = "DEFAULT",
-        checkpoint: str | None = None,
-        tta: str = "none",
-        cache: str | os.PathLike | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        jit: bool | str = "auto",
-        batch_size: int = 32,
-        num_workers: int | str = "auto",
-        storage_dtype: str = "float32",
-        lock_timeout: float | None = 30.0,
-        on_error: str = "raise",
-        progress: bool = False,
+        layer: str | None = IMAGE_DEFAULTS["layer"],
+        pool: str = IMAGE_DEFAULTS["pool"],
+        weights: str | None = IMAGE_DEFAULTS["weights"],
+        checkpoint: str | None = IMAGE_DEFAULTS["checkpoint"],
+        tta: str = IMAGE_DEFAULTS["tta"],
+        cache: str | os.PathLike | None = IMAGE_DEFAULTS["cache"],
+        device: str = IMAGE_DEFAULTS["device"],
+        precision: str = IMAGE_DEFAULTS["precision"],
+        jit: bool | str = IMAGE_DEFAULTS["jit"],
+        batch_size: int = IMAGE_DEFAULTS["batch_size"],
+        num_workers: int | str = IMAGE_DEFAULTS["num_workers"],
+        storage_dtype: str = IMAGE_DEFAULTS["storage_dtype"],
+        lock_timeout: float | None = IMAGE_DEFAULTS["lock_timeout"],
+        on_error: str = ON_ERROR[0],
+        progress: bool = IMAGE_DEFAULTS["progress"],
     ) -> None:
         self.backbone = backbone
         self.layer = layer
@@ -326,6 +339,7 @@ class ImageEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         tags.transformer_tags.preserves_dtype = []  # always float32 embeddings
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
         """Resolve the backbone and take its featurizer; nothing is learned from ``X``.
 
@@ -338,8 +352,6 @@ class ImageEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         -------
         self
         """
-        if self.on_error not in ON_ERROR:
-            raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if backbone_modality(self.backbone) == "text":
             raise InvalidParameterError(
                 f"backbone {self.backbone!r} is a text encoder: use TextEmbedder for texts, or an image "

@@ -27,7 +27,8 @@ The feature cache is a runtime option
     :func:`save` records a model's ``cache`` as an absolute path (a relative one is
     resolved against the current folder); :func:`load` keeps it only while that file
     exists, so predicting from another folder or machine never creates a cache nobody
-    named there: the model uses a temporary cache until ``set_params(cache=...)``.
+    named there: the model uses a temporary cache until
+    ``set_embedder_params(cache=...)`` names one.
 """
 
 from __future__ import annotations
@@ -205,6 +206,26 @@ def save(model: Any, path: str | os.PathLike, *, compress: int = 3) -> str:
     return path
 
 
+def _cache_owner(model: Any) -> Any:
+    """The object whose ``cache`` setting ``model`` uses: its ``embedder`` (a
+    TransferClassifier's), the model itself, or None."""
+    emb = getattr(model, "embedder", None)
+    if hasattr(emb, "cache"):
+        return emb
+    return model if hasattr(model, "cache") else None
+
+
+def _with_cache(model: Any, cache: str | None) -> Any:
+    """A shallow copy of ``model`` whose cache setting is ``cache``."""
+    out = copy.copy(model)
+    if _cache_owner(model) is model:
+        out.cache = cache
+    else:
+        out.embedder = copy.copy(model.embedder)
+        out.embedder.cache = cache
+    return out
+
+
 def _absolute_cache(model: Any) -> Any:
     """``model``, or a shallow copy whose relative ``cache`` path is made absolute.
 
@@ -212,30 +233,30 @@ def _absolute_cache(model: Any) -> Any:
     would be read, or created, against whichever folder ``predict`` runs in. The path is
     resolved against the current folder, as the model would have resolved it now.
     """
-    cache = getattr(model, "cache", None)
+    cache = getattr(_cache_owner(model), "cache", None)
     if not isinstance(cache, (str, os.PathLike)) or os.path.isabs(cache):
         return model
-    out = copy.copy(model)
-    out.cache = os.path.abspath(cache)
-    return out
+    return _with_cache(model, os.path.abspath(cache))
 
 
 def _drop_missing_cache(model: Any, path: str) -> None:
     """Forget a saved cache path that is relative or gone: a call must not create it.
 
-    The loaded model then uses a temporary cache until ``set_params(cache=...)`` names one.
+    The loaded model then uses a temporary cache until ``set_embedder_params(cache=...)``
+    names one.
     """
-    cache = getattr(model, "cache", None)
+    owner = _cache_owner(model)
+    cache = getattr(owner, "cache", None)
     if not isinstance(cache, (str, os.PathLike)):
         return
     if os.path.isabs(cache) and os.path.exists(cache):
         return
     log.info(
-        "%s: its cache %s is %s; using a temporary cache (set_params(cache=...) or --cache "
+        "%s: its cache %s is %s; using a temporary cache (set_embedder_params(cache=...) or --cache "
         "to choose one)", path, os.fspath(cache),
         "gone" if os.path.isabs(cache) else "a relative path",
     )
-    model.cache = None
+    owner.cache = None
 
 
 def _skops() -> Any:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from itertools import product
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -47,6 +49,7 @@ from deepfeat.classify.candidates import (
 )
 from deepfeat.classify.cv import check_cv_possible, class_counts, small_data_cv
 from deepfeat.classify.fold_scores import FAST_METRICS, score_fold
+from deepfeat.classify.params import DeclaredParams
 from deepfeat.classify.select_rule import SELECTIONS, bbc_estimate, choose
 from deepfeat.exceptions import InvalidParameterError
 from deepfeat.process_state import filters_swapped_inside, ignoring_warnings
@@ -127,7 +130,7 @@ class SearchScores:
         return f"{cand['preprocess']}|{cand['head']}" + ("" if gf is None else f"|{gf:.6g}")
 
 
-class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+class EmbeddingClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
     """Classifier on embeddings choosing preprocessing, head and regularisation by CV.
 
     Every combination of a ``preprocessing`` choice, a head and the head's grid values is
@@ -243,6 +246,24 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     30
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {
+        "heads": [str, list, tuple],  # the names: check_heads
+        "preprocessing": [str, list, tuple],  # the steps: check_preprocessing
+        "grid": [StrOptions(set(GRIDS))],
+        "param_grid": [Mapping, None],  # its heads and values: resolve_grid
+        "selection": [StrOptions(set(SELECTIONS))],
+        "honest": ["boolean"],
+        "cv": ["cv_object"],
+        "scoring": [str, callable],  # the name: check_scoring
+        "class_weight": [StrOptions({"balanced"}), Mapping, None],
+        "calibrate": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         heads: str | Sequence[str] = DEFAULT_HEADS,
@@ -280,39 +301,16 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Check the parameters (:attr:`_parameter_constraints`, then the heads, steps and
+        grid overrides named); return the heads and preprocessing choices."""
+        self._validate_params()
         heads = check_heads(self.heads)
         preps = check_preprocessing(self.preprocessing)
-        if self.grid not in GRIDS:
-            raise InvalidParameterError(f"grid must be one of {tuple(GRIDS)}, got {self.grid!r}")
         resolve_grid(
             [h for h in ("logreg", "linsvm", "rbfsvm") if heads == ("auto",) or h in heads],
             self.param_grid,
             GRIDS[self.grid],
         )
-        if self.selection not in SELECTIONS:
-            raise InvalidParameterError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if not isinstance(self.honest, (bool, np.bool_)):
-            raise InvalidParameterError(f"honest must be True or False, got {self.honest!r}")
-        if not (
-            self.class_weight is None
-            or self.class_weight == "balanced"
-            or isinstance(self.class_weight, Mapping)
-        ):
-            raise InvalidParameterError(
-                f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}"
-            )
-        if not isinstance(self.calibrate, (bool, np.bool_)):
-            raise InvalidParameterError(f"calibrate must be True or False, got {self.calibrate!r}")
-        if (
-            isinstance(self.max_iter, bool)
-            or not isinstance(self.max_iter, (int, np.integer))
-            or self.max_iter < 1
-        ):
-            raise InvalidParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
-        if not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool) or not self.tol > 0:
-            raise InvalidParameterError(f"tol must be a positive number, got {self.tol!r}")
-        if isinstance(self.cv, bool) or (isinstance(self.cv, (int, np.integer)) and self.cv < 2):
-            raise InvalidParameterError(f"cv as an integer must be >= 2, got {self.cv!r}")
         return heads, preps
 
     def _candidates(

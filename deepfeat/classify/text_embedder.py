@@ -14,23 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from deepfeat.classify.embedder import (
-    ON_ERROR,
     CarriedCacheMixin,
     describe_failures,
     shared_featurizer,
 )
-from deepfeat.exceptions import InputError, InvalidParameterError
+from deepfeat.classify.params import ON_ERROR, RUNTIME_CONSTRAINTS, TEXT_DEFAULTS
+from deepfeat.exceptions import InputError
 from deepfeat.featurize.featurizer import FeaturizeResult
-from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE, TFIDF, normalize_text_pool
+from deepfeat.featurize.text_encoders import TEXT_POOLINGS, TFIDF
 from deepfeat.featurize.text_featurizer import describe_text, text_problem
 
 __all__ = ["TextEmbedder", "as_text_list", "TFIDF_PARAMS"]
@@ -133,23 +140,33 @@ class TextEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transform
     (2, 6)
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {
+        "backbone": [str],
+        "layer": [str, None],
+        "pool": [StrOptions({*TEXT_POOLINGS, "avg"})],
+        "weights": [str, None],
+        "checkpoint": [str, os.PathLike, None],
+        "max_length": [Interval(Integral, 1, None, closed="left"), None],
+        **RUNTIME_CONSTRAINTS,
+    }
+
     def __init__(
         self,
-        backbone: str = DEFAULT_TEXT_BACKBONE,
+        backbone: str = TEXT_DEFAULTS["backbone"],
         *,
-        layer: str | None = None,
-        pool: str = "mean",
-        weights: str | None = "DEFAULT",
-        checkpoint: str | None = None,
-        max_length: int | None = None,
-        cache: str | os.PathLike | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        batch_size: int = 32,
-        storage_dtype: str = "float32",
-        lock_timeout: float | None = 30.0,
-        on_error: str = "raise",
-        progress: bool = False,
+        layer: str | None = TEXT_DEFAULTS["layer"],
+        pool: str = TEXT_DEFAULTS["pool"],
+        weights: str | None = TEXT_DEFAULTS["weights"],
+        checkpoint: str | None = TEXT_DEFAULTS["checkpoint"],
+        max_length: int | None = TEXT_DEFAULTS["max_length"],
+        cache: str | os.PathLike | None = TEXT_DEFAULTS["cache"],
+        device: str = TEXT_DEFAULTS["device"],
+        precision: str = TEXT_DEFAULTS["precision"],
+        batch_size: int = TEXT_DEFAULTS["batch_size"],
+        storage_dtype: str = TEXT_DEFAULTS["storage_dtype"],
+        lock_timeout: float | None = TEXT_DEFAULTS["lock_timeout"],
+        on_error: str = ON_ERROR[0],
+        progress: bool = TEXT_DEFAULTS["progress"],
     ) -> None:
         self.backbone = backbone
         self.layer = layer
@@ -175,6 +192,7 @@ class TextEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transform
     def _carries_cache(self) -> bool:
         return self.backbone != TFIDF  # TF-IDF is fitted, never cached
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> TextEmbedder:
         """Take the encoder's featurizer (nothing learned), or fit TF-IDF on ``X``.
 
@@ -187,9 +205,6 @@ class TextEmbedder(CarriedCacheMixin, ClassNamePrefixFeaturesOutMixin, Transform
         -------
         self
         """
-        if self.on_error not in ON_ERROR:
-            raise InvalidParameterError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
-        normalize_text_pool(self.pool)
         items = as_text_list(X)
         if self.backbone == TFIDF:
             from sklearn.feature_extraction.text import TfidfVectorizer

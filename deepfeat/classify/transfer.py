@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.pipeline import FeatureUnion
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from deepfeat.classify.candidates import DEFAULT_HEADS, DEFAULT_PREPROCESSING
 from deepfeat.classify.cost import (
     bounded,
-    check_bounds,
     forward_passes,
     machine,
     space_cost,
     time_part,
 )
 from deepfeat.classify.cv import check_cv_possible, class_counts
-from deepfeat.classify.embedder import as_image_list, describe_failures
+from deepfeat.classify.embedder import ImageEmbedder, as_image_list, describe_failures
+from deepfeat.classify.modality import embedder_class, embedder_modality, input_modality
+from deepfeat.classify.params import RUNTIME_PARAMS, DeclaredParams, check_params
 from deepfeat.classify.search import (
     FALLBACK_PARAMS,
     NO_CV_REASON,
@@ -34,14 +36,14 @@ from deepfeat.classify.search import (
     fit_without_cv,
     results_frame,
 )
-from deepfeat.classify.select_embed import (
+from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
+from deepfeat.classify.space_embedders import (
     embed,
     embedder_parts,
     featurize_parts,
     make_embedder,
     with_runtime,
 )
-from deepfeat.classify.select_space import MAX_CV_SPACES, select_space
 from deepfeat.classify.spaces import (
     PART_NORM,
     check_space_spec,
@@ -50,9 +52,9 @@ from deepfeat.classify.spaces import (
     space_name,
     space_parts,
 )
-from deepfeat.classify.text_embedder import as_text_list
+from deepfeat.classify.text_embedder import TextEmbedder, as_text_list
 from deepfeat.exceptions import InputError, InvalidParameterError
-from deepfeat.featurize import DEFAULT_BACKBONE, FeaturizeResult
+from deepfeat.featurize import FeaturizeResult
 from deepfeat.featurize.backbones import backbone_modality
 from deepfeat.featurize.text_encoders import TFIDF
 
@@ -67,70 +69,47 @@ log = logging.getLogger(__name__)
 #: (benchmarks/fit_scaling.py, two runs on a loaded machine).
 ENSEMBLE_MAX_IMAGES = 2000
 
-_EMBEDDER_PARAMS = (
-    "backbone",
-    "layer",
-    "pool",
-    "weights",
-    "checkpoint",
-    "cache",
-    "device",
-    "precision",
-    "batch_size",
-    "num_workers",
-    "tta",
-    "jit",
-    "storage_dtype",
-    "lock_timeout",
-)
-_SEARCH_PARAMS = (
-    "heads",
-    "preprocessing",
-    "grid",
-    "param_grid",
-    "selection",
-    "honest",
-    "cv",
-    "scoring",
-    "class_weight",
-    "calibrate",
-    "n_jobs",
-    "random_state",
-    "verbose",
-)
 
+class TransferClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
+    """Transfer learning in one estimator: pretrained embeddings + a searched head.
 
-class TransferClassifier(ClassifierMixin, BaseEstimator):
-    """Transfer learning in one estimator: pretrained CNN embeddings + a searched head.
+    ``fit`` embeds the inputs with ``embedder`` (only those its cache lacks go through the
+    network), in each candidate feature space, then fits a clone of ``search``, which
+    chooses preprocessing, head and regularisation by cross-validation (and, among several
+    spaces, the space) and refits the best on all inputs.
 
-    ``fit`` embeds the images with :class:`~deepfeat.classify.embedder.ImageEmbedder`
-    (only the images its cache lacks go through the network), then fits an
-    :class:`~deepfeat.classify.search.EmbeddingClassifier`, which chooses preprocessing,
-    head and regularisation by cross-validation and refits the best on all images.
+    The estimator composes the two it drives, as scikit-learn's meta-estimators do: their
+    parameters are theirs (``embedder__device``, ``search__cv``; ``get_params(deep=True)``
+    lists them), and ``fit`` works on clones, never changing them.
 
     Parameters
     ----------
-    backbone, layer, pool, weights, checkpoint, tta, cache, device, precision, jit, batch_size, num_workers, storage_dtype, lock_timeout
-        The feature space and how to compute it; see
-        :class:`~deepfeat.classify.embedder.ImageEmbedder`. ``cache``, ``device``,
-        ``precision``, ``batch_size`` and ``num_workers`` may be changed after fitting
-        (e.g. to predict on another machine). A text encoder as ``backbone`` (``"minilm"``,
-        ``"hf:<repo>"``; see :class:`~deepfeat.classify.text_embedder.TextEmbedder`) makes
-        this a text classifier: ``X`` is then a sequence of strings, ``pool`` is ``"mean"``
-        (``"avg"``) or ``"cls"``, and ``tta``, ``jit`` and ``num_workers`` do not apply;
-        ``spaces="auto"`` then searches
+    embedder : ImageEmbedder, TextEmbedder, str or None, default=None
+        The feature space and how to compute it (``backbone``, ``layer``, ``pool``,
+        ``weights``, ``checkpoint``, ``cache``, ``device``...). ``None``: the default
+        embedder of the inputs given to ``fit`` (:class:`~deepfeat.classify.ImageEmbedder`
+        for images, :class:`~deepfeat.classify.TextEmbedder` for texts, told apart by
+        :func:`~deepfeat.classify.modality.input_modality`). A backbone name is short for
+        that backbone's embedder with its defaults (``"minilm"``:
+        ``TextEmbedder("minilm")``). Runtime settings (``cache``, ``device``,
+        ``precision``, ``batch_size``...) may be changed after fitting, e.g. to predict
+        on another machine: :meth:`set_embedder_params`. With a text embedder ``X`` is a
+        sequence of strings and ``spaces="auto"`` searches
         :func:`~deepfeat.classify.spaces.default_text_space_specs`.
+    search : EmbeddingClassifier or None, default=None
+        The head search (``heads``, ``preprocessing``, ``grid``, ``cv``, ``scoring``,
+        ``calibrate``, ``random_state``...); ``None``: ``EmbeddingClassifier()``.
     spaces : "auto", None or list of space specs, default="auto"
         ``"auto"`` (what ``deepfeat fit`` does, whose defaults are these):
-        :func:`~deepfeat.classify.spaces.default_space_specs` of ``backbone`` (its
-        penultimate embedding, a late cut point, their concatenation, flip-averaged
+        :func:`~deepfeat.classify.spaces.default_space_specs` of the embedder's backbone
+        (its penultimate embedding, a late cut point, their concatenation, flip-averaged
         embeddings where the embedder offers them, and the offline zoo's ensemble space
-        with the default pretrained weights; with ``layer`` given, that cut point in
-        place of the late one). ``None``: only the one space given by ``backbone``,
-        ``layer`` and ``pool`` (one featurization per image: the fastest fit). A list:
-        these candidates (each a dict of ImageEmbedder space parameters, or a list of
-        such dicts to concatenate). The space and the head are chosen together by
-        :func:`~deepfeat.classify.select_space.select_space`.
+        with the default pretrained weights; with a ``layer`` given, that cut point in
+        place of the late one). ``None``: only the embedder's own space (one
+        featurization per input: the fastest fit). A list: these candidates (each a dict
+        of embedder space parameters, or a list of such dicts to concatenate; a part
+        that names no backbone is the embedder's). The space and the head are chosen
+        together by :func:`~deepfeat.classify.select_space.select_space`.
     time_budget : float or None, default=None
         Seconds the whole ``fit`` may take, featurizing included: candidate spaces that
         would not fit in it are skipped (and listed as such in :attr:`selection_`). The
@@ -148,10 +127,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         only when its CV gain is beyond one standard error (``selection="one_se"``).
     max_cv_spaces : int, default=5
         Candidate spaces cross-validated; more are first pruned by their LogME score.
-    heads, preprocessing, grid, param_grid, selection, honest, cv, scoring, class_weight, calibrate, n_jobs, random_state
-        The search; see :class:`~deepfeat.classify.search.EmbeddingClassifier`.
     verbose : int, default=0
-        ``> 0``: progress of featurizing and of the search on stderr.
+        ``> 0``: progress of featurizing and of the search on stderr (whatever the
+        ``progress`` and ``verbose`` of ``embedder`` and ``search``).
 
     Attributes
     ----------
@@ -218,106 +196,111 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> dark = [rng.integers(0, 60, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
     >>> light = [rng.integers(190, 255, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
-    >>> clf = TransferClassifier(device="cpu", heads="logreg", spaces=None)  # one space: fast
+    >>> from deepfeat.classify import EmbeddingClassifier, ImageEmbedder
+    >>> clf = TransferClassifier(ImageEmbedder(device="cpu"), EmbeddingClassifier("logreg"),
+    ...                          spaces=None)  # one space: fast
     >>> clf = clf.fit(dark + light, [0] * 4 + [1] * 4)
     >>> clf.predict(dark[:1] + light[:1]).tolist()
     [0, 1]
     """
 
+    _parameter_constraints: dict[str, list[Any]] = {
+        "embedder": [ImageEmbedder, TextEmbedder, str, None],
+        "search": [EmbeddingClassifier, None],
+        "spaces": [StrOptions({"auto"}), list, tuple, None],
+        "time_budget": [Interval(Real, 0, None, closed="neither"), None],
+        "max_cost": [Interval(Integral, 1, None, closed="left"), None],
+        "max_ms_per_image": [Interval(Real, 0, None, closed="neither"), None],
+        "max_cv_spaces": [Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
+        embedder: ImageEmbedder | TextEmbedder | str | None = None,
+        search: EmbeddingClassifier | None = None,
         *,
-        layer: str | None = None,
-        pool: str = "avg",
-        weights: str | None = "DEFAULT",
-        checkpoint: str | None = None,
-        cache: str | os.PathLike | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        batch_size: int = 32,
-        num_workers: int | str = "auto",
-        tta: str = "none",
-        jit: bool | str = "auto",
-        storage_dtype: str = "float32",
-        lock_timeout: float | None = 30.0,
         spaces: str | Sequence[Any] | None = "auto",
         time_budget: float | None = None,
         max_cost: int | None = None,
         max_ms_per_image: float | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
-        heads: str | Sequence[str] = DEFAULT_HEADS,
-        preprocessing: str | Sequence[str] = DEFAULT_PREPROCESSING,
-        grid: str = "compact",
-        param_grid: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-        selection: str = "one_se",
-        honest: bool = True,
-        cv: Any = None,
-        scoring: Any = "accuracy",
-        class_weight: Any = None,
-        calibrate: bool = True,
-        n_jobs: int | None = None,
-        random_state: int | None = 0,
         verbose: int = 0,
     ) -> None:
-        self.backbone = backbone
-        self.layer = layer
-        self.pool = pool
-        self.weights = weights
-        self.checkpoint = checkpoint
-        self.cache = cache
-        self.device = device
-        self.precision = precision
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.tta = tta
-        self.jit = jit
-        self.storage_dtype = storage_dtype
-        self.lock_timeout = lock_timeout
+        self.embedder = embedder
+        self.search = search
         self.spaces = spaces
         self.time_budget = time_budget
         self.max_cost = max_cost
         self.max_ms_per_image = max_ms_per_image
         self.max_cv_spaces = max_cv_spaces
-        self.heads = heads
-        self.preprocessing = preprocessing
-        self.grid = grid
-        self.param_grid = param_grid
-        self.selection = selection
-        self.honest = honest
-        self.cv = cv
-        self.scoring = scoring
-        self.class_weight = class_weight
-        self.calibrate = calibrate
-        self.n_jobs = n_jobs
-        self.random_state = random_state
         self.verbose = verbose
 
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn.utils.Tags
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True  # file paths
+        tags.input_tags.string = True  # file paths, texts
         return tags
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # a model saved by an earlier deepfeat lacks the parameters added since (e.g.
-        # max_cost): they take their defaults, so get_params/set_params keep working
-        for name, p in inspect.signature(type(self).__init__).parameters.items():
-            if name != "self" and p.default is not inspect.Parameter.empty:
-                state.setdefault(name, p.default)
-        super().__setstate__(state)
+        super().__setstate__(upgrade_state(state))
 
-    # ------------------------------------------------------------------ helpers
-    def _embedder_params(self) -> dict[str, Any]:
-        p = {k: getattr(self, k) for k in _EMBEDDER_PARAMS}
-        p["progress"] = bool(self.verbose)
-        return p
+    # ------------------------------------------------------------------ the parts
+    def resolve_embedder(self, modality: str | None = None) -> ImageEmbedder | TextEmbedder:
+        """The unfitted embedder ``fit`` starts from (a new object: ``embedder`` is untouched).
+
+        Parameters
+        ----------
+        modality : {"image", "text"} or None, default=None
+            What the inputs are, for ``embedder=None``; ``None``: what this model was
+            fitted on, else images.
+
+        Returns
+        -------
+        ImageEmbedder or TextEmbedder
+            A clone of ``embedder``; the embedder of a backbone name; the default
+            embedder of ``modality`` for ``None``.
+        """
+        e = self.embedder
+        if isinstance(e, str):
+            return embedder_class(e)(e)
+        if e is not None:
+            return clone(e)
+        return TextEmbedder() if (modality or self._modality()) == "text" else ImageEmbedder()
+
+    def set_embedder_params(self, **params: Any) -> TransferClassifier:
+        """``set_params(embedder__<name>=value)`` whatever ``embedder`` is.
+
+        With ``embedder`` None or a backbone name, ``embedder`` first becomes
+        :meth:`resolve_embedder` (for a fitted model: the embedder of what it was fitted
+        on). Settings the embedder does not have (``jit`` for a text embedder) are left out.
+        On a fitted model, runtime settings (``cache``, ``device``, ``precision``,
+        ``batch_size``...) act on the next predictions; the fitted state is unchanged.
+
+        Returns
+        -------
+        self
+        """
+        if self.embedder is None or isinstance(self.embedder, str):
+            self.embedder = self.resolve_embedder()
+        known = self.embedder.get_params(deep=False)
+        self.embedder.set_params(**{k: v for k, v in params.items() if k in known})
+        return self
+
+    def _search(self) -> EmbeddingClassifier:
+        search = clone(self.search) if self.search is not None else EmbeddingClassifier()
+        if self.verbose:
+            search.set_params(verbose=max(int(search.verbose), int(self.verbose)))
+        return search
 
     def _runtime_params(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in self._embedder_params().items()
-            if k not in ("backbone", "layer", "pool", "weights", "checkpoint", "tta")
+        """The runtime settings predictions use: ``embedder``'s, or (``embedder`` None or a
+        backbone name) those the model was fitted with; progress as ``verbose`` asks."""
+        e = self.embedder
+        params = {} if e is None or isinstance(e, str) else {
+            k: v for k, v in e.get_params(deep=False).items() if k in RUNTIME_PARAMS
         }
+        params["progress"] = bool(params.get("progress")) or bool(self.verbose)
+        return params
 
     def _embed(self, X: Any) -> FeaturizeResult:
         """Embed with the current runtime settings (they may have changed since fit), on a
@@ -335,62 +318,88 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         return res.features
 
-    def candidate_spaces(self) -> list[list[dict[str, Any]]]:
+    def candidate_spaces(self, X: Any = None) -> list[list[dict[str, Any]]]:
         """The candidate spaces ``fit`` chooses among, most preferred first.
+
+        Parameters
+        ----------
+        X : sequence of images or texts, or None, default=None
+            Inputs that tell the default embedder's modality (``embedder=None``);
+            ``None``: images, unless the model was fitted on texts.
 
         Returns
         -------
         list of list of dict
-            Each space as its list of parts (:class:`ImageEmbedder` space parameters).
+            Each space as its list of parts (embedder space parameters).
         """
-        own = {"backbone": self.backbone, "layer": self.layer, "pool": self.pool}
-        own.update(weights=self.weights, checkpoint=self.checkpoint)
-        if self.tta != "none":  # a space's name ignores tta='none'
-            own["tta"] = self.tta
+        modality = None if X is None else self._fit_modality(X)
+        return self._candidate_spaces(self.resolve_embedder(modality))
+
+    def _candidate_spaces(self, emb: ImageEmbedder | TextEmbedder) -> list[list[dict[str, Any]]]:
+        p = emb.get_params(deep=False)
+        text = isinstance(emb, TextEmbedder)
+        own = {k: p[k] for k in ("backbone", "layer", "pool", "weights", "checkpoint")}
+        if not text and p["tta"] != "none":  # a space's name ignores tta='none'
+            own["tta"] = p["tta"]
+        if text and p["max_length"] is not None:
+            own["max_length"] = p["max_length"]
         if self.spaces is None:
             return [[own]]
         if isinstance(self.spaces, str):
             if self.spaces != "auto":
                 raise InvalidParameterError(f"spaces must be None, 'auto' or a list, got {self.spaces!r}")
-            if self._modality() == "text":
-                specs = default_text_space_specs(self.backbone, [self.layer] if self.layer else None)
-                return self._with_common(specs)
+            if text:
+                specs = default_text_space_specs(p["backbone"], [p["layer"]] if p["layer"] else None)
+                return self._with_common(specs, own)
             # the ensemble space brings other backbones with their own pretrained weights:
             # not with random weights or a checkpoint of this backbone
             specs = default_space_specs(
-                [self.backbone],
-                [self.layer] if self.layer else None,
-                ensemble=self.weights == "DEFAULT" and self.checkpoint is None,
+                [p["backbone"]],
+                [p["layer"]] if p["layer"] else None,
+                ensemble=p["weights"] == "DEFAULT" and p["checkpoint"] is None,
             )
         else:
             specs = list(self.spaces)
             if not specs:
                 raise InvalidParameterError("spaces: give at least one candidate space")
-        return self._with_common(specs)
+        return self._with_common(specs, own)
 
-    def _with_common(self, specs: Sequence[Any]) -> list[list[dict[str, Any]]]:
-        """Validated parts, each with this estimator's weights and checkpoint (not TF-IDF's:
-        it has none); a part that names no backbone is this estimator's."""
-        common = {"weights": self.weights, "checkpoint": self.checkpoint}
+    @staticmethod
+    def _with_common(specs: Sequence[Any], own: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+        """Validated parts, each with the embedder's weights and checkpoint (not TF-IDF's:
+        it has none); a part that names no backbone is the embedder's."""
+        common = {"weights": own["weights"], "checkpoint": own["checkpoint"]}
         out = []
         for spec in specs:
-            parts = check_space_spec([{"backbone": self.backbone, **p} for p in space_parts(spec)])
+            parts = check_space_spec([{"backbone": own["backbone"], **p} for p in space_parts(spec)])
             out.append([p if p.get("backbone") == TFIDF else {**common, **p} for p in parts])
         return out
 
     def _modality(self) -> str:
-        """``"text"`` when ``backbone`` is a text encoder, else ``"image"``."""
-        return backbone_modality(self.backbone)
+        """``"text"`` or ``"image"``: what the fitted model reads, else what ``embedder`` reads
+        (images for ``embedder=None``)."""
+        spec = getattr(self, "featurizer_spec_", None)
+        if spec is not None:
+            return backbone_modality(spec["backbone"])
+        return "image" if self.embedder is None else embedder_modality(self.embedder)
 
-    def _as_items(self, X: Any) -> list[Any]:
-        return as_text_list(X) if self._modality() == "text" else as_image_list(X)
+    def _fit_modality(self, X: Any) -> str:
+        """What ``fit`` reads: what ``embedder`` reads, or (``None``) what ``X`` holds."""
+        if self.embedder is not None:
+            return embedder_modality(self.embedder)
+        if (isinstance(X, np.ndarray) and X.dtype.kind not in "OUS") or sparse.issparse(X) \
+                or isinstance(X, (str, os.PathLike)):
+            return "image"  # the image reader names what is wrong with it
+        try:
+            return input_modality(list(X))
+        except TypeError:
+            return "image"
 
-    def _check_budget(self) -> None:
-        b = self.time_budget
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
-            raise InvalidParameterError(f"time_budget must be a positive number of seconds or None, got {b!r}")
+    def _as_items(self, X: Any, modality: str | None = None) -> list[Any]:
+        return as_text_list(X) if (modality or self._modality()) == "text" else as_image_list(X)
 
     # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any) -> TransferClassifier:
         """Embed the images (once per unique image and space), choose space and head.
 
@@ -417,30 +426,39 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
             )
-        self._check_budget()
-        check_bounds(self.max_cost, self.max_ms_per_image)
-        specs = self.candidate_spaces()
-        EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})._check_params()
+        if not hasattr(X, "__len__") and hasattr(X, "__iter__"):
+            X = list(X)  # a generator: read once
+        modality = self._fit_modality(X)
+        emb = self.resolve_embedder(modality)
+        if self.verbose:
+            emb.set_params(progress=True)
+        check_params(emb)
+        runtime = {k: v for k, v in emb.get_params(deep=False).items() if k in RUNTIME_PARAMS}
+        base = self._search()
+        base._check_params()
+        specs = self._candidate_spaces(emb)
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
-        default_cv = self.cv is None or isinstance(self.cv, (int, np.integer))
+        default_cv = base.cv is None or isinstance(base.cv, (int, np.integer))
         no_cv = default_cv and _single_example(y)
         if no_cv:  # the first candidate space, the fixed head: nothing to choose between
             specs = specs[:1]
-        items = self._as_items(X)
+        items = self._as_items(X, modality)
         if len(items) != len(y):
-            raise InputError(f"X holds {len(items)} images but y holds {len(y)} labels")
+            what = "texts" if modality == "text" else "images"
+            raise InputError(f"X holds {len(items)} {what} but y holds {len(y)} labels")
         deadline = None if self.time_budget is None else t_start + float(self.time_budget)
         distinct = {space_name(p): p for s in specs for p in s}
         # ms per image of each part's network: timed first when bounded by it, else after
         # featurizing for the networks that were built (not for parts read from the cache)
-        part_ms = self._part_ms(items, distinct, build=True) if self.max_ms_per_image is not None else {}
+        part_ms = self._part_ms(items, distinct, runtime, build=True) if self.max_ms_per_image is not None else {}
         specs, too_big = bounded(specs, self.max_cost, self.max_ms_per_image, part_ms)
         specs, big = without_large_ensembles(specs, len(items))
         too_big += big
-        results, skipped = featurize_parts(items, specs, self._runtime_params(), deadline)
+        results, skipped = featurize_parts(items, specs, runtime, deadline)
         skipped = too_big + skipped
-        part_ms.update(self._part_ms(items, {n: distinct[n] for n in results if n not in part_ms}, build=False))
+        part_ms.update(self._part_ms(items, {n: distinct[n] for n in results if n not in part_ms}, runtime,
+                                     build=False))
         usable = [s for s in specs if all(space_name(p) in results for p in s)]
         merged = {space_name(s): embed_merge(results, s) for s in usable}
         first = merged[space_name(usable[0])]
@@ -466,7 +484,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                     raise InputError(
                         f"after leaving out {len(self.failures_)} unreadable image(s): {exc}"
                     ) from None
-        base = EmbeddingClassifier(**{k: getattr(self, k) for k in _SEARCH_PARAMS})
         if no_cv:
             name = space_name(usable[0])
             self.search_ = fit_without_cv(base, merged[name].features[ok], y[ok])
@@ -555,10 +572,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             self.selection_["no_estimate"] = NO_CV_REASON
         return self
 
-    def _part_ms(self, items: list[Any], parts: Mapping[str, Mapping[str, Any]], build: bool) -> dict[str, float]:
+    @staticmethod
+    def _part_ms(items: list[Any], parts: Mapping[str, Mapping[str, Any]], runtime: Mapping[str, Any],
+                 build: bool) -> dict[str, float]:
         """Milliseconds per image of each part's network (only those already built unless
         ``build``); the featurizers are the ones featurizing uses (shared per process)."""
-        runtime = {**self._runtime_params(), "on_error": "nan"}
+        runtime = {**runtime, "on_error": "nan"}
         out = {}
         for name, p in parts.items():
             f = make_embedder([p], runtime).fit(items).featurizer_
@@ -582,7 +601,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def _has_proba(self) -> bool:
         if hasattr(self, "search_"):
             return hasattr(self.search_, "predict_proba")
-        return EmbeddingClassifier(self.heads, calibrate=self.calibrate)._has_proba()
+        return (self.search if self.search is not None else EmbeddingClassifier())._has_proba()
 
     @available_if(_has_proba)
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -694,7 +713,7 @@ def _single_example(y: np.ndarray) -> bool:
 
 def embed_merge(results: Mapping[str, Mapping[str, Any]], spec: Sequence[Mapping[str, Any]]):
     """The merged featurize result of the parts of ``spec`` (see :func:`featurize_parts`)."""
-    from deepfeat.classify.select_embed import merge_results
+    from deepfeat.classify.space_embedders import merge_results
 
     return merge_results([results[space_name(p)]["result"] for p in spec], PART_NORM)
 
@@ -709,3 +728,40 @@ def _featurize_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     out["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
     out["parts"] = {name: p for name, p in zip(results, parts)}
     return out
+
+
+#: The parameters a TransferClassifier took before it composed an embedder and a search:
+#: a model saved then has them as attributes, moved into its parts on loading.
+_FLAT_EMBEDDER = (
+    "backbone", "layer", "pool", "weights", "checkpoint", "cache", "device", "precision", "batch_size",
+    "num_workers", "tta", "jit", "storage_dtype", "lock_timeout",
+)
+_FLAT_SEARCH = (
+    "heads", "preprocessing", "grid", "param_grid", "selection", "honest", "cv", "scoring", "class_weight",
+    "calibrate", "n_jobs", "random_state",
+)
+
+
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The pickled state of a :class:`TransferClassifier`, in this version's layout.
+
+    A model saved before the estimator composed an embedder and a search (every parameter
+    its own attribute) gets an ``embedder`` and a ``search`` holding those parameters, so
+    it predicts as it did and refits to the same choice; parameters added since take
+    their defaults.
+    """
+    import inspect
+
+    state = dict(state)
+    if "embedder" not in state:
+        flat = {k: state.pop(k) for k in _FLAT_EMBEDDER if k in state}
+        search = {k: state.pop(k) for k in _FLAT_SEARCH if k in state}
+        if flat:
+            cls = embedder_class(flat.get("backbone", ImageEmbedder().backbone))
+            known = set(inspect.signature(cls).parameters)
+            state["embedder"] = cls(**{k: v for k, v in flat.items() if k in known})
+        state["search"] = EmbeddingClassifier(**search) if search else None
+    for name, p in inspect.signature(TransferClassifier).parameters.items():
+        if p.default is not inspect.Parameter.empty:
+            state.setdefault(name, p.default)
+    return state

@@ -16,9 +16,13 @@ from deepfeat.classify.candidates import (
     check_preprocessing,
 )
 from deepfeat.classify.cv import class_counts
+from deepfeat.classify.modality import embedder_class
+from deepfeat.classify.params import IMAGE_DEFAULTS, TEXT_DEFAULTS
 from deepfeat.classify.persistence import save
+from deepfeat.classify.search import EmbeddingClassifier
 from deepfeat.classify.select_rule import SELECTIONS
 from deepfeat.classify.spaces import default_space_specs
+from deepfeat.classify.text_embedder import TextEmbedder
 from deepfeat.classify.transfer import ENSEMBLE_MAX_IMAGES, TransferClassifier
 from deepfeat.cli.finetune_options import add_finetune_arguments, finetune_kwargs
 from deepfeat.cli.options import add_backbone_options, add_runtime_options, featurizer_kwargs
@@ -44,6 +48,28 @@ HELP = (
 )
 
 _DEFAULTS = {k: p.default for k, p in inspect.signature(TransferClassifier).parameters.items()}
+_SEARCH = {k: p.default for k, p in inspect.signature(EmbeddingClassifier).parameters.items()}
+_TEXT = {k: p.default for k, p in inspect.signature(TextEmbedder).parameters.items()}
+
+#: fit's options that set a parameter of the head search, by option name (``dest``).
+SEARCH_OPTIONS = {
+    "heads": "heads", "preprocessing": "preprocessing", "grid": "grid", "selection": "selection",
+    "honest": "honest", "cv": "cv", "scoring": "scoring", "class_weight": "class_weight",
+    "calibrate": "calibrate", "max_iter": "max_iter", "tol": "tol", "n_jobs": "n_jobs", "seed": "random_state",
+}
+#: fit's options that set a parameter of TransferClassifier itself (``--select``,
+#: ``--backbones`` and ``--layers`` make ``spaces``; ``--quiet`` sets ``verbose``).
+OWN_OPTIONS = {
+    "time_budget": "time_budget", "max_cost": "max_cost", "max_ms_per_image": "max_ms_per_image",
+    "max_cv_spaces": "max_cv_spaces",
+}
+#: Library parameters fit sets without an option of their own, and why.
+NOT_OPTIONS = {
+    "embedder__on_error": "fit leaves unreadable inputs out and reports them, whatever it is",
+    "embedder__progress": "--quiet",
+    "search__verbose": "--quiet",
+    "search__param_grid": "a grid per head has no command-line form; --grid picks one",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-col", "--label-column", dest="label_col", default="label",
                    help="label column of a manifest")
     add_text_options(p)
-    add_backbone_options(p, texts=True)
+    add_backbone_options(p, tta=True, texts=True)
+    p.add_argument_group("backbone").add_argument(
+        "--max-length", type=integer(1), default=_TEXT["max_length"], metavar="TOKENS",
+        help="texts: the encoder's window in tokens (default: the encoder's own); longer texts are truncated")
     add_runtime_options(p, cache_help="HDF5 embedding cache (default: a temporary one)")
     c = p.add_argument_group("candidate spaces")
     c.add_argument(
@@ -103,6 +132,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(each network timed on a few batches first)",
     )
     c.add_argument(
+        "--max-cv-spaces",
+        type=integer(1),
+        default=_DEFAULTS["max_cv_spaces"],
+        metavar="N",
+        help="candidate spaces cross-validated; more are first pruned by their LogME score "
+        "(default: %(default)s)",
+    )
+    c.add_argument(
         "--deployable",
         default="any",
         choices=DEPLOYABLE,
@@ -113,45 +150,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--heads",
         type=checked(check_heads),
-        default=_DEFAULTS["heads"]
-        if isinstance(_DEFAULTS["heads"], str)
-        else ",".join(_DEFAULTS["heads"]),
+        default=_SEARCH["heads"] if isinstance(_SEARCH["heads"], str) else ",".join(_SEARCH["heads"]),
         help=f"comma-separated, among {','.join(HEADS)}; auto: logreg, plus linsvm on small data with few classes",
     )
     s.add_argument(
-        "--grid", default=_DEFAULTS["grid"], choices=tuple(GRIDS), help="default values searched"
+        "--grid", default=_SEARCH["grid"], choices=tuple(GRIDS), help="default values searched"
     )
     s.add_argument(
         "--selection",
-        default=_DEFAULTS["selection"],
+        default=_SEARCH["selection"],
         choices=SELECTIONS,
         help="one_se: the most regularised candidate within one standard error of the best",
     )
     s.add_argument(
         "--preprocessing",
         type=checked(check_preprocessing),
-        default=_DEFAULTS["preprocessing"]
-        if isinstance(_DEFAULTS["preprocessing"], str)
-        else ",".join(_DEFAULTS["preprocessing"]),
+        default=_SEARCH["preprocessing"]
+        if isinstance(_SEARCH["preprocessing"], str)
+        else ",".join(_SEARCH["preprocessing"]),
         help=f"comma-separated choices; steps {','.join(PREPROCESSING_STEPS)}, chained with '+'",
     )
     s.add_argument(
         "--cv",
         type=integer(2),
-        default=None,
+        default=_SEARCH["cv"],
         help="folds wanted (default 5, 3 from 2,000 images on; fewer when a class is small; "
         "repeated when tiny)",
     )
     s.add_argument(
-        "--scoring", default=_DEFAULTS["scoring"], type=scorer, help="e.g. accuracy, balanced_accuracy, f1_macro"
+        "--scoring", default=_SEARCH["scoring"], type=scorer, help="e.g. accuracy, balanced_accuracy, f1_macro"
     )
     s.add_argument(
-        "--class-weight", default=None, choices=("balanced",), help="reweight classes by 1/size"
+        "--class-weight", default=_SEARCH["class_weight"], choices=("balanced",), help="reweight classes by 1/size"
     )
     s.add_argument(
-        "--n-jobs", type=integer(nonzero=True), default=None, help="CV folds scored in parallel"
+        "--no-calibrate", dest="calibrate", action="store_false", default=_SEARCH["calibrate"],
+        help="keep the chosen head's own probabilities (SVM heads then have none) instead of a temperature "
+        "fitted out of fold",
     )
-    s.add_argument("--seed", type=int, default=_DEFAULTS["random_state"])
+    s.add_argument(
+        "--no-honest", dest="honest", action="store_false", default=_SEARCH["honest"],
+        help="skip the honest (bootstrap bias-corrected) estimate; it costs no fits",
+    )
+    s.add_argument(
+        "--max-iter", type=integer(1), default=_SEARCH["max_iter"],
+        help="iteration limit of each logistic-regression fit in the search (default: %(default)s)",
+    )
+    s.add_argument(
+        "--tol", type=number(0, closed="high"), default=_SEARCH["tol"],
+        help="tolerance of the logistic-regression fits (default: %(default)s)",
+    )
+    s.add_argument(
+        "--n-jobs", type=integer(nonzero=True), default=_SEARCH["n_jobs"], help="CV folds scored in parallel"
+    )
+    s.add_argument("--seed", type=int, default=_SEARCH["random_state"])
     p.add_argument(
         "--unlabeled",
         default=None,
@@ -243,10 +295,11 @@ def finetune_texts(model: TransferClassifier, X: list[str], labels: Any, args: a
     as a checkpoint. Returns the training summary."""
     from deepfeat.featurize.text_encoders import DEFAULT_TEXT_BACKBONE
 
-    if model.backbone != DEFAULT_TEXT_BACKBONE or model.checkpoint is not None:
+    emb = model.resolve_embedder("text")
+    if emb.backbone != DEFAULT_TEXT_BACKBONE or emb.checkpoint is not None:
         raise InvalidParameterError(
             f"--finetune on texts tunes the offline encoder {DEFAULT_TEXT_BACKBONE!r} only; got --backbone "
-            f"{model.backbone}" + (f" --checkpoint {model.checkpoint}" if model.checkpoint else "")
+            f"{emb.backbone}" + (f" --checkpoint {emb.checkpoint}" if emb.checkpoint else "")
         )
     from deepfeat.text_finetune import ContrastiveTextClassifier
     from deepfeat.text_finetune.checkpoint import save_encoder_checkpoint
@@ -254,8 +307,40 @@ def finetune_texts(model: TransferClassifier, X: list[str], labels: Any, args: a
     work = finetune_kwargs(args)["work_dir"]
     clf = ContrastiveTextClassifier(seed=args.seed, checkpoint_dir=work).fit(X, labels)
     ckpt = save_encoder_checkpoint(clf, os.path.join(work, "encoder.pt"))
-    model.set_params(checkpoint=ckpt).fit(X, labels)
+    model.set_embedder_params(checkpoint=ckpt).fit(X, labels)
     return {"strategy": "contrastive (deepfeat.text_finetune)", **clf.train_summary_, "checkpoint": ckpt}
+
+
+def option_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters of the composed :class:`TransferClassifier` that fit's options set,
+    as ``get_params(deep=True)`` names them (``embedder__device``, ``search__cv``...)."""
+    fkw = featurizer_kwargs(args)  # backbone and runtime options, as Featurizer names them
+    del fkw["progress"]
+    fkw["max_length"] = args.max_length
+    out = {f"embedder__{k}": v for k, v in fkw.items()}
+    out.update({f"search__{p}": getattr(args, dest) for dest, p in SEARCH_OPTIONS.items()})
+    out.update({p: getattr(args, dest) for dest, p in OWN_OPTIONS.items()})
+    return out
+
+
+def build_model(args: argparse.Namespace, spaces: Any, heads: Any) -> TransferClassifier:
+    """The TransferClassifier the options describe: an embedder for ``--backbone`` (images
+    or texts) and a search, each with the options' values."""
+    params = option_params(args)
+    if params["embedder__cache"] is not None:
+        params["embedder__cache"] = os.path.abspath(params["embedder__cache"])
+    params["search__heads"] = heads
+    emb = embedder_class(args.backbone)(args.backbone)
+    known = emb.get_params(deep=False)
+    other = {k[10:]: v for k, v in params.items() if k.startswith("embedder__") and k[10:] not in known}
+    given = sorted(k for k, v in other.items() if v != {**IMAGE_DEFAULTS, **TEXT_DEFAULTS}.get(k))
+    if given:
+        flags = ", ".join("--workers" if k == "num_workers" else "--" + k.replace("_", "-") for k in given)
+        raise InvalidParameterError(f"{flags}: not an option of {type(emb).__name__} (--backbone {args.backbone}); "
+                                    f"leave it out")
+    params = {k: v for k, v in params.items() if not k.startswith("embedder__") or k[10:] in known}
+    model = TransferClassifier(emb, EmbeddingClassifier(), spaces=spaces, verbose=0 if args.quiet else 1)
+    return model.set_params(**params)
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -270,26 +355,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         X, labels, skipped = ds.paths, ds.labels, ds.skipped
     spaces = candidate_spaces(args) if kind == "image" else (None if args.select == "none" else
                                                              _text_spaces(args))
-    fkw = featurizer_kwargs(args)  # backbone and runtime options, as Featurizer names them
-    del fkw["progress"]
-    fkw["cache"] = None if args.cache is None else os.path.abspath(args.cache)
-    model = TransferClassifier(
-        **fkw,
-        spaces=spaces,
-        time_budget=args.time_budget,
-        max_cost=args.max_cost,
-        max_ms_per_image=args.max_ms_per_image,
-        heads=heads,
-        grid=args.grid,
-        selection=args.selection,
-        preprocessing=args.preprocessing,
-        cv=args.cv,
-        scoring=args.scoring,
-        class_weight=args.class_weight,
-        n_jobs=args.n_jobs,
-        random_state=args.seed,
-        verbose=0 if args.quiet else 1,
-    )
+    model = build_model(args, spaces, heads)
     t0 = time.perf_counter()
     tuned = tuned_text = None
     if args.finetune and kind == "text":

@@ -65,9 +65,8 @@ def load_image_model(args: argparse.Namespace) -> TransferClassifier:
         )
     over = {k: v for k, v in featurizer_kwargs(args).items()
             if v is not None and k not in ("cache", "progress")}
-    over["cache"] = runtime_cache(args.cache, model.cache)
-    over["verbose"] = 0 if args.quiet else 1
-    return model.set_params(**over)
+    over["cache"] = runtime_cache(args.cache, model.resolve_embedder().cache)
+    return model.set_params(verbose=0 if args.quiet else 1).set_embedder_params(**over)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         if not hasattr(model, "search_"):
             raise InputError(f"{args.model} holds a {type(model).__name__}, not a model saved by `deepfeat fit`")
         check_model_reads(model, args.items, args.text_col)
-        model.set_params(cache=runtime_cache(args.cache, model.cache), device=args.device,
-                         verbose=0 if args.quiet else 1)
+        model.set_params(verbose=0 if args.quiet else 1).set_embedder_params(
+            cache=runtime_cache(args.cache, model.resolve_embedder().cache), device=args.device)
     else:
         from deepfeat.featurize.factory import make_featurizer
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import typing
 from dataclasses import fields
 from typing import Any
 
+from deepfeat.cli.field_help import field_help
 from deepfeat.cli.validate import field
 from deepfeat.finetune.recipe import BN_MODES, Recipe
 
@@ -24,17 +24,6 @@ from deepfeat.finetune.recipe import BN_MODES, Recipe
 OPTION_NAMES = {"batch_size": "--ft-batch-size", "seed": None}
 #: Metavars that say more than the type.
 METAVARS = {"freeze": "BLOCKS"}
-
-
-def _field_help(cls: type) -> dict[str, str]:
-    """The first sentence of each parameter's description in ``cls``'s numpydoc docstring."""
-    doc = typing.cast(str, cls.__doc__)
-    helps: dict[str, str] = {}
-    for m in re.finditer(r"^    (\w+) : [^\n]*\n((?:        [^\n]*\n)+)", doc, re.M):
-        text = " ".join(m.group(2).split()).replace("``", "")
-        first = re.split(r"(?<=[^.]\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
-        helps[m.group(1)] = first.rstrip(".").replace("%", "%%")
-    return helps
 
 
 def option_name(name: str, default: Any) -> str | None:
@@ -51,7 +40,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune", action="store_true",
                    help="fine-tune the backbone first (images: LP-FT; texts: contrastive pairs, the SetFit "
                         "idea), then search the head on its embeddings")
-    helps = _field_help(Recipe)
+    helps = field_help(Recipe)
     hints = typing.get_type_hints(Recipe)
     for f in fields(Recipe):
         flag = option_name(f.name, f.default)

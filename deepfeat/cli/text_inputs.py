@@ -74,7 +74,8 @@ def check_model_reads(model: Any, src: str, text_col: str) -> str:
     """The modality of ``src`` after checking that ``model`` reads it."""
     kind = source_modality(src, text_col)
     reads = model._modality() if hasattr(model, "_modality") else "image"
-    check_reads(reads, kind, src, f"the model (backbone {getattr(model, 'backbone', '?')})")
+    spec = getattr(model, "featurizer_spec_", None) or {}
+    check_reads(reads, kind, src, f"the model (backbone {spec.get('backbone', '?')})")
     return kind
 
 

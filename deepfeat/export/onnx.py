@@ -179,7 +179,7 @@ def export_onnx(
     out = os.fspath(out)
     if not out.lower().endswith(".onnx"):
         raise InputError(f"--out {out}: an ONNX file name ends in .onnx")
-    from deepfeat.classify.select_embed import embedder_parts
+    from deepfeat.classify.space_embedders import embedder_parts
     from deepfeat.featurize.preprocess import input_groups
 
     n_classes = len(model.classes_)

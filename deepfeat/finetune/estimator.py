@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from deepfeat.classify.cv import check_cv_possible
 from deepfeat.classify.embedder import ImageEmbedder, as_image_list, describe_failures
 from deepfeat.classify.transfer import TransferClassifier
-from deepfeat.exceptions import InputError
+from deepfeat.exceptions import InputError, InvalidParameterError
 from deepfeat.finetune.images import load_pixels
 from deepfeat.finetune.network import build_network, save_backbone_checkpoint
 from deepfeat.finetune.recipe import RECIPE_FIELDS, Recipe
@@ -30,7 +29,6 @@ __all__ = ["FineTuneClassifier", "default_work_dir", "linear_probe"]
 log = logging.getLogger(__name__)
 
 _R = Recipe()
-_EMBEDDER_PARAMS = tuple(p for p in inspect.signature(ImageEmbedder).parameters if p not in ("on_error", "progress"))
 
 
 def default_work_dir() -> str:
@@ -73,9 +71,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     transfer : TransferClassifier or None, default=None
-        The feature space (``backbone``, ``layer``, ``pool``, ``weights``, ``checkpoint``),
-        runtime (``cache``, ``device``, ``precision``...) and head search to use; ``None``
-        is ``TransferClassifier()``. Its parameters are reachable as ``transfer__<name>``.
+        The feature space and runtime (its ``embedder``: ``backbone``, ``layer``,
+        ``cache``, ``device``...) and head search (its ``search``) to use; ``None`` is
+        ``TransferClassifier()`` on images. Its parameters are reachable as
+        ``transfer__<name>`` (``transfer__embedder__device``).
     epochs, batch_size, lr, layer_decay, freeze, gradual_unfreeze, warmup_epochs, \
 weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, seed
         The fine-tuning recipe; see :class:`~deepfeat.finetune.recipe.Recipe`.
@@ -111,8 +110,9 @@ weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, see
     >>> rng = np.random.default_rng(0)
     >>> imgs = [rng.integers(0, 60, (40, 40, 3), dtype=np.uint8) for _ in range(4)] + \\
     ...        [rng.integers(190, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
-    >>> clf = FineTuneClassifier(TransferClassifier(device="cpu", heads="logreg", spaces=None), epochs=1,
-    ...                          work_dir=tempfile.mkdtemp()).fit(imgs, [0] * 4 + [1] * 4)
+    >>> from deepfeat.classify import EmbeddingClassifier, ImageEmbedder
+    >>> base = TransferClassifier(ImageEmbedder(device="cpu"), EmbeddingClassifier("logreg"), spaces=None)
+    >>> clf = FineTuneClassifier(base, epochs=1, work_dir=tempfile.mkdtemp()).fit(imgs, [0] * 4 + [1] * 4)
     >>> clf.predict(imgs[:1] + imgs[-1:]).tolist()
     [0, 1]
     """
@@ -200,11 +200,15 @@ weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, see
         base = clone(self.transfer) if self.transfer is not None else TransferClassifier()
         if not isinstance(base, TransferClassifier):
             raise InputError(f"transfer must be a TransferClassifier or None; got {type(base).__name__}")
-        params = base.get_params(deep=False)
+        emb = base.resolve_embedder("image")
+        if not isinstance(emb, ImageEmbedder):
+            raise InvalidParameterError(
+                f"transfer's embedder is a {type(emb).__name__}: FineTuneClassifier fine-tunes image "
+                f"backbones (texts: deepfeat.text_finetune)"
+            )
 
         # 1. frozen features (cached) and the linear probe
-        emb = ImageEmbedder(**{k: params[k] for k in _EMBEDDER_PARAMS}, on_error="nan",
-                            progress=bool(self.verbose)).fit(items)
+        emb = emb.set_params(on_error="nan", progress=bool(self.verbose)).fit(items)
         res = emb.embed(items)
         self.failures_ = list(res.failures)
         if not res.ok.any():
@@ -248,7 +252,7 @@ weight_decay, label_smoothing, augment, lp_init, val_fraction, patience, bn, see
         del net, bank
 
         # 3. the fine-tuned backbone as a feature space of its own, and the head search on it
-        self.transfer_ = clone(base).set_params(checkpoint=self.checkpoint_)
+        self.transfer_ = clone(base).set_embedder_params(checkpoint=self.checkpoint_)
         if self.verbose:
             self.transfer_.set_params(verbose=self.verbose)
         self.transfer_.fit(items_ok, y_ok)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from deepfeat.exceptions import InputError
 from deepfeat.serve.pixels import to_model_input
+from deepfeat.serve.results import plain, prediction_rows
 
 __all__ = ["RUNTIMES", "TorchPredictor", "OnnxPredictor", "load_predictor", "ONNX_METADATA_KEY"]
 
@@ -30,25 +31,10 @@ RUNTIMES = ("torch", "onnx")
 ONNX_METADATA_KEY = "deepfeat"
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value JSON can hold."""
-    return value.item() if hasattr(value, "item") else value
-
-
 def _finite(value: Any) -> float | None:
     """A float JSON can hold: None for NaN (a score no cross-validation could measure)."""
     v = float(value)
     return v if np.isfinite(v) else None
-
-
-def _results(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -> list[dict]:
-    out = []
-    for i, label in enumerate(labels):
-        probs = None
-        if proba is not None:
-            probs = {str(c): float(p) for c, p in zip(classes, proba[i])}
-        out.append({"label": _plain(label), "probabilities": probs})
-    return out
 
 
 def _stacked(batch: Any, n_inputs: int) -> list[np.ndarray]:
@@ -84,7 +70,7 @@ class TorchPredictor:
     runtime = "torch"
 
     def __init__(self, model: Any, info: dict[str, Any], device: str = "cpu") -> None:
-        from deepfeat.classify.select_embed import embedder_parts
+        from deepfeat.classify.space_embedders import embedder_parts
         from deepfeat.featurize import Featurizer
         from deepfeat.featurize.preprocess import input_groups
 
@@ -104,7 +90,7 @@ class TorchPredictor:
         self.inputs, self.part_inputs = input_groups([f.preprocess.to_dict() for f in self.featurizers])
         self._makers = [self.featurizers[self.part_inputs.index(i)].preprocess for i in range(len(self.inputs))]
         self.preprocess = self.featurizer.preprocess.to_dict()
-        self.classes = [_plain(c) for c in model.classes_]
+        self.classes = [plain(c) for c in model.classes_]
         self.has_proba = hasattr(model.search_, "predict_proba")
 
     @classmethod
@@ -151,7 +137,7 @@ class TorchPredictor:
         head = self.model.search_
         proba = head.predict_proba(emb) if self.has_proba else None
         labels = head.predict(emb)
-        return _results(self.classes, proba, labels)
+        return prediction_rows(self.classes, proba, labels)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /model`` shows: classes, feature recipe, training summary, dates."""
@@ -167,7 +153,7 @@ class TorchPredictor:
             "cost": getattr(m, "cost_", None),
             "training": {
                 "summary": m.describe(),
-                "head": {k: _plain(v) for k, v in m.best_params_.items()},
+                "head": {k: plain(v) for k, v in m.best_params_.items()},
                 # None (JSON null) where no cross-validation was possible (1 label per class)
                 "cv_score": _finite(m.best_score_),
                 "cv_std": _finite(m.best_std_),
@@ -243,7 +229,7 @@ class OnnxPredictor:
         arrays = _stacked(batch, len(self.inputs))
         proba = self.session.run(None, dict(zip(self.input_names, arrays)))[0]
         labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
-        return _results(self.classes, proba, labels)
+        return prediction_rows(self.classes, proba, labels)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /model`` shows, from the file's deepfeat metadata."""

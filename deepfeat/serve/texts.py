@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfeat.serve.results import prediction_rows
 from deepfeat.serve.uploads import RequestRefused
 
 __all__ = ["TextItem", "TextPredictor", "read_texts_request"]
@@ -73,7 +74,7 @@ class TextPredictor:
     modality = "text"
 
     def __init__(self, model: Any, info: dict[str, Any], device: str = "cpu") -> None:
-        from deepfeat.classify.select_embed import embedder_parts
+        from deepfeat.classify.space_embedders import embedder_parts
         from deepfeat.featurize.text_featurizer import TextFeaturizer
 
         self.model = model
@@ -104,12 +105,10 @@ class TextPredictor:
 
     def predict(self, texts: Any) -> list[dict[str, Any]]:
         """``{"label", "probabilities"}`` for each text."""
-        from deepfeat.serve.predictors import _results
-
         emb = self.embed(texts)
         head = self.model.search_
         proba = head.predict_proba(emb) if self.has_proba else None
-        return _results(self.classes, proba, head.predict(emb))
+        return prediction_rows(self.classes, proba, head.predict(emb))
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /model`` shows."""

@@ -41,12 +41,9 @@ def make_embedder(
 def _embedder_for(part: Mapping[str, Any], runtime: Mapping[str, Any]) -> Any:
     """An ImageEmbedder or a TextEmbedder, as the part's backbone reads images or texts;
     runtime settings the embedder does not have (``jit`` for texts) are left out."""
-    from deepfeat.featurize.backbones import backbone_modality
+    from deepfeat.classify.modality import embedder_class
 
-    if backbone_modality(part.get("backbone", DEFAULT_BACKBONE)) == "text":
-        from deepfeat.classify.text_embedder import TextEmbedder as cls
-    else:
-        cls = ImageEmbedder
+    cls = embedder_class(part.get("backbone", DEFAULT_BACKBONE))
     accepted = set(inspect.signature(cls).parameters)
     return cls(**dict(part), **{k: v for k, v in runtime.items() if k in accepted})
 
