@@ -1,3 +1,3 @@
 """deepfeat: simplified transfer learning with cached CNN embeddings and scikit-learn heads."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -116,6 +116,14 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fit_tiny(tmp_path_factory.mktemp("tiny_model") / "tones.joblib")
 
 
+def shared_cache_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One feature cache for all classify test modules of a session (keyed by content, so
+    files that embed the same images in the same process featurize them once)."""
+    d = tmp_path_factory.getbasetemp() / "classify-cache"
+    d.mkdir(exist_ok=True)
+    return str(d / "features.h5")
+
+
 def shared_dataset(name: str) -> Path:
     p = SHARED_DATASETS / name
     if not p.is_dir():
