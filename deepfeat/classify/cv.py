@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from deepfeat.exceptions import InputError, InvalidParameterError
+from deepfeat.jsonable import plain
 
 __all__ = [
     "MIN_TOTAL_SPLITS",
@@ -40,7 +41,7 @@ def class_counts(y: Sequence[Any] | np.ndarray) -> dict[Any, int]:
     {'a': 1, 'b': 2}
     """
     classes, counts = np.unique(np.asarray(y), return_counts=True)
-    return {c.item() if hasattr(c, "item") else c: int(n) for c, n in zip(classes, counts)}
+    return {plain(c): int(n) for c, n in zip(classes, counts)}
 
 
 def check_cv_possible(y: Sequence[Any] | np.ndarray) -> dict[Any, int]:

@@ -39,6 +39,7 @@ from deepfeat.classify.spaces import join_parts
 from deepfeat.exceptions import InputError
 from deepfeat.export.graph import ImageToProba, PartEmbedding
 from deepfeat.export.head import ExportRefused, head_module
+from deepfeat.jsonable import plain
 from deepfeat.process_state import ignoring_warnings
 
 __all__ = ["export_onnx", "CHECK_TOLERANCE", "FORMATS", "metadata_of"]
@@ -49,10 +50,6 @@ FORMATS = ("onnx",)
 #: Largest absolute probability difference between onnxruntime and torch allowed at export.
 CHECK_TOLERANCE = 1e-3
 METADATA_KEY = "deepfeat"  # also deepfeat.serve.predictors.ONNX_METADATA_KEY
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def _check_head_matches(model: Any, head: torch.nn.Module, emb: np.ndarray) -> float:
@@ -72,7 +69,7 @@ def _metadata(model: Any, info: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": "deepfeat-onnx",
         "format_version": 2,
-        "classes": [_plain(c) for c in model.classes_],
+        "classes": [plain(c) for c in model.classes_],
         "preprocess": spec["preprocess"],
         "input": "uint8 (N, 3, H, W) RGB crop: shorter side resized to preprocess.resize, centre crop preprocess.crop",
         "output": "float32 (N, n_classes) class probabilities, columns in classes order",
@@ -81,7 +78,7 @@ def _metadata(model: Any, info: dict[str, Any]) -> dict[str, Any]:
         "cost": getattr(model, "cost_", None),
         "training": {
             "summary": model.describe(),
-            "head": {k: _plain(v) for k, v in model.best_params_.items()},
+            "head": {k: plain(v) for k, v in model.best_params_.items()},
             "cv_score": float(model.best_score_) if np.isfinite(model.best_score_) else None,
             "n_images": int(model.featurize_summary_.get("total", 0)),
         },

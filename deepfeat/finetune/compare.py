@@ -34,6 +34,7 @@ from deepfeat.finetune.images import load_pixels
 from deepfeat.finetune.network import build_network
 from deepfeat.finetune.recipe import Recipe
 from deepfeat.finetune.train import EVAL_ROWS, autocast, fine_tune
+from deepfeat.jsonable import json_default
 
 __all__ = ["finetune_draws"]
 
@@ -169,7 +170,7 @@ def _load_done(path: str, identity: str) -> dict[str, Any] | None:
 def _save_done(path: str, identity: str, done: dict[str, Any]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"identity": identity, **done}, fh, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+        json.dump({"identity": identity, **done}, fh, default=json_default)
     os.replace(tmp, path)
 
 

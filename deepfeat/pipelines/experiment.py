@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.exceptions import InvalidParameterError, WeightsUnavailableError
+from deepfeat.jsonable import json_default
 from deepfeat.pipelines.audit import DataAudit, audit_dataset
 from deepfeat.pipelines.data import ExperimentData, load_experiment_data
 from deepfeat.pipelines.experiment_auto import auto_selection_space
@@ -531,4 +532,4 @@ def text_settings(
 
 
 def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(json.dumps(obj, default=json_default))

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from deepfeat.exceptions import InputError, InvalidParameterError
+from deepfeat.jsonable import plain
 
 __all__ = [
     "ALL",
@@ -70,11 +71,6 @@ def parse_shots(shots: str | Iterable[int | str]) -> list[int | str]:
     if not ints and not has_all:
         raise InvalidParameterError("shots: give at least one value, e.g. '1,2,5,all'")
     return [*sorted(ints), *([ALL] if has_all else [])]
-
-
-def _plain(value: object) -> object:
-    """A numpy scalar as the Python value (for messages: ``'dog'``, not ``np.str_('dog')``)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def class_permutation(y: np.ndarray, pool: np.ndarray, cls: object, seed: int) -> np.ndarray:
@@ -138,7 +134,7 @@ def sample_k_shot(
         order = class_permutation(y, pool, cls, seed)
         if len(order) < k:
             raise InputError(
-                f"class {_plain(cls)!r} has only {len(order)} image(s) in the training pool, fewer "
+                f"class {plain(cls)!r} has only {len(order)} image(s) in the training pool, fewer "
                 f"than k={k}; lower the largest shot value or add images to that class"
             )
         chosen.append(order[:k])
@@ -205,7 +201,7 @@ def stratified_split(
         n_test = int(test_size) if is_int else max(1, round(float(test_size) * len(order)))
         if n_test >= len(order):
             raise InputError(
-                f"class {_plain(cls)!r} has {len(order)} image(s): too few to hold out {n_test} for "
+                f"class {plain(cls)!r} has {len(order)} image(s): too few to hold out {n_test} for "
                 f"testing and keep at least one for training"
             )
         test.append(order[:n_test])

@@ -19,8 +19,9 @@ import numpy as np
 from PIL import Image
 
 from deepfeat.exceptions import InputError
+from deepfeat.jsonable import plain
 from deepfeat.serve.pixels import to_model_input
-from deepfeat.serve.results import plain, prediction_rows
+from deepfeat.serve.results import prediction_rows
 
 __all__ = ["RUNTIMES", "TorchPredictor", "OnnxPredictor", "load_predictor", "ONNX_METADATA_KEY"]
 

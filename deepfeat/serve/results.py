@@ -10,18 +10,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plain", "prediction_rows"]
+from deepfeat.jsonable import plain
 
-
-def plain(value: Any) -> Any:
-    """A numpy scalar as the Python value JSON can hold.
-
-    Examples
-    --------
-    >>> plain(np.int64(3)), plain("cat")
-    (3, 'cat')
-    """
-    return value.item() if hasattr(value, "item") else value
+__all__ = ["prediction_rows"]
 
 
 def prediction_rows(classes: list[Any], proba: np.ndarray | None, labels: np.ndarray) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfeat.jsonable import plain
 from deepfeat.serve.results import prediction_rows
 from deepfeat.serve.uploads import RequestRefused
 
@@ -87,7 +88,7 @@ class TextPredictor:
             spec = part.featurizer_spec_
             self.parts.append(TextFeaturizer.from_spec(spec, device=device, cache=None,
                                                        precision=spec.get("precision", "auto")))
-        self.classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+        self.classes = [plain(c) for c in model.classes_]
         self.has_proba = hasattr(model.search_, "predict_proba")
         self.preprocess = {"max_length": next((p.max_length for p in self.parts if hasattr(p, "max_length")), None)}
         self.inputs: list[dict[str, Any]] = []
