@@ -6,11 +6,22 @@ import contextlib
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import state_guard
-import torchvision.io  # noqa: F401 - see below
-from PIL import Image
+# Each pytest-xdist worker gets its share of the cores, for torch and for the processes its
+# tests start: with two workers on two cores, torch's default of one thread per core in each
+# worker spent the extra CPU spinning against the other worker (make test on the 2-core EPYC:
+# 7 min 8 s and 775 CPU s, against 5 min 42 s and 603 CPU s with one thread per worker). Set
+# before torch is first imported; a value the caller exported is kept. Tests that check
+# thread counts set their own (``torch_threads``).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS and "OMP_NUM_THREADS" not in os.environ:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // _WORKERS))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import state_guard  # noqa: E402
+import torchvision.io  # noqa: E402, F401 - see below
+from PIL import Image  # noqa: E402
 
 # torch and torchvision add warnings filters when they are first imported (and torchvision
 # imports sympy, which adds one more), as does urllib3 (selenium's, requests'): imported here
@@ -105,6 +116,49 @@ def one_torch_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(n)
+
+
+#: The costliest test files (CPU seconds, `tests/cpu_times.py`, 2-core EPYC, one torch thread
+#: per worker), handed out first: ``--dist loadfile`` gives each worker a file at a time, and
+#: a costly file handed out last runs alone at the end (test_user_path.py, last in name order,
+#: did). Only the order of files changes, never what runs; a file not listed keeps its place.
+COSTLIEST_FILES = (
+    "test_finetune.py",  # 42 CPU s
+    "test_user_path.py",  # 36
+    "test_pipelines_experiment.py",  # 34
+    "test_classify_images.py",  # 31
+    "test_classify_select.py",  # 31
+    "test_cli_classify.py",  # 30
+    "test_resume.py",  # 27
+    "test_torture_concurrency.py",  # 20
+    "test_torture_kill.py",  # 20
+    "test_classify_search.py",  # 19
+    "test_perf_pixels.py",  # 17
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist otherwise orders files by their number of tests, not by their cost
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(COSTLIEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture
+def torch_threads():
+    """torch on three threads for one test: a count that neither the library's single-threaded
+    sections (1) nor a worker's share of the cores (``OMP_NUM_THREADS`` above) sets, so
+    that a call that leaves the count changed is seen."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
     torch.set_num_threads(n)
 
 

@@ -59,31 +59,34 @@ def test_fast_decoder_gives_pillows_pixels_for_corrupt_but_complete_scan(photo_d
         decode_pixels(jpeg[: len(jpeg) // 2])
 
 
-def test_featurize_through_the_public_api_leaves_filters_and_threads(many_photos, tmp_path):
+def test_featurize_through_the_public_api_leaves_filters_and_threads(many_photos, tmp_path, torch_threads):
     from deepfeat.featurize import Featurizer
 
     before = state_guard.snapshot()
+    assert before["torch threads"] == torch_threads
     res = Featurizer("efficientnet_lite0", cache=str(tmp_path / "c.h5"), num_workers=2,
                      batch_size=4).featurize(many_photos)
     assert res.ok.all()
     assert state_guard.changes(before, state_guard.snapshot()) == []
 
 
-def _interleaved(enter, exit_, n: int = 2) -> None:
+def _interleaved(enter, exit_, n: int = 2, patience: float = 5.0) -> None:
     """Enter in thread order 0..n-1, leave in the same order: the interleaving that makes a
-    plain save/restore of process-wide state restore a neighbour's change."""
+    plain save/restore of process-wide state restore a neighbour's change. A scope that
+    serialises its users (a lock) cannot interleave: each wait then gives up after
+    ``patience`` seconds and the threads run one after the other."""
     entered = [threading.Event() for _ in range(n)]
     left = [threading.Event() for _ in range(n)]
 
     def run(i: int) -> None:
         if i:
-            entered[i - 1].wait(5)
+            entered[i - 1].wait(patience)
         ctx = enter()
         ctx.__enter__()
         entered[i].set()
-        entered[-1].wait(5)
+        entered[-1].wait(patience)
         if i:
-            left[i - 1].wait(5)
+            left[i - 1].wait(patience)
         exit_(ctx)
         left[i].set()
 
@@ -125,7 +128,8 @@ def test_negative_control_guard_sees_catch_warnings_race():
 
 def test_ignoring_warnings_survives_the_same_interleaving():
     before = list(warnings.filters)
-    _interleaved(lambda: ignoring_warnings(RuntimeWarning), _leave)
+    # its lock serialises the scopes: the first thread's wait for the second gives up
+    _interleaved(lambda: ignoring_warnings(RuntimeWarning), _leave, patience=0.5)
     assert warnings.filters == before
 
 
@@ -144,10 +148,9 @@ def test_ignoring_warnings_reissues_other_categories_and_nests():
     assert {str(w.message) for w in caught} == {"dropped", "kept", "kept too"}
 
 
-def test_torch_thread_count_restored_by_the_last_of_interleaved_users():
-    n = torch.get_num_threads()
+def test_torch_thread_count_restored_by_the_last_of_interleaved_users(torch_threads):
     _interleaved(torch_single_threaded, _leave, n=3)
-    assert torch.get_num_threads() == n
+    assert torch.get_num_threads() == torch_threads
 
 
 def test_quieter_logs_silences_only_the_calling_thread(caplog):
