@@ -41,6 +41,53 @@ def test_the_honest_estimate_runs_the_same_cost_rule():
     assert abs(with_cost["score"] - (good == y).mean()) < abs(without["score"] - (good == y).mean()) + 1e-9
 
 
+RANK = np.array([0, 0, 1, 1])  # "cheap" listed first, both at the same cost below
+
+
+@pytest.mark.parametrize("gain, chosen_space", [(0.01, "cheap"), (0.08, "dear")])
+def test_a_later_space_of_the_same_cost_wins_only_beyond_one_standard_error(gain, chosen_space):
+    means = np.array([0.80, 0.85, 0.80, 0.85 + gain])
+    stds = np.full(4, 0.04)
+    losses = np.full(4, np.nan)
+    same = np.ones(4)
+    assert FAMILIES[choose(means, stds, losses, 5, FAMILIES, STRENGTH, cost=same, rank=RANK)].startswith(chosen_space)
+    # the cost still comes first: a preferred space that costs more loses within noise
+    assert FAMILIES[choose(means, stds, losses, 5, FAMILIES, STRENGTH, cost=COST[::-1].copy(),
+                           rank=RANK)].startswith("dear")
+    # without the rank the later space wins either way
+    assert FAMILIES[choose(means, stds, losses, 5, FAMILIES, STRENGTH, cost=same)].startswith("dear")
+
+
+def test_the_honest_estimate_runs_the_same_preference_rule():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    first = np.where(rng.random(300) < 0.85, y, 1 - y)
+    later = np.where(rng.random(300) < 0.86, y, 1 - y)  # within noise of the first
+    preds = np.vstack([first, first, later, later])
+    ranked = bbc_estimate(preds, y, FAMILIES, STRENGTH, rank=RANK)
+    plain = bbc_estimate(preds, y, FAMILIES, STRENGTH)
+    assert abs(ranked["score"] - (first == y).mean()) < abs(plain["score"] - (first == y).mean()) + 1e-9
+
+
+def test_select_space_keeps_the_first_space_unless_a_later_one_is_better_beyond_noise():
+    from sklearn.datasets import load_digits
+
+    from deepfeat.classify.select_space import select_space
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:200], y[:200]
+    rng = np.random.default_rng(3)
+    a, b = (X + rng.normal(scale=5.5, size=X.shape) for _ in range(2))  # equally noisy copies
+    search = EmbeddingClassifier("logreg", preprocessing="standardize", random_state=0)
+    first_a = select_space({"a": a, "b": b}, y, search)
+    scores = {t["space"]: t["best_cv_score"] for t in first_a.tried}
+    assert scores["b"] > scores["a"]  # b scores higher, within noise: a, listed first, is kept
+    assert first_a.space == "a"
+    assert select_space({"b": b, "a": a}, y, search).space == "b"  # the order decides
+    # a later space better beyond noise is still chosen
+    assert select_space({"noise": rng.normal(size=X.shape), "clean": X}, y, search).space == "clean"
+
+
 def test_forward_passes_count_flips_twice():
     assert forward_passes([{"backbone": "a"}]) == 1
     assert forward_passes([{"backbone": "a", "tta": "flip"}, {"backbone": "b", "layer": "x"}]) == 3

@@ -406,14 +406,17 @@ class EmbeddingClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
         honest = self._honest(res.predictions, y, fam, res.candidates, best)
         return self._finish(X, y, res, best, honest, search_time)
 
-    def _choose(self, res: SearchScores, families: Sequence[str], cost: np.ndarray | None = None) -> int:
+    def _choose(
+        self, res: SearchScores, families: Sequence[str], cost: np.ndarray | None = None,
+        rank: np.ndarray | None = None,
+    ) -> int:
         means, stds, losses = res.summary()
         if res.scores.shape[1] and np.all(np.isnan(means)):
             raise InvalidParameterError(
                 f"scoring={self.scoring!r} failed for every candidate; see the logged errors"
             )
         strength = np.array([c["C"] for c in res.candidates], dtype=float)
-        return choose(means, stds, losses, res.scores.shape[1], families, strength, self.selection, cost)
+        return choose(means, stds, losses, res.scores.shape[1], families, strength, self.selection, cost, rank)
 
     def _honest(
         self,
@@ -423,6 +426,7 @@ class EmbeddingClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
         candidates: Sequence[Mapping[str, Any]],
         best: int,
         cost: np.ndarray | None = None,
+        rank: np.ndarray | None = None,
     ) -> dict[str, float]:
         nan = {"score": float("nan"), "std": float("nan"), "n_bootstrap": 0}
         if not self.honest or self.scoring not in FAST_METRICS:
@@ -438,6 +442,7 @@ class EmbeddingClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
             metric=self.scoring,
             random_state=self.random_state,
             cost=cost,
+            rank=rank,
         )
 
     def _finish(

@@ -10,7 +10,12 @@ candidates are within noise of each other; the rule stops the choice from follow
 that noise towards the weakest regularisation. Given each candidate's inference *cost*
 (forward passes per image of its space, :mod:`deepfeat.classify.cost`), the rule first
 moves to the cheapest candidates within one standard error of the best: a space that
-costs more is chosen only when its gain is beyond noise.
+costs more is chosen only when its gain is beyond noise. Given each candidate's *rank*
+(the place of its space in the candidate list, most preferred first), it then keeps the
+most preferred space among those: a later space is chosen only when it beats every
+earlier one beyond noise. Without it, on 16 texts the choice among five spaces of about
+the same cost followed the noise of the folds (docs/text.md: `fit` on imdb at 8 labels
+per class, 3.7 points below plain logistic regression before, 2.0 after).
 
 The winner's mean CV score is optimistic: it is the maximum of many noisy estimates.
 :func:`bbc_estimate` gives a nearly unbiased figure at no extra fitting cost, by the
@@ -56,14 +61,19 @@ def _strongest(candidates: np.ndarray, strength: np.ndarray) -> int:
     return int(candidates[np.argmin(strength[candidates])])
 
 
-def _cheapest_near(best: int, within: np.ndarray, cost: np.ndarray | None, order: np.ndarray) -> int:
-    """The first candidate in ``order`` of the cheapest ones ``within`` noise of the best."""
-    if cost is None:
+def _cheapest_near(
+    best: int, within: np.ndarray, cost: np.ndarray | None, order: np.ndarray, rank: np.ndarray | None = None
+) -> int:
+    """The first candidate in ``order`` of the cheapest ones ``within`` noise of the best;
+    of those, of the most preferred (lowest ``rank``)."""
+    if cost is None and rank is None:
         return best
-    cost = np.asarray(cost, dtype=float)
-    floor = cost[within].min()
-    cheap = within & (cost <= floor)
-    return int(next(i for i in order if cheap[i]))
+    keep = np.asarray(within, dtype=bool).copy()
+    for key in (cost, rank):
+        if key is not None:
+            key = np.asarray(key, dtype=float)
+            keep &= key <= key[keep].min()
+    return int(next(i for i in order if keep[i]))
 
 
 def choose(
@@ -75,6 +85,7 @@ def choose(
     strength: np.ndarray,
     selection: str = "one_se",
     cost: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
 ) -> int:
     """Index of the chosen candidate.
 
@@ -95,6 +106,10 @@ def choose(
         Inference cost of each candidate (forward passes per image). With ``"one_se"``,
         the best of the cheapest candidates within one standard error of the best is
         taken first, then the family rule within the same standard error.
+    rank : ndarray of shape (n_candidates,) or None
+        Preference of each candidate's space (0: most preferred). With ``"one_se"``, among
+        the cheapest candidates within one standard error of the best, those of the most
+        preferred space are kept.
 
     Examples
     --------
@@ -108,6 +123,9 @@ def choose(
     >>> two = ["cheap", "cheap", "dear"]  # the dear space's gain is within one SE
     >>> choose(means, stds, losses, 4, two, np.array([1.0, 1.0, 1.0]), cost=np.array([1, 1, 9]))
     1
+    >>> near = np.array([0.845, 0.84, 0.85])  # the preferred space "a" is within one SE
+    >>> choose(near, stds, losses, 4, ["a", "b", "b"], np.ones(3), rank=np.array([0, 1, 1]))
+    0
     """
     if selection not in SELECTIONS:
         raise InvalidParameterError(f"selection must be one of {SELECTIONS}, got {selection!r}")
@@ -118,7 +136,7 @@ def choose(
     strength = np.asarray(strength, dtype=float)
     threshold = means[best] - stds[best] / np.sqrt(n_splits) - 1e-12
     best = _cheapest_near(best, np.nan_to_num(means, nan=-np.inf) >= threshold, cost,
-                          _best_order(means, stds, losses))
+                          _best_order(means, stds, losses), rank)
     near = np.flatnonzero(
         (fam == fam[best])
         & (np.nan_to_num(means, nan=-np.inf) >= threshold)
@@ -154,6 +172,7 @@ def bbc_estimate(
     n_bootstrap: int = N_BOOTSTRAP,
     random_state: int | None = 0,
     cost: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Bootstrap bias-corrected CV estimate of the score of the *selection procedure*.
 
@@ -164,7 +183,7 @@ def bbc_estimate(
         validated hold ``-2`` and are left out; ``-1`` marks a failed candidate).
     y : ndarray of int, shape (n_samples,)
         True class indices.
-    families, strength, selection, cost
+    families, strength, selection, cost, rank
         As for :func:`choose` (in a bootstrap sample the standard error of the best
         in-bag score is the binomial one).
     metric : {"accuracy", "balanced_accuracy"}
@@ -208,8 +227,8 @@ def bbc_estimate(
         if selection == "one_se":
             se = np.sqrt(max(s[best] * (1 - s[best]), 0.0) / n)
             within = s >= s[best] - se - 1e-12
-            if cost is not None:
-                best = _cheapest_near(best, within, cost, np.argsort(-s, kind="stable"))
+            if cost is not None or rank is not None:
+                best = _cheapest_near(best, within, cost, np.argsort(-s, kind="stable"), rank)
             near = np.flatnonzero(
                 (fam == fam[best])
                 & within

@@ -81,7 +81,9 @@ def select_space(
     ----------
     spaces : mapping of str to ndarray of shape (n_samples, dim)
         Candidate spaces, most preferred first (the first is always cross-validated: it
-        is what is fitted when the time budget allows nothing else).
+        is what is fitted when the time budget allows nothing else). With
+        ``selection="one_se"`` a later space is chosen only when its CV gain over every
+        earlier space of no higher cost is beyond one standard error.
     y : ndarray of shape (n_samples,)
     search : EmbeddingClassifier or None
         The head search to run on each space (cloned); default ``EmbeddingClassifier()``.
@@ -156,8 +158,9 @@ def select_space(
     families = [f"{c['space']}|{SearchScores.family(c)}" for c in cands]
     est0 = pooled[0][1]
     cost = None if costs is None else np.array([float(costs[c["space"]]) for c in cands])
-    best = est0._choose(merged, families, cost)
-    honest = est0._honest(merged.predictions, np.asarray(y), families, cands, best, cost)
+    rank = np.array([names.index(c["space"]) for c in cands], dtype=float)  # most preferred first
+    best = est0._choose(merged, families, cost, rank)
+    honest = est0._honest(merged.predictions, np.asarray(y), families, cands, best, cost, rank)
     # which space holds the winner, and its index there
     sizes = np.cumsum([len(r.candidates) for *_, r in pooled])
     w = int(np.searchsorted(sizes, best, side="right"))
