@@ -69,7 +69,7 @@ def test_the_honest_estimate_runs_the_same_preference_rule():
     assert abs(ranked["score"] - (first == y).mean()) < abs(plain["score"] - (first == y).mean()) + 1e-9
 
 
-def test_select_space_keeps_the_first_space_unless_a_later_one_is_better_beyond_noise():
+def test_ordered_select_space_keeps_the_first_space_unless_a_later_one_is_better_beyond_noise():
     from sklearn.datasets import load_digits
 
     from deepfeat.classify.select_space import select_space
@@ -79,13 +79,49 @@ def test_select_space_keeps_the_first_space_unless_a_later_one_is_better_beyond_
     rng = np.random.default_rng(3)
     a, b = (X + rng.normal(scale=5.5, size=X.shape) for _ in range(2))  # equally noisy copies
     search = EmbeddingClassifier("logreg", preprocessing="standardize", random_state=0)
-    first_a = select_space({"a": a, "b": b}, y, search)
+    first_a = select_space({"a": a, "b": b}, y, search, ordered=True)
     scores = {t["space"]: t["best_cv_score"] for t in first_a.tried}
     assert scores["b"] > scores["a"]  # b scores higher, within noise: a, listed first, is kept
     assert first_a.space == "a"
-    assert select_space({"b": b, "a": a}, y, search).space == "b"  # the order decides
+    assert select_space({"b": b, "a": a}, y, search, ordered=True).space == "b"  # the order decides
+    assert select_space({"a": a, "b": b}, y, search).space == "b"  # unordered: the best mean
     # a later space better beyond noise is still chosen
-    assert select_space({"noise": rng.normal(size=X.shape), "clean": X}, y, search).space == "clean"
+    noise = rng.normal(size=X.shape)
+    assert select_space({"noise": noise, "clean": X}, y, search, ordered=True).space == "clean"
+
+
+class _Chosen(Exception):
+    """Raised by the spy below once select_space has been called: the test needs no more."""
+
+
+def _ordered_in_fit(monkeypatch, clf, X, y) -> bool:
+    import deepfeat.classify.transfer as transfer
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen["ordered"] = kwargs.get("ordered", False)
+        raise _Chosen
+
+    monkeypatch.setattr(transfer, "select_space", spy)
+    with pytest.raises(_Chosen):
+        clf.fit(X, y)
+    return seen["ordered"]
+
+
+def test_fit_orders_the_text_spaces_and_not_the_image_spaces(monkeypatch, tmp_path):
+    pytest.importorskip("transformers")
+    from text_data import RUNTIME, split
+
+    from deepfeat.classify import TextEmbedder
+
+    data = split()
+    texts = TransferClassifier(TextEmbedder(cache=str(tmp_path / "t.h5"), **RUNTIME),
+                               spaces=[{"backbone": "minilm"}, [{"backbone": "minilm"}, {"backbone": "tfidf"}]])
+    assert _ordered_in_fit(monkeypatch, texts, data["X"][:12], data["y"][:12]) is True
+    X, y = tone_images(4)
+    images = TransferClassifier(ImageEmbedder(**TINY, cache=str(tmp_path / "i.h5")), spaces=SPACES)
+    assert _ordered_in_fit(monkeypatch, images, X, y) is False
 
 
 def test_forward_passes_count_flips_twice():

@@ -81,6 +81,7 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
         concat: bool = True,
         costs: Mapping[str, float] | None = None,
         max_cv_spaces: int = MAX_CV_SPACES,
+        ordered: bool = False,
         random_state: int | None = 0,
     ) -> None:
         self.blocks = blocks
@@ -88,6 +89,7 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
         self.concat = concat
         self.costs = costs
         self.max_cv_spaces = max_cv_spaces
+        self.ordered = ordered
         self.random_state = random_state
 
     def _spaces(self, n_features: int) -> dict[str, list[np.ndarray]]:
@@ -133,6 +135,7 @@ class AutoSpaceClassifier(ClassifierMixin, BaseEstimator):
             EmbeddingClassifier(random_state=self.random_state),
             max_cv_spaces=self.max_cv_spaces,
             costs=self.costs,
+            ordered=self.ordered,
         )
         self.space_ = choice.space
         self.columns_ = cols[choice.space]

@@ -11,11 +11,10 @@ that noise towards the weakest regularisation. Given each candidate's inference 
 (forward passes per image of its space, :mod:`deepfeat.classify.cost`), the rule first
 moves to the cheapest candidates within one standard error of the best: a space that
 costs more is chosen only when its gain is beyond noise. Given each candidate's *rank*
-(the place of its space in the candidate list, most preferred first), it then keeps the
-most preferred space among those: a later space is chosen only when it beats every
-earlier one beyond noise. Without it, on 16 texts the choice among five spaces of about
-the same cost followed the noise of the folds (docs/text.md: `fit` on imdb at 8 labels
-per class, 3.7 points below plain logistic regression before, 2.0 after).
+(the place of its space in an ordered candidate list, most preferred first), it then keeps
+the most preferred space among those: a later space is chosen only when it beats every
+earlier one beyond noise (``fit`` orders the text spaces only:
+:data:`~deepfeat.classify.spaces.ORDERED_MODALITIES`).
 
 The winner's mean CV score is optimistic: it is the maximum of many noisy estimates.
 :func:`bbc_estimate` gives a nearly unbiased figure at no extra fitting cost, by the

@@ -74,6 +74,7 @@ def select_space(
     max_cv_spaces: int = MAX_CV_SPACES,
     deadline: float | None = None,
     costs: Mapping[str, float] | None = None,
+    ordered: bool = False,
 ) -> SpaceChoice:
     """Choose a space and a head for ``y`` among ``spaces`` (name -> training rows).
 
@@ -81,9 +82,7 @@ def select_space(
     ----------
     spaces : mapping of str to ndarray of shape (n_samples, dim)
         Candidate spaces, most preferred first (the first is always cross-validated: it
-        is what is fitted when the time budget allows nothing else). With
-        ``selection="one_se"`` a later space is chosen only when its CV gain over every
-        earlier space of no higher cost is beyond one standard error.
+        is what is fitted when the time budget allows nothing else).
     y : ndarray of shape (n_samples,)
     search : EmbeddingClassifier or None
         The head search to run on each space (cloned); default ``EmbeddingClassifier()``.
@@ -97,6 +96,10 @@ def select_space(
         costlier space is chosen only when its CV gain is beyond one standard error
         (:func:`~deepfeat.classify.select_rule.choose`); the honest estimate prices the
         same rule in.
+    ordered : bool, default=False
+        The order of ``spaces`` is a preference: with ``selection="one_se"`` a later space
+        is chosen only when its CV gain over every earlier space of no higher cost is beyond
+        one standard error (see :data:`~deepfeat.classify.spaces.ORDERED_MODALITIES`).
 
     Returns
     -------
@@ -158,7 +161,7 @@ def select_space(
     families = [f"{c['space']}|{SearchScores.family(c)}" for c in cands]
     est0 = pooled[0][1]
     cost = None if costs is None else np.array([float(costs[c["space"]]) for c in cands])
-    rank = np.array([names.index(c["space"]) for c in cands], dtype=float)  # most preferred first
+    rank = np.array([names.index(c["space"]) for c in cands], dtype=float) if ordered else None
     best = est0._choose(merged, families, cost, rank)
     honest = est0._honest(merged.predictions, np.asarray(y), families, cands, best, cost, rank)
     # which space holds the winner, and its index there

@@ -45,6 +45,7 @@ from deepfeat.classify.space_embedders import (
     with_runtime,
 )
 from deepfeat.classify.spaces import (
+    ORDERED_MODALITIES,
     PART_NORM,
     check_space_spec,
     default_space_specs,
@@ -523,6 +524,7 @@ class TransferClassifier(DeclaredParams, ClassifierMixin, BaseEstimator):
                 max_cv_spaces=self.max_cv_spaces,
                 deadline=deadline,
                 costs={space_name(s): forward_passes(s) for s in usable},
+                ordered=modality in ORDERED_MODALITIES,
             )
             name, self.search_ = choice.space, choice.search
             tried, cands = choice.tried, choice.candidates

@@ -29,9 +29,9 @@ def auto_selection_space(
     if paths is None:
         fixed = [s for s in spaces if not s.is_baseline]
         blocks_feats = {s.name: computed[s.name].features for s in fixed}
-        candidates, costs = None, None
+        candidates, costs, ordered = None, None, False
     else:
-        blocks_feats, candidates, costs = _fit_candidates(spaces[0], paths, cache, featurizer_options)
+        blocks_feats, candidates, costs, ordered = _fit_candidates(spaces[0], paths, cache, featurizer_options)
     blocks, start = [], 0
     for name, feats in blocks_feats.items():
         blocks.append((name, start, start + feats.shape[1]))
@@ -42,7 +42,7 @@ def auto_selection_space(
         labels,
         draws,
         search_factory=lambda y_train, seed: AutoSpaceClassifier(
-            blocks, spaces=candidates, costs=costs, random_state=seed
+            blocks, spaces=candidates, costs=costs, ordered=ordered, random_state=seed
         ),
         progress=progress,
     )
@@ -65,13 +65,15 @@ def auto_selection_space(
 def _fit_candidates(main: FeatureSpace, paths, cache, featurizer_options):
     """``deepfeat fit``'s candidate spaces for ``main``'s backbone, computed on ``paths``
     through the experiment's cache: the parts' features (``{part name: rows}``, NaN rows
-    for images that failed), the spaces as ``(name, part names)`` and their costs."""
+    for images that failed), the spaces as ``(name, part names)``, their costs, and whether
+    their order is a preference (as in ``fit``)."""
     from deepfeat.classify import TransferClassifier
     from deepfeat.classify.cost import forward_passes
     from deepfeat.classify.embedder import RUNTIME_PARAMS
     from deepfeat.classify.modality import embedder_class
     from deepfeat.classify.space_embedders import featurize_parts
-    from deepfeat.classify.spaces import space_name
+    from deepfeat.classify.spaces import ORDERED_MODALITIES, space_name
+    from deepfeat.classify.text_embedder import TextEmbedder
     from deepfeat.classify.transfer import without_large_ensembles
 
     embedder = embedder_class(main.backbone)(main.backbone, weights=main.weights)
@@ -84,4 +86,5 @@ def _fit_candidates(main: FeatureSpace, paths, cache, featurizer_options):
         res = r["result"]
         feats[name] = np.where(np.asarray(res.ok)[:, None], res.features, np.nan)
     candidates = [(space_name(s), [space_name(p) for p in s]) for s in specs]
-    return feats, candidates, {space_name(s): forward_passes(s) for s in specs}
+    ordered = ("text" if isinstance(embedder, TextEmbedder) else "image") in ORDERED_MODALITIES
+    return feats, candidates, {space_name(s): forward_passes(s) for s in specs}, ordered
