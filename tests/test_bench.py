@@ -49,6 +49,24 @@ def test_bench_cli_prints_each_contender_and_the_ratios(tmp_path, capsys):
     assert out["targets"]["bf16_mean_cosine"]["met"] is None  # part not run
 
 
+def test_every_generated_image_is_a_bounded_number(tmp_path, monkeypatch):
+    """The suite asks for 10**9 images when it wants all of a source: the generated source
+    (no Oxford 17 here, or --synthetic) gives its whole, bounded set, not a billion files."""
+    from deepfeat.benchmarking import images
+
+    monkeypatch.setattr(images, "SYNTHETIC_MAX", 12)
+    real = images.make_photo_variants
+
+    def bounded(dst, n, **kw):
+        assert n <= 12, f"asked to generate {n} images"  # fails fast where it would run for ever
+        return real(dst, n, **kw)
+
+    monkeypatch.setattr(images, "make_photo_variants", bounded)
+    got = images.bench_images(tmp_path, 10**9, synthetic=True)
+    assert len(got.paths) == 12 and len(set(got.labels.tolist())) == 10
+    assert len(images.bench_images(tmp_path, 5, synthetic=True).paths) == 5  # fewer: as asked
+
+
 def test_bench_cache_write_part_reports_flat_small_writes(tmp_path, capsys):
     code = main(["bench", "--json", "-q", "--parts", "cache_write", "--cache-write-rows", "2000,20000",
                  "--workdir", str(tmp_path)])
