@@ -61,11 +61,9 @@ PART_NORM = "l2"
 #: standard error (:func:`~deepfeat.classify.select_rule.choose`, ``rank``). Texts: a
 #: sentence encoder is trained for its first space (the mean-pooled last layer, a cosine
 #: objective) and the others are readouts it was not trained for; at 8 labels per class the
-#: five spaces cost the same and the choice followed the noise of the folds (imdb: 3.7 points
-#: below plain logistic regression, 10 paired draws, 2.0 with the order; docs/text_finetune.md).
-#: Not images: the late cut point is as good a prior as the penultimate layer, and better far
-#: from ImageNet (brain_mri4 at 10 labels per class, 5 draws: 73.5 % unordered, 70.8 % ordered;
-#: oxford17 at 5: the same choices).
+#: five spaces cost the same and the choice followed the noise of the folds. Not images: the
+#: late cut point is as good a prior as the penultimate layer, and better far from ImageNet.
+#: Both measured by ``benchmarks/space_order.py`` (figures in docs/benchmarks.md).
 ORDERED_MODALITIES = frozenset({"text"})
 
 
