@@ -124,7 +124,7 @@ def one_torch_thread():
 #: a long file handed out last runs alone at the end (test_user_path.py, last in name order,
 #: did). test_ray.py costs its worker little CPU but waits ~35 s on its cluster's processes.
 #: Only the order of files changes, never what runs; a file not listed keeps its place.
-COSTLIEST_FILES = (
+LONGEST_FILES = (
     "test_user_path.py",  # 51 s wall
     "test_finetune.py",  # 43
     "test_ray.py",  # 35
@@ -148,7 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(COSTLIEST_FILES)}
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 

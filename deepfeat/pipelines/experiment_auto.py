@@ -73,8 +73,8 @@ def _fit_candidates(main: FeatureSpace, paths, cache, featurizer_options):
     from deepfeat.classify.modality import embedder_class
     from deepfeat.classify.space_embedders import featurize_parts
     from deepfeat.classify.spaces import ORDERED_MODALITIES, space_name
-    from deepfeat.classify.text_embedder import TextEmbedder
     from deepfeat.classify.transfer import without_large_ensembles
+    from deepfeat.featurize.backbones import backbone_modality
 
     embedder = embedder_class(main.backbone)(main.backbone, weights=main.weights)
     specs = TransferClassifier(embedder).candidate_spaces()
@@ -86,5 +86,5 @@ def _fit_candidates(main: FeatureSpace, paths, cache, featurizer_options):
         res = r["result"]
         feats[name] = np.where(np.asarray(res.ok)[:, None], res.features, np.nan)
     candidates = [(space_name(s), [space_name(p) for p in s]) for s in specs]
-    ordered = ("text" if isinstance(embedder, TextEmbedder) else "image") in ORDERED_MODALITIES
-    return feats, candidates, {space_name(s): forward_passes(s) for s in specs}, ordered
+    costs = {space_name(s): forward_passes(s) for s in specs}
+    return feats, candidates, costs, backbone_modality(main.backbone) in ORDERED_MODALITIES
