@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -50,22 +52,22 @@ def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
 
 
 @pytest.fixture(scope="module")
-def model(folders, tmp_path_factory) -> Path:
+def fitted(folders, tmp_path_factory) -> tuple[Path, dict]:
+    """``deepfeat fit train/ --json``: the saved model and what fit printed."""
     path = tmp_path_factory.mktemp("model") / "faces.joblib"
-    code = main(
-        [
-            "fit",
-            str(folders["train"]),
-            "--cache",
-            str(folders["cache"]),
-            "--out",
-            str(path),
-            "-q",
-            *FIT_FAST,
-        ]
-    )
-    assert code == 0
-    return path
+    buf = io.StringIO()  # a module fixture cannot take capsys
+    with contextlib.redirect_stdout(buf):
+        code = main(
+            ["fit", str(folders["train"]), "--cache", str(folders["cache"]), "--out", str(path),
+             "-q", "--json", *FIT_FAST]
+        )
+    assert code == 0, buf.getvalue()
+    return path, json.loads(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def model(fitted) -> Path:
+    return fitted[0]
 
 
 def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
@@ -104,21 +106,14 @@ def test_fit_prints_the_best_pipeline_and_saves(folders, tmp_path, capsys):
     assert "search" in err  # progress on stderr, not stdout
     # progress lines name the space they belong to
     assert all(" of " in ln for ln in err.splitlines() if "(preprocessing x fold) done" in ln)
-    code, out, _ = _run([*args, "-q"], capsys)
-    assert (
-        code == 0
-        and out.startswith("best: efficientnet_lite0")
-        and "CV balanced_accuracy" not in out
-    )
-    assert "CV accuracy" in out
 
 
-def test_fit_best_line_starred_line_and_json_agree(folders, tmp_path, capsys):
+def test_fit_best_line_starred_line_and_json_agree(folders, fitted, tmp_path, capsys):
+    """The text of a fit against the --json of the same fit's arguments (the ``fitted``
+    fixture's run), and without --scoring the score is called accuracy."""
     args = ["fit", str(folders["train"]), "--cache", str(folders["cache"]),
             "--out", str(tmp_path / "m.joblib"), "-q", *FIT_FAST]
-    code, out, err = _run([*args, "--json"], capsys)
-    assert code == 0, err
-    r = json.loads(out)
+    r = fitted[1]
     b = r["best"]
     chosen = [c for c in r["candidates_tried"] if c["chosen"]]
     assert len(chosen) == 1
@@ -129,7 +124,7 @@ def test_fit_best_line_starred_line_and_json_agree(folders, tmp_path, capsys):
     assert c["mean_cv_score"] == round(b["cv_score"], 4) == round(r["cv_score"], 4)
     assert b["calibration"]["log_loss_after"] <= b["calibration"]["log_loss_before"]
     code, text, _ = _run(args, capsys)
-    assert code == 0
+    assert code == 0 and text.startswith("best: efficientnet_lite0") and "CV balanced_accuracy" not in text
     best = next(ln for ln in text.splitlines() if ln.startswith("best: "))
     star = [ln for ln in text.splitlines() if ln.startswith(" * ")]
     assert len(star) == 1 and star[0].startswith(f" * {b['space']}: ")

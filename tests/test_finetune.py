@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from finetune_run import killable_fit
 from PIL import Image
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from test_classify_images import _CLASSIFIER_EXEMPT
@@ -160,44 +161,21 @@ def test_finetuning_changes_weights_and_decisions(fitted: dict, lfw: dict) -> No
     assert set(tuned.classes_) == {"face", "other"}
 
 
-_RUN = textwrap.dedent("""
-    import json, sys
-    import numpy as np, torch
-    torch.set_num_threads(1)
-    from skimage.data import lfw_subset
-    from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
-    from deepfeat.finetune import FineTuneClassifier
-    X = (lfw_subset() * 255).astype(np.uint8)
-    idx = list(range(8)) + list(range(100, 108))
-    t = TransferClassifier(ImageEmbedder("timm:test_efficientnet", weights=None, device="cpu", precision="fp32",
-                                         cache=sys.argv[1] + "/c.h5"),
-                           EmbeddingClassifier("logreg", preprocessing="standardize"), spaces=None)
-    ft = FineTuneClassifier(t, epochs=3, lr=5e-3, freeze=0, val_fraction=0.25, patience=10, batch_size=4,
-                            work_dir=sys.argv[1]).fit([X[i] for i in idx], [0] * 8 + [1] * 8)
-    print(json.dumps({"summary": ft.train_summary_, "checkpoint": ft.checkpoint_,
-                      "loss": [h["loss"] for h in ft.history_]}))
-""")
-
-
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def _run(work: Path, script: Path) -> dict:
-    out = subprocess.run([sys.executable, str(script), str(work)], capture_output=True, text=True,
-                         env=_env(), timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_sigkill_mid_training_then_rerun_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    script = tmp_path / "run.py"
-    script.write_text(_RUN)
+def test_sigkill_mid_training_then_rerun_resumes_to_the_same_weights(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    # the reference and the resume run here (one thread, as the child): only the run that
+    # is killed needs a process of its own
     (tmp_path / "whole").mkdir()
-    whole = _run(tmp_path / "whole", script)
+    whole = killable_fit(str(tmp_path / "whole"))
     broken = tmp_path / "broken"
     broken.mkdir()
-    proc = subprocess.Popen([sys.executable, str(script), str(broken)], env=_env(),
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("finetune_run.py")), str(broken)],
+                            env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not list(broken.glob("*.state.pt")) and proc.poll() is None and time.time() < deadline:
@@ -205,12 +183,13 @@ def test_sigkill_mid_training_then_rerun_resumes_to_the_same_weights(tmp_path: P
     os.kill(proc.pid, signal.SIGKILL)  # right after the first epoch's state is saved
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not list(broken.glob("*.backbone.pt"))
-    resumed = _run(broken, script)
-    assert resumed["summary"]["resumed_from"] >= 1
-    assert resumed["summary"]["epochs_run"] < 3
-    np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-4)
-    a = torch.load(whole["checkpoint"], weights_only=True)
-    b = torch.load(resumed["checkpoint"], weights_only=True)
+    resumed = killable_fit(str(broken))
+    assert resumed.train_summary_["resumed_from"] >= 1
+    assert resumed.train_summary_["epochs_run"] < 3
+    np.testing.assert_allclose([h["loss"] for h in resumed.history_],
+                               [h["loss"] for h in whole.history_], rtol=1e-4)
+    a = torch.load(whole.checkpoint_, weights_only=True)
+    b = torch.load(resumed.checkpoint_, weights_only=True)
     assert _max_diff(a, b) < 1e-4
     initial = resolve_backbone(BACKBONE, weights=None).build().state_dict()
     assert _max_diff(initial, a) > 1e-3  # it did train: the comparison is not vacuous

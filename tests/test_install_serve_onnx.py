@@ -77,7 +77,7 @@ def _venv_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
-def test_serve_onnx_runs_from_a_torch_free_install(torch_free_venv, tmp_path):
+def test_serve_onnx_runs_from_a_torch_free_install(torch_free_venv, tiny_model_path, tmp_path):
     py = str(torch_free_venv / "bin" / "python")
     found = subprocess.run(
         [py, "-c", "import importlib.util as u, json, deepfeat\n"
@@ -96,10 +96,7 @@ def test_serve_onnx_runs_from_a_torch_free_install(torch_free_venv, tmp_path):
     assert fit.stderr.strip().count("\n") == 0 and "pip install 'deepfeat[torch]'" in fit.stderr
 
     # a small model exported by this (full) environment
-    model = tmp_path / "tones.joblib"
-    from serve_models import fit_tiny
-
-    fit_tiny(model)
+    model = tiny_model_path
     assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "tones.onnx"), "-q"]) == 0
     X, _ = tone_images(3, seed=7)
     images = [X[0], X[-1]]  # one dark, one light

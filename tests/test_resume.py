@@ -54,8 +54,15 @@ def _keys_and_rows(cache: Path, fp: str) -> tuple[list[str], np.ndarray]:
         return [k.decode() for k in g["keys"][...]], g["features"][...]
 
 
+@pytest.fixture(scope="module")
+def clean_features(many_photos, tmp_path_factory) -> np.ndarray:
+    """The uninterrupted run every resumed one must equal (computed once for the module)."""
+    cache = tmp_path_factory.mktemp("clean") / "clean.h5"
+    return Featurizer(cache=cache, **KW).featurize([str(p) for p in many_photos]).features
+
+
 @pytest.mark.parametrize("kill_after_bytes", [0, 6000, 25000])
-def test_sigkill_then_resume_equals_a_clean_run(many_photos, tmp_path, kill_after_bytes):
+def test_sigkill_then_resume_equals_a_clean_run(many_photos, clean_features, tmp_path, kill_after_bytes):
     paths = [str(p) for p in many_photos]
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(paths))
@@ -71,8 +78,7 @@ def test_sigkill_then_resume_equals_a_clean_run(many_photos, tmp_path, kill_afte
     resumed = Featurizer(cache=cache, **KW).featurize(paths)
     assert resumed.summary["featurized"] == len(paths) - n_journal
     assert resumed.summary["cached"] == n_journal
-    clean = Featurizer(cache=tmp_path / "clean.h5", **KW).featurize(paths)
-    np.testing.assert_allclose(resumed.features, clean.features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed.features, clean_features, rtol=1e-5, atol=1e-6)
 
     keys, rows = _keys_and_rows(cache, reader.fingerprint)
     assert len(keys) == len(set(keys)) == len(paths), "duplicate or missing rows"
