@@ -254,3 +254,34 @@ def test_fast_metrics_equal_sklearn_scorers(metric):
         fast.cv_results_["mean_test_score"], slow.cv_results_["mean_test_score"]
     )
     assert fast.best_params_ == slow.best_params_
+
+
+@pytest.mark.parametrize("n_classes,class_weight", [(2, None), (4, "balanced")])
+def test_the_c_grid_solved_as_one_path_scores_as_refitting_per_c(monkeypatch, n_classes, class_weight):
+    """The search solves the logistic-regression grid in one call of scikit-learn's path
+    solver; every score, validation log-loss and prediction equals the per-C refit's."""
+    from deepfeat.classify import fold_scores
+
+    assert fold_scores._path_solver() is not None  # the fast path is taken with this scikit-learn
+    X, y = load_digits(n_class=n_classes, return_X_y=True)
+    X = np.hstack([X[:40], np.random.default_rng(0).normal(size=(40, 300))])  # wide: the row space
+    y = y[:40]
+    train, test = np.flatnonzero(np.arange(40) % 4 != 0), np.flatnonzero(np.arange(40) % 4 == 0)
+    cands = [{"head": "logreg", "C": c} for c in FULL_GRID["logreg"]["C"]]
+    cands += [{"head": "linsvm", "C": c} for c in FULL_GRID["linsvm"]["C"]]
+
+    def scored():
+        return fold_scores.score_fold(X, y, train, test, "standardize", cands, None, metric="accuracy",
+                                      class_weight=class_weight)
+
+    calls = []
+    real = fold_scores._logreg_path
+    monkeypatch.setattr(fold_scores, "_logreg_path", lambda *a, **k: calls.append(1) or real(*a, **k))
+    on_path = scored()
+    monkeypatch.setattr(fold_scores, "_logreg_path", lambda *a, **k: None)  # refit per C
+    refit = scored()
+    assert calls == [1]
+    for a, b in zip(on_path[:2] + on_path[4:], refit[:2] + refit[4:]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    assert on_path[3] == refit[3] == []
+    assert np.ptp(on_path[1][:45]) > 0.1  # the grid matters: the log-loss changes along it
