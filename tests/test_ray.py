@@ -30,9 +30,10 @@ KW = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray for the whole session (starting one takes seconds)."""
+    """One local Ray for the module (starting one takes seconds; an idle one costs some 4 %
+    of a core, so it is not left running for the rest of the session)."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", _system_config={"worker_niceness": 0})

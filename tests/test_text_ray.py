@@ -8,7 +8,7 @@ from text_data import RUNTIME, sentiment
 
 pytest.importorskip("transformers")
 pytest.importorskip("ray")
-from test_ray import ray_cluster  # noqa: E402,F401 - the session's local Ray
+from test_ray import ray_cluster  # noqa: E402,F401 - a local Ray for the module
 
 import deepfeat.classify  # noqa: E402,F401 - scipy and sklearn add warnings filters at import: here, not in the test
 from deepfeat.featurize.text_featurizer import TextFeaturizer  # noqa: E402
