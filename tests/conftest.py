@@ -125,19 +125,19 @@ def one_torch_thread():
 #: did). test_ray.py costs its worker little CPU but waits ~35 s on its cluster's processes.
 #: Only the order of files changes, never what runs; a file not listed keeps its place.
 LONGEST_FILES = (
-    "test_user_path.py",  # 51 s wall
-    "test_finetune.py",  # 43
-    "test_ray.py",  # 35
-    "test_pipelines_experiment.py",  # 34
-    "test_classify_select.py",  # 33
-    "test_cli_classify.py",  # 32
-    "test_classify_images.py",  # 31
-    "test_resume.py",  # 30
-    "test_classify_search.py",  # 21
-    "test_torture_kill.py",  # 20
-    "test_torture_concurrency.py",  # 20
+    "test_user_path.py",  # 44 s wall
+    "test_ray.py",  # 32
+    "test_classify_select.py",  # 29
+    "test_pipelines_experiment.py",  # 28
+    "test_torture_kill.py",  # 27
+    "test_classify_images.py",  # 24
+    "test_finetune.py",  # 24
+    "test_resume.py",  # 23
+    "test_cli_classify.py",  # 20
     "test_install_serve_onnx.py",  # 19
-    "test_perf_pixels.py",  # 17
+    "test_torture_concurrency.py",  # 17
+    "test_classify_search.py",  # 16
+    "test_perf_pixels.py",  # 16
 )
 
 
