@@ -12,7 +12,6 @@ Usage: python benchmarks/logreg_path.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -20,17 +19,7 @@ from sklearn.datasets import load_digits
 
 from deepfeat.classify import fold_scores
 from deepfeat.classify.candidates import FULL_GRID
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from deepfeat.classify.cost import machine
 
 
 def _time(fn, repeats: int):
@@ -51,7 +40,7 @@ def main() -> None:
     cands = [{"head": "logreg", "C": c} for c in FULL_GRID["logreg"]["C"]]
     cands += [{"head": "linsvm", "C": c} for c in FULL_GRID["linsvm"]["C"]]
     real = fold_scores._logreg_path
-    print(f"CPU: {_cpu_name()}; "
+    print(f"CPU: {machine()}; "
           f"path solver available: {fold_scores._path_solver() is not None}")
     print(f"{'classes':>7} {'images':>6} {'features':>8}  {'path ms':>8} {'per C ms':>8}  ratio  same")
     ratios = []
