@@ -231,7 +231,7 @@ def score_fold(
         )
         shared = (time.perf_counter() - t0) / max(1, len(candidates))
         # the whole C grid in one path, where the metric needs no estimator object
-        on_path: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        on_path: dict[int, _Coefficients] = {}
         path_share = 0.0
         at = [i for i, c in enumerate(candidates) if c["head"] == "logreg"]
         if metric and at:
@@ -242,7 +242,11 @@ def score_fold(
             except Exception:  # noqa: BLE001 - refitted one C at a time below, errors and all
                 solved = None
             if solved is not None:
-                on_path = dict(zip(at, solved))
+                train_classes = np.unique(ytr)
+                on_path = {
+                    i: _Coefficients(coef, intercept, train_classes)
+                    for i, (coef, intercept) in zip(at, solved)
+                }
                 path_share = (time.perf_counter() - t0) / len(at)
         logreg = None
         gram: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -251,9 +255,7 @@ def score_fold(
             head = cand["head"]
             try:
                 if i in on_path:
-                    coef, intercept = on_path[i]
-                    fitted = _Coefficients(coef, intercept, classes_=np.unique(ytr))
-                    pred, losses[i] = _logreg_outputs(fitted, Lte, yte)
+                    pred, losses[i] = _logreg_outputs(on_path[i], Lte, yte)
                     scores[i] = _metric(metric, yte, pred)
                     predictions[i] = np.searchsorted(classes, pred)
                 elif head == "logreg":
