@@ -199,7 +199,8 @@ def score_fold(
         used to break ties of ``scores``: with accuracy, dozens of ``C`` values often tie,
         and the strongest regularisation among them gives nearly uniform probabilities.
     seconds : ndarray of shape (n_candidates,)
-        Fit + score time of each candidate (shared preprocessing time spread evenly).
+        Fit + score time of each candidate (the shared preprocessing time spread evenly
+        over all candidates, the logistic-regression path's over its candidates).
     errors : list of str
         One message per failed candidate.
     predictions : ndarray of int, shape (n_candidates, len(test))
