@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import shutil
@@ -134,6 +135,22 @@ def test_fit_best_line_starred_line_and_json_agree(folders, fitted, tmp_path, ca
     assert f"chosen CV {score} ({cand})" in star[0]
     assert "candidates (30 per space x 5 spaces)" in text  # the unit of each count is named
     assert "space parts x 24 images" in text and "embeddings computed" in text
+
+
+def test_the_probabilities_line_says_whether_the_fitted_temperature_was_kept(fitted):
+    from deepfeat.cli.cmd_fit import format_text
+
+    r = copy.deepcopy(fitted[1])
+    cal = r["best"]["calibration"]
+    line = next(ln for ln in format_text(r).splitlines() if ln.startswith("probabilities: "))
+    assert f"temperature {cal['temperature']:.3g} " in line
+    assert ("gained less than its noise" in line) == (cal["fitted_temperature"] != cal["temperature"])
+    cal.update(temperature=1.0, fitted_temperature=0.926)  # a gain within noise: T = 1 kept
+    line = next(ln for ln in format_text(r).splitlines() if ln.startswith("probabilities: "))
+    assert "temperature 1 (the head's own; 0.926 fitted out of fold gained less than its noise)" in line
+    cal.update(temperature=0.7, fitted_temperature=0.7)
+    line = next(ln for ln in format_text(r).splitlines() if ln.startswith("probabilities: "))
+    assert "temperature 0.7 fitted out of fold;" in line
 
 
 def test_fit_strict_fails_on_a_broken_image_reported_once(folders, tmp_path, capsys):

@@ -516,8 +516,14 @@ def format_text(r: dict[str, Any]) -> str:
     ]
     cal = b.get("calibration")
     if cal:
+        fitted = cal.get("fitted_temperature", cal["temperature"])
+        how = (
+            "fitted out of fold"
+            if fitted == cal["temperature"]
+            else f"(the head's own; {fitted:.3g} fitted out of fold gained less than its noise)"
+        )
         lines.append(
-            f"probabilities: temperature {cal['temperature']:.3g} fitted out of fold; out-of-fold "
+            f"probabilities: temperature {cal['temperature']:.3g} {how}; out-of-fold "
             f"log-loss {cal['log_loss_before']:.3f} -> {cal['log_loss_after']:.3f}, calibration "
             f"error (ECE) {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
         )
