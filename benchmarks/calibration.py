@@ -18,13 +18,18 @@ ECE is the top-label expected calibration error over 10 equal-width bins
 (:func:`deepfeat.classify.metrics.calibration_report`). A reliability plot (before and
 after) is written per setting.
 
-Settings (``--settings``): ``oxford17`` (40 train / 40 test per class), ``brain_mri4``
-(100 / 100), and smaller training draws for generality: ``oxford17:10`` (10 per class,
-seed 0) and ``brain_mri4:20``. The test sets are always the full ``test/`` folders.
+Settings (``--settings``), drawn from ``--data`` (``../shared/datasets``) with numpy's
+``default_rng(0)`` per class, so that the figures need nothing outside this repository:
+
+* ``oxford17``: the 80 photos of each class split 40 train / 40 test;
+* ``brain_mri4``: 100 per class drawn from its ``train/``, scored on its whole ``test/``
+  folder (1,311 images);
+* ``dataset:n``: ``n`` of those training images per class (``oxford17:10``,
+  ``brain_mri4:20``), the same test images.
 
 Usage::
 
-    python benchmarks/calibration.py --data /work/data --cache-dir /tmp/cal \\
+    python benchmarks/calibration.py --data ../shared/datasets --cache-dir /tmp/cal \\
         --out docs/calibration [--settings oxford17,brain_mri4,oxford17:10,brain_mri4:20] \
         [--before /work/runs/before]
 
@@ -36,6 +41,7 @@ and ``reliability_<setting>.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -67,6 +73,27 @@ def per_class(paths: list[str], labels: list[str], n: int | None, seed: int = 0)
     return list(paths[keep]), labels[keep]
 
 
+def split(root: Path, seed: int = 0):
+    """Training paths and labels, and the held-out set, of one dataset folder.
+
+    A folder with ``train/`` and ``test/`` gives 100 training images per class (drawn
+    with ``seed``) and its whole ``test/``; a folder of class folders is split 40 / 40
+    per class.
+    """
+    if (root / "train").is_dir():
+        train = load_labeled(str(root / "train"))
+        Xtr, ytr = per_class(train.paths, train.labels, 100, seed)
+        return Xtr, ytr, load_labeled(str(root / "test"))
+    everything = load_labeled(str(root))
+    paths, labels = np.asarray(everything.paths), np.asarray(everything.labels)
+    rng = np.random.default_rng(seed)
+    order = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    tr = np.sort(np.concatenate([o[:40] for o in order]))
+    te = np.sort(np.concatenate([o[40:] for o in order]))
+    test = dataclasses.replace(everything, paths=list(paths[te]), labels=list(labels[te]))
+    return list(paths[tr]), labels[tr], test
+
+
 def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict | None:
     """Held-out calibration of a model saved by the code before this change, if any."""
     if not path.is_file():
@@ -86,13 +113,13 @@ def served_before(path: Path, cache: str, test, new_labels: np.ndarray) -> dict 
 
 
 def run_setting(
-    name: str, data: Path, cache_dir: Path, out: Path, before_dir: Path | None = None
+    name: str, data: Path, cache_dir: Path, out: Path, before_dir: Path | None = None,
+    seed: int = 0,
 ) -> dict:
     ds_name, _, n = name.partition(":")
-    n_per_class = int(n) if n else None
-    train = load_labeled(str(data / ds_name / "train"))
-    test = load_labeled(str(data / ds_name / "test"))
-    Xtr, ytr = per_class(train.paths, train.labels, n_per_class)
+    Xtr, ytr, test = split(data / ds_name, seed)
+    if n:
+        Xtr, ytr = per_class(Xtr, ytr, int(n), seed)
     cache = str(cache_dir / f"{ds_name}.h5")
     t0 = time.perf_counter()
     clf = TransferClassifier(ImageEmbedder(cache=cache, device="cpu")).fit(Xtr, ytr)
@@ -111,18 +138,20 @@ def run_setting(
     rb = calibration_report(test.labels, before, classes)
     ra = calibration_report(test.labels, after, classes)
     png = out / f"reliability_{name.replace(':', '_')}.png"
-    plot_reliability(
-        {f"before (T=1), ECE {rb['ece']:.3f}": rb["reliability"],
-         f"after (T={search.calibration_['temperature']:.3g}), ECE {ra['ece']:.3f}": ra["reliability"]},
-        png,
-        title=f"{name}: {len(Xtr)} train, {len(test.paths)} held-out images",
-    )
+    if seed == 0:  # one plot per setting: the first draw's
+        plot_reliability(
+            {f"before (T=1), ECE {rb['ece']:.3f}": rb["reliability"],
+             f"after (T={search.calibration_['temperature']:.3g}), ECE {ra['ece']:.3f}": ra["reliability"]},
+            png,
+            title=f"{name}: {len(Xtr)} train, {len(test.paths)} held-out images",
+        )
     old = None
-    if not n and before_dir is not None:
+    if not n and before_dir is not None and seed == 0:
         old = served_before(before_dir / f"{ds_name}.joblib", cache, test, labels)
     return {
         "served_before": old,
         "setting": name,
+        "seed": seed,
         "n_train": len(Xtr),
         "n_test": len(test.paths),
         "chosen": clf.describe(),
@@ -137,16 +166,17 @@ def run_setting(
         "mean_top_probability_before": rb["mean_confidence"],
         "mean_top_probability_after": ra["mean_confidence"],
         "fit_seconds": round(fit_s, 1),
-        "plot": png.name,
+        "plot": png.name if seed == 0 else None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/data", help="folder holding oxford17/ and brain_mri4/")
+    ap.add_argument("--data", default="../shared/datasets", help="folder holding oxford17/ and brain_mri4/")
     ap.add_argument("--cache-dir", required=True, help="folder of <dataset>.h5 embedding caches")
     ap.add_argument("--out", default="docs/calibration", help="folder for the JSON and the PNGs")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset[:n per class]")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds of the training draws")
     ap.add_argument("--before", default=None, help="folder of <dataset>.joblib saved by the code before")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -154,13 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"CPU: {machine()} (shared machine: timings are indicative)")
-    print("setting          train  test   acc   ECE before -> after   log-loss before -> after   T     labels")
-    for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
+    print("setting        seed  train  test   acc   ECE before -> after   log-loss before -> after   T     labels")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    for name, seed in ((n, s) for n in settings for s in seeds):
         r = run_setting(name, Path(args.data), Path(args.cache_dir), out,
-                        None if args.before is None else Path(args.before))
+                        None if args.before is None else Path(args.before), seed)
         rows.append(r)
         print(
-            f"{name:<16} {r['n_train']:5d} {r['n_test']:5d}  {r['accuracy']:.3f}   "
+            f"{name:<16} {seed:2d} {r['n_train']:5d} {r['n_test']:5d}  {r['accuracy']:.3f}   "
             f"{r['ece_before']:.3f} -> {r['ece_after']:.3f}        "
             f"{r['log_loss_before']:.3f} -> {r['log_loss_after']:.3f}            "
             f"{r['temperature']:<5.3g} {'same' if r['labels_unchanged'] else 'CHANGED'}",
@@ -174,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"labels {'same' if b['labels_equal_new'] else 'DIFFERENT'}",
                 flush=True,
             )
+    if len(seeds) > 1:
+        print("over the draws: mean (worst) held-out ECE after; log-loss after - before, mean (worst)")
+        for name in settings:
+            mine = [r for r in rows if r["setting"] == name]
+            ece = [r["ece_after"] for r in mine]
+            dll = [r["log_loss_after"] - r["log_loss_before"] for r in mine]
+            print(f"{name:<16} ECE {np.mean(ece):.3f} ({max(ece):.3f}); "
+                  f"log-loss {np.mean(dll):+.3f} ({max(dll):+.3f})", flush=True)
     (out / "calibration.json").write_text(
         json.dumps({"cpu": machine(), "results": rows}, indent=2, default=float)
     )
