@@ -46,8 +46,8 @@ def test_the_temperature_stays_at_one_when_it_does_not_help():
     t, rep = fit_temperature(logits, codes)
     assert abs(t - 1) < 0.1 and rep["log_loss_after"] <= rep["log_loss_before"]
     # negative control: the same logits twice as large need T near 2
-    t2, _ = fit_temperature(2 * logits, codes)
-    assert abs(t2 - 2) < 0.2
+    t2, rep2 = fit_temperature(2 * logits, codes)
+    assert abs(t2 - 2) < 0.2 and rep2["fitted_temperature"] == t2
 
 
 def test_first_covering_takes_one_repeat():

@@ -90,8 +90,8 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
         towards uniform (so that error-free scores do not give probabilities of 1), or
         1.0 where it does not lower the plain log-loss.
     report : dict
-        ``temperature``, ``n_oof`` and the out-of-fold ``log_loss``/``ece`` ``_before``
-        (``T = 1``) and ``_after``.
+        ``temperature``, ``fitted_temperature`` (the minimiser, kept or not), ``n_oof``
+        and the out-of-fold ``log_loss``/``ece`` ``_before`` (``T = 1``) and ``_after``.
 
     Examples
     --------
@@ -105,7 +105,7 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
     scores = np.asarray(scores, dtype=float)
     codes = np.asarray(codes, dtype=int)
     spread = float(np.std(scores))
-    t = 1.0
+    t = fitted = 1.0
     if spread > 0 and np.isfinite(spread) and len(codes):
         lo, hi = np.log(np.asarray(TEMPERATURE_BOUNDS) * spread)
         # targets smoothed by 1/(n+1): out-of-fold scores without a single error would
@@ -115,14 +115,16 @@ def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, dict[
         res = minimize_scalar(
             _nll, bounds=(lo, hi), args=(scores, codes, smooth), method="bounded"
         )
+        fitted = float(np.exp(res.x))
         if _nll(float(res.x), scores, codes) < _nll(0.0, scores, codes):
-            t = float(np.exp(res.x))
+            t = fitted
     classes = np.arange(scores.shape[1] if scores.ndim == 2 else 2)
     before = calibration_report(codes, temperature_proba(scores, 1.0), classes)
     after = calibration_report(codes, temperature_proba(scores, t), classes)
     report = {
         "method": "temperature",
         "temperature": t,
+        "fitted_temperature": fitted,
         "n_oof": int(len(codes)),
         "log_loss_before": before["log_loss"],
         "log_loss_after": after["log_loss"],

@@ -520,7 +520,7 @@ def format_text(r: dict[str, Any]) -> str:
         how = (
             "fitted out of fold"
             if fitted == cal["temperature"]
-            else f"(the head's own; {fitted:.3g} fitted out of fold gained less than its noise)"
+            else f"(the head's own; {fitted:.3g} fitted out of fold did not lower the log-loss)"
         )
         lines.append(
             f"probabilities: temperature {cal['temperature']:.3g} {how}; out-of-fold "
