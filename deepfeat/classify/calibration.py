@@ -51,16 +51,21 @@ log = logging.getLogger(__name__)
 TEMPERATURE_BOUNDS = (0.05, 100.0)
 
 
-def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray, smooth: float = 0.0) -> float:
-    """Mean log-loss of ``softmax(scores / T)`` against ``codes``, the targets smoothed by
-    ``smooth`` towards uniform (``smooth=0``: the plain log-loss)."""
+def _losses(log_t: float, scores: np.ndarray, codes: np.ndarray, smooth: float = 0.0) -> np.ndarray:
+    """Log-loss of each row of ``softmax(scores / T)`` against ``codes``, the targets
+    smoothed by ``smooth`` towards uniform (``smooth=0``: the plain log-loss)."""
     z = scores / np.exp(log_t)
     if z.ndim == 1:  # binary: sigmoid
         logp = np.column_stack([log_expit(-z), log_expit(z)])
     else:
         logp = log_softmax(z, axis=1)
     own = logp[np.arange(len(codes)), codes]
-    return -float(np.mean((1.0 - smooth) * own + smooth * logp.mean(axis=1)))
+    return -((1.0 - smooth) * own + smooth * logp.mean(axis=1))
+
+
+def _nll(log_t: float, scores: np.ndarray, codes: np.ndarray, smooth: float = 0.0) -> float:
+    """Mean of :func:`_losses` (``benchmarks/temperature_rules.py`` uses the rows)."""
+    return float(np.mean(_losses(log_t, scores, codes, smooth)))
 
 
 def temperature_proba(scores: np.ndarray, t: float) -> np.ndarray:
