@@ -18,8 +18,9 @@ ECE is the top-label expected calibration error over 10 equal-width bins
 (:func:`deepfeat.classify.metrics.calibration_report`). A reliability plot (before and
 after) is written per setting.
 
-Settings (``--settings``), drawn from ``--data`` (``../shared/datasets``) with numpy's
-``default_rng(0)`` per class, so that the figures need nothing outside this repository:
+Settings (``--settings``), drawn from ``--data`` (``../shared/datasets`` beside the
+repository) with numpy's ``default_rng(seed)`` per class (``--seeds``, 0 by default), so
+that the figures need nothing outside this repository:
 
 * ``oxford17``: the 80 photos of each class split 40 train / 40 test;
 * ``brain_mri4``: 100 per class drawn from its ``train/``, scored on its whole ``test/``
@@ -57,6 +58,8 @@ from deepfeat.classify.metrics import calibration_report
 from deepfeat.featurize.inputs import load_labeled
 from deepfeat.pipelines.plots import plot_reliability
 
+#: ``../shared/datasets`` beside the repository, wherever the benchmark is run from
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_SETTINGS = "oxford17,brain_mri4,oxford17:10,brain_mri4:20"
 
 
@@ -172,7 +175,7 @@ def run_setting(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/datasets", help="folder holding oxford17/ and brain_mri4/")
+    ap.add_argument("--data", default=str(SHARED), help="folder holding oxford17/ and brain_mri4/")
     ap.add_argument("--cache-dir", required=True, help="folder of <dataset>.h5 embedding caches")
     ap.add_argument("--out", default="docs/calibration", help="folder for the JSON and the PNGs")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset[:n per class]")
