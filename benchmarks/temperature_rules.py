@@ -49,7 +49,7 @@ from deepfeat.classify.cost import machine
 from deepfeat.classify.metrics import calibration_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration import per_class, split  # noqa: E402 - the image benchmark's splits
+from calibration import SHARED, per_class, split  # noqa: E402 - the image benchmark's splits
 
 RULES = ("T=1", "default", "one_se", "scaled_C")
 IMAGE_SETTINGS = (("oxford17", (3, 5, 10, None)), ("brain_mri4", (20, None)))
@@ -140,7 +140,7 @@ def text_draws(draws: int):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache-dir", required=True, help="folder of <dataset>.h5 image caches")
-    ap.add_argument("--data", default="../shared/datasets", help="folder holding oxford17/ and brain_mri4/")
+    ap.add_argument("--data", default=str(SHARED), help="folder holding oxford17/ and brain_mri4/")
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--only", choices=("images", "texts"), default=None)
     args = ap.parse_args(argv)
