@@ -255,22 +255,20 @@ def score_fold(
             t0 = time.perf_counter()
             head = cand["head"]
             try:
-                if i in on_path:
-                    pred, losses[i] = _logreg_outputs(on_path[i], Lte, yte)
-                    scores[i] = _metric(metric, yte, pred)
-                    predictions[i] = np.searchsorted(classes, pred)
-                elif head == "logreg":
-                    if logreg is None:
-                        logreg = make_head(
-                            "logreg",
-                            cand,
-                            class_weight=class_weight,
-                            max_iter=max_iter,
-                            tol=tol,
-                            random_state=random_state,
-                        )
-                        logreg.set_params(warm_start=True)
-                    est = logreg.set_params(C=cand["C"]).fit(Ltr, ytr)
+                if head == "logreg":
+                    est = on_path.get(i)  # only where a metric scores it: no scorer call
+                    if est is None:
+                        if logreg is None:
+                            logreg = make_head(
+                                "logreg",
+                                cand,
+                                class_weight=class_weight,
+                                max_iter=max_iter,
+                                tol=tol,
+                                random_state=random_state,
+                            )
+                            logreg.set_params(warm_start=True)
+                        est = logreg.set_params(C=cand["C"]).fit(Ltr, ytr)
                     pred, losses[i] = _logreg_outputs(est, Lte, yte)
                     scores[i] = _metric(metric, yte, pred) if metric else scorer(est, Lte, yte)
                     predictions[i] = np.searchsorted(classes, pred)
