@@ -9,9 +9,9 @@ and the held-out probabilities are scored (the labels are the same under every r
   the fitted ``T``, kept where it lowers the plain out-of-fold log-loss;
 * ``one_se``: the fitted ``T`` kept only where it lowers the out-of-fold log-loss by more
   than one standard error of the per-image differences (the head search's one-SE rule);
-* ``scaled_C``: the default rule, on fold heads fitted with ``C * n / n_fold`` so that they
-  are regularised as the refit on all ``n`` images is (scikit-learn's ``C`` multiplies the
-  summed loss).
+* ``scaled_C``: the default rule, on fold heads fitted with ``C * n / n_fold`` (``n_fold``:
+  the mean training-fold size) so that they are regularised as the refit on all ``n``
+  images is (scikit-learn's ``C`` multiplies the summed loss).
 
 Draws (numpy seeds 0..draws-1): images from ``benchmarks/calibration.py``'s splits (oxford17
 at 3, 5, 10 and 40 per class, brain_mri4 at 20 and 100 per class, warm caches in
@@ -40,9 +40,11 @@ from sklearn.base import clone
 from deepfeat.classify import EmbeddingClassifier, ImageEmbedder, TransferClassifier
 from deepfeat.classify.calibration import (
     TEMPERATURE_BOUNDS,
+    _decisions,
     _losses,
     first_covering,
     fit_temperature,
+    out_of_fold_decisions,
     temperature_proba,
 )
 from deepfeat.classify.cost import machine
@@ -56,24 +58,13 @@ IMAGE_SETTINGS = (("oxford17", (3, 5, 10, None)), ("brain_mri4", (20, None)))
 TEXT_SETS = ("amazon", "yelp", "imdb", "spam")
 
 
-def _scores(est, X: np.ndarray) -> np.ndarray:
-    d = np.asarray(est.decision_function(X), dtype=float)
-    return d.ravel() if d.ndim == 2 and d.shape[1] == 1 else d
-
-
-def out_of_fold(head, X: np.ndarray, y: np.ndarray, cv, scale_c: bool):
-    """Out-of-fold decision values of ``head`` on the folds the model was calibrated on."""
-    codes = np.unique(y, return_inverse=True)[1]
-    scores, targets = [], []
-    for tr, te in first_covering(cv.split(X, y)):
-        if len(np.unique(codes[tr])) <= codes.max():
-            continue
-        est = clone(head)
-        if scale_c and "C" in est.get_params():
-            est.set_params(C=est.get_params()["C"] * len(y) / len(tr))
-        scores.append(_scores(est.fit(X[tr], y[tr]), X[te]))
-        targets.append(codes[te])
-    return np.concatenate(scores), np.concatenate(targets)
+def scaled_c(head, X: np.ndarray, y: np.ndarray, cv):
+    """``head`` with ``C * n / n_fold`` (``n_fold``: the mean training-fold size), or None
+    for a head without ``C``."""
+    if "C" not in head.get_params():
+        return None
+    n_fold = np.mean([len(tr) for tr, _ in first_covering(cv.split(X, y))])
+    return clone(head).set_params(C=head.get_params()["C"] * len(y) / n_fold)
 
 
 def one_se_temperature(scores: np.ndarray, codes: np.ndarray) -> float:
@@ -95,14 +86,14 @@ def score_rules(clf, Etr: np.ndarray, ytr, Ete: np.ndarray, yte) -> dict[str, tu
     if not hasattr(head, "estimator_"):  # no folds: no calibration to compare
         return None
     Z, Zte = pre.transform(Etr), pre.transform(Ete)
-    d, ytr = _scores(head, Zte), np.asarray(ytr)
-    s0, c0 = out_of_fold(head.estimator, Z, ytr, head.cv, scale_c=False)
-    s1, c1 = out_of_fold(head.estimator, Z, ytr, head.cv, scale_c=True)
+    d, ytr = _decisions(head, Zte), np.asarray(ytr)
+    scaled = scaled_c(head.estimator, Z, ytr, head.cv)
     temps = {
         "T=1": 1.0,
-        "default": fit_temperature(s0, c0)[0],
-        "one_se": one_se_temperature(s0, c0),
-        "scaled_C": fit_temperature(s1, c1)[0],
+        "default": head.temperature_,  # what fit kept
+        "one_se": one_se_temperature(*out_of_fold_decisions(head.estimator, Z, ytr, head.cv)),
+        "scaled_C": head.temperature_ if scaled is None
+        else fit_temperature(*out_of_fold_decisions(scaled, Z, ytr, head.cv))[0],
     }
     out = {}
     for rule, t in temps.items():

@@ -41,7 +41,7 @@ from deepfeat.classify.metrics import calibration_report
 
 __all__ = [
     "TemperatureScaledClassifier", "TEMPERATURE_BOUNDS", "fit_temperature", "first_covering",
-    "temperature_proba",
+    "out_of_fold_decisions", "temperature_proba",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,45 @@ def first_covering(splits: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _decisions(est: Any, X: np.ndarray) -> np.ndarray:
+    """``est.decision_function(X)`` as floats; one column (two classes) as a vector."""
+    d = np.asarray(est.decision_function(X), dtype=float)
+    return d.ravel() if d.ndim == 2 and d.shape[1] == 1 else d
+
+
+def out_of_fold_decisions(
+    estimator: Any, X: np.ndarray, y: np.ndarray, cv: Any
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decision values of clones of ``estimator`` on the folds of ``cv`` they did not see.
+
+    Parameters
+    ----------
+    estimator : classifier with ``decision_function``
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    cv : CV splitter
+        Of a repeated K-fold, the first repeat is used (:func:`first_covering`): one
+        score per sample. A fold whose training part lacks a class is skipped (it cannot
+        give that class's score column).
+
+    Returns
+    -------
+    (scores, codes) or None
+        The concatenated decision values and the class index of each of their rows; None
+        when no fold could be used.
+    """
+    classes, codes = np.unique(y, return_inverse=True)
+    scores, targets = [], []
+    for train, test in first_covering(cv.split(X, y)):
+        if len(np.unique(codes[train])) < len(classes):
+            continue
+        scores.append(_decisions(clone(estimator).fit(X[train], y[train]), X[test]))
+        targets.append(codes[test])
+    if not scores:
+        return None
+    return np.concatenate(scores), np.concatenate(targets)
+
+
 class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
     """Add calibrated ``predict_proba`` to a classifier with a ``decision_function``.
 
@@ -201,10 +240,6 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def _scores(self, est: Any, X: np.ndarray) -> np.ndarray:
-        d = np.asarray(est.decision_function(X), dtype=float)
-        return d.ravel() if d.ndim == 2 and d.shape[1] == 1 else d
-
     def fit(self, X: Any, y: Any) -> TemperatureScaledClassifier:
         """Fit ``T`` on out-of-fold decision values, then ``estimator`` on all data.
 
@@ -235,16 +270,9 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
         if counts.min() >= 2:
             cv = small_data_cv(y, random_state=self.random_state) if self.cv is None else self.cv
             cv = check_cv(cv, y, classifier=True)
-            scores, targets = [], []
-            for train, test in first_covering(cv.split(X, y)):
-                if len(np.unique(codes[train])) < len(self.classes_):
-                    continue  # a fold without some class cannot give its score column
-                est = clone(base).fit(X[train], y[train])
-                scores.append(self._scores(est, X[test]))
-                targets.append(codes[test])
-            if scores:
-                s, t = np.concatenate(scores), np.concatenate(targets)
-                self.temperature_, self.calibration_ = fit_temperature(s, t)
+            oof = out_of_fold_decisions(base, X, y, cv)
+            if oof is not None:
+                self.temperature_, self.calibration_ = fit_temperature(*oof)
         else:
             log.info("a class has a single sample: no out-of-fold scores, temperature left at 1")
         self.estimator_ = clone(base).fit(X, y)
@@ -265,13 +293,13 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return temperature_proba(self._scores(self.estimator_, X), self.temperature_)
+        return temperature_proba(_decisions(self.estimator_, X), self.temperature_)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        z = self._scores(self.estimator_, X) / self.temperature_
+        z = _decisions(self.estimator_, X) / self.temperature_
         if z.ndim == 1:
             return np.column_stack([log_expit(-z), log_expit(z)])
         return log_softmax(z, axis=1)
@@ -283,7 +311,7 @@ class TemperatureScaledClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        z = self._scores(self.estimator_, X)
+        z = _decisions(self.estimator_, X)
         if z.ndim == 1:
             return self.classes_[(z > 0).astype(int)]
         return self.classes_[np.argmax(z, axis=1)]
